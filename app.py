@@ -1,0 +1,40 @@
+"""TuneLab dashboard: a router over pages/, with the workspace and running jobs in the sidebar."""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import streamlit as st  # noqa: E402
+
+from tunelab.ui import layout  # noqa: E402
+
+st.set_page_config(page_title="TuneLab", page_icon=":material/tune:", layout="wide")
+layout.init_state()
+
+PAGES = {
+    "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "1 · Data": [
+        st.Page("pages/data.py", title="Data", icon=":material/table:", url_path="data"),
+        st.Page("pages/sql.py", title="SQL", icon=":material/database:", url_path="sql"),
+        st.Page("pages/stats.py", title="Stats", icon=":material/bar_chart:", url_path="stats"),
+    ],
+    "2 · Generate": [
+        st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:", url_path="generate"),
+    ],
+    "3 · Compare": [
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    ],
+    "4 · Train": [
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    ],
+    "5 · Use": [
+        st.Page("pages/playground.py", title="Playground", icon=":material/chat:", url_path="playground"),
+    ],
+}
+
+nav = st.navigation(PAGES)
+layout.sidebar()
+nav.run()

@@ -1,0 +1,83 @@
+"""The `tunelab` command. Each workflow area registers its own subcommands from its cli module.
+
+Errors a user can cause are TuneLabError: printed as one line on stderr, exit status 1.
+With --json a command prints exactly one JSON document on stdout; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from tunelab.errors import TuneLabError
+
+# Modules with a `register(subparsers)` function; each owns its subcommands.
+AREAS = (
+    "tunelab.app_cli",
+    "tunelab.data.cli",
+    "tunelab.models.cli",
+    "tunelab.synth.cli",
+    "tunelab.evals.cli",
+    "tunelab.train.cli",
+    "tunelab.serve.cli",
+)
+
+
+def emit(obj: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print obj as one JSON document (--json) or as human text."""
+    if as_json:
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    else:
+        text = human(obj) if human else json.dumps(obj, ensure_ascii=False, indent=2, default=str)
+        sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like argparse but shorter
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tunelab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for mod in AREAS:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:  # an area not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+        return int(rc or 0)
+    except TuneLabError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

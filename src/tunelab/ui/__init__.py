@@ -1,0 +1,1 @@
+"""The only Streamlit-aware code: session state, caches, charts and shared widgets."""
