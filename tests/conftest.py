@@ -1,16 +1,15 @@
-"""Shared fixtures: every test runs against its own temporary workspace."""
+"""Shared pytest fixtures."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh $TUNELAB_HOME under tmp_path; returns its path."""
+def workspace(tmp_path, monkeypatch):
+    """A fresh, empty TuneLab workspace (TUNELAB_HOME) for one test."""
     home = tmp_path / "workspace"
+    home.mkdir()
     monkeypatch.setenv("TUNELAB_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
