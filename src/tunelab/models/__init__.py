@@ -1,0 +1,1 @@
+"""Models: registry, resolving a MODEL argument, loading (GGUF -> safetensors cache), generation."""

