@@ -1,0 +1,304 @@
+"""`tunelab data import`: files, LLaMA-Factory dataset_info.json, Hugging Face datasets and URLs.
+
+Records stream from a reader in `formats` into Arrow batches of BATCH rows that `store.commit`
+writes straight into the new Parquet version, so memory holds one batch whatever the file size.
+Importing into an existing name makes a new version holding the imported records (it replaces the
+contents; the previous version stays as its parent, so `data undo` brings it back).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Iterator
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+
+from tunelab import workspace
+from tunelab.data import formats, store
+from tunelab.data.formats import Columns, Item, Tags
+from tunelab.data.schema import COLUMNS, SCHEMA
+from tunelab.errors import TuneLabError
+
+BATCH = 10_000
+MAX_ERRORS = 1000  # errors listed; every bad record is still counted in `skipped`
+HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url")
+
+
+def import_path(source: str, name: str | None = None, fmt: str = "auto",
+                mapping: dict | None = None) -> dict:
+    """Import a file, a dataset_info.json, `hf:OWNER/NAME[:split]` or an http(s) URL.
+
+    Args:
+        source: a path, `hf:` reference or URL.
+        name: dataset name; defaults to the file's stem (sanitised). Checked before any reading.
+        fmt: auto, alpaca, sharegpt, messages, csv or parquet.
+        mapping: {field: source column}, e.g. {"instruction": "question", "output": "answer"}.
+
+    Returns:
+        {"name", "version", "imported", "skipped", "errors": [{"line", "error"}]}, or for a
+        dataset_info.json {"datasets": [that shape, ...], "skipped": [{"name", "reason"}]}.
+    """
+    source = str(source)
+    if name is not None:
+        workspace.validate_name(name, "dataset name")
+    if fmt not in formats.FORMATS:
+        raise TuneLabError(f"unknown format {fmt!r} (use {', '.join(formats.FORMATS)})")
+    cols = Columns.from_mapping(mapping)
+    if source.startswith("hf:"):
+        return _import_hf(source[3:], name, fmt, cols)
+    if source.lower().startswith(("http://", "https://")):
+        return _import_url(source, name, fmt, cols)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise TuneLabError(f"no such file: {source}")
+    if not path.is_file():
+        raise TuneLabError(f"{source} is a folder, not a file (for a dataset folder use hf:{source})")
+    if fmt == "auto" and _is_dataset_info(path):
+        if name is not None:
+            raise TuneLabError("a dataset_info.json names its datasets itself: leave out the name")
+        return import_dataset_info(path)
+    return import_file(path, name or default_name(path.name), fmt, cols, source)
+
+
+def default_name(filename: str) -> str:
+    """A valid dataset name from a file name: its stem with other characters replaced by `_`."""
+    stem = Path(filename).stem if "." in filename else filename
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")[:64] or "dataset"
+
+
+def import_file(path: Path, name: str, fmt: str = "auto", cols: Columns | None = None,
+                label: str | None = None) -> dict:
+    """Import one local file into dataset `name` (see import_path for the result)."""
+    workspace.validate_name(name, "dataset name")
+    container, items = formats.read_file(path, fmt, cols)
+    cols = cols or Columns()
+    mapped = {f: getattr(cols, f) for f in formats.FIELDS if getattr(cols, f) not in (f, None)}
+    params = {"source": label or str(path), "format": fmt, "container": container, "columns": mapped}
+    return _commit(name, items, label or path.name, params, by_line=container in ("jsonl", "csv", "tsv"))
+
+
+class _Tally:
+    """Counts and the first MAX_ERRORS errors of one import."""
+
+    def __init__(self, by_line: bool):
+        self.imported = self.skipped = 0
+        self.errors: list[dict] = []
+        self.unit = "line" if by_line else "record"
+
+    def bad(self, line: int, reason: str) -> None:
+        self.skipped += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append({"line": line, "error": reason})
+
+    def nothing(self, label: str) -> str:
+        if not self.skipped:
+            return f"nothing imported from {label}: it holds no records"
+        first = min(self.errors, key=lambda e: e["line"])
+        return (f"nothing imported from {label}: {self.skipped} records, all invalid "
+                f"({self.unit} {first['line']}: {first['error']})")
+
+
+def _commit(name: str, items: Iterable[Item], label: str, params: dict, by_line: bool) -> dict:
+    tally = _Tally(by_line)
+    batches = _tables(items, tally)
+    first = next(batches, None)
+    if first is None:  # nothing good: raise before a version is written
+        raise TuneLabError(tally.nothing(label))
+    # commit() records params after the last batch is written, so _counted's counts are final.
+    entry = store.commit(name, _counted(itertools.chain([first], batches), tally, params),
+                        op="import", params=params)
+    return {"name": name, "version": entry["version"], "imported": tally.imported,
+            "skipped": tally.skipped, "errors": sorted(tally.errors, key=lambda e: e["line"])}
+
+
+def _counted(tables: Iterator[pa.Table], tally: _Tally, params: dict) -> Iterator[pa.Table]:
+    yield from tables
+    params.update(imported=tally.imported, skipped=tally.skipped)
+
+
+def _tables(items: Iterable[Item], tally: _Tally) -> Iterator[pa.Table]:
+    """Arrow tables of up to BATCH good records; bad ones go to the tally."""
+    rows: list[tuple[int, dict]] = []
+    for line, item in items:
+        if item.__class__ is str:
+            tally.bad(line, item)
+            continue
+        rows.append((line, item))
+        if len(rows) >= BATCH:
+            table = _table(rows, tally)
+            rows = []
+            if table.num_rows:
+                yield table
+    if rows:
+        table = _table(rows, tally)
+        if table.num_rows:
+            yield table
+
+
+def _table(rows: list[tuple[int, dict]], tally: _Tally) -> pa.Table:
+    """Build one batch column by column; only if Arrow refuses it, look for the bad records."""
+    try:
+        table = _build([r for _, r in rows])
+    except (UnicodeEncodeError, pa.ArrowException):
+        good = []
+        for line, rec in rows:
+            reason = formats.text_problem(rec)
+            if reason:
+                tally.bad(line, reason)
+            else:
+                good.append(rec)
+        table = _build(good)
+    tally.imported += table.num_rows
+    return table
+
+
+def _build(recs: list[dict]) -> pa.Table:
+    hexes = secrets.token_hex(6 * len(recs))  # one random draw per batch, not per record
+    ids = [r["id"] or hexes[12 * i:12 * i + 12] for i, r in enumerate(recs)]
+    data = {c: [r[c] for r in recs] for c in COLUMNS if c != "id"}
+    return pa.table({"id": ids, **data}, schema=SCHEMA)
+
+
+# --------------------------------------------------------------------------- dataset_info.json
+
+class _Skip(Exception):
+    """A dataset_info.json entry that is not imported; its message is the reason."""
+
+
+def _is_dataset_info(path: Path) -> bool:
+    if path.name == "dataset_info.json":
+        return True
+    return path.suffix.lower() == ".json" and formats.sniff(path) == "object" \
+        and formats.is_dataset_info(path)
+
+
+def import_dataset_info(path: Path) -> dict:
+    """Import every entry of a LLaMA-Factory dataset_info.json whose file exists.
+
+    file_name is resolved against the folder holding the dataset_info.json, never the cwd.
+
+    Returns:
+        {"datasets": [import result, ...], "skipped": [{"name", "reason"}]}.
+    """
+    info = formats.load_object(path)
+    if info is None:
+        raise TuneLabError(f"{path} is not a valid dataset_info.json (it must be one JSON object)")
+    datasets, skipped = [], []
+    for key, entry in info.items():
+        try:
+            file, fmt, cols = _entry(key, entry, path.resolve().parent)
+            datasets.append(import_file(file, key, fmt, cols, f"{path.name}:{key}"))
+        except (_Skip, TuneLabError) as exc:
+            skipped.append({"name": key, "reason": str(exc)})
+    if not datasets:
+        why = f" ({skipped[0]['name']}: {skipped[0]['reason']})" if skipped else ""
+        raise TuneLabError(f"nothing imported from {path.name}: {len(skipped)} entries skipped{why}")
+    return {"datasets": datasets, "skipped": skipped}
+
+
+def _entry(key: str, entry: object, base: Path) -> tuple[Path, str, Columns]:
+    """The file, record kind and columns of one dataset_info entry, or _Skip with the reason."""
+    if not isinstance(entry, dict):
+        raise _Skip("malformed entry: expected an object with `file_name`")
+    workspace.validate_name(key, "dataset name")
+    file_name = entry.get("file_name")
+    if file_name is None:
+        hub = next((k for k in HUB_KEYS if entry.get(k)), None)
+        if hub:
+            raise _Skip(f"hub-only dataset, needs network ({hub}: {entry[hub]})")
+        raise _Skip("malformed entry: no `file_name` (nor a hub url)")
+    if not isinstance(file_name, str) or not file_name:
+        raise _Skip("malformed entry: `file_name` must be a file name")
+    if entry.get("ranking"):
+        raise _Skip("preference (ranking) datasets are not supported yet")
+    formatting = entry.get("formatting", "alpaca")
+    columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
+    if formatting not in ("alpaca", "sharegpt"):
+        raise _Skip(f"malformed entry: unknown formatting {formatting!r} (alpaca or sharegpt)")
+    if not isinstance(columns, dict) or not isinstance(tags, dict):
+        raise _Skip("malformed entry: `columns` and `tags` must be objects")
+    file = base / file_name
+    if not file.exists():
+        raise _Skip(f"missing file: {file_name} (looked in {base})")
+    if file.is_dir():
+        raise _Skip(f"{file_name} is a folder; import its files one by one")
+    if formatting == "sharegpt":
+        cols = Columns(conversations=columns.get("messages", "conversations"),
+                       system=columns.get("system"), tools=columns.get("tools"),
+                       tags=Tags.from_llamafactory(tags))
+    else:  # LLaMA-Factory reads history/system/tools only when the entry maps them
+        cols = Columns(instruction=columns.get("prompt", "instruction"),
+                       input=columns.get("query", "input"), output=columns.get("response", "output"),
+                       history=columns.get("history"), system=columns.get("system"),
+                       tools=columns.get("tools"))
+    return file, formatting, cols
+
+
+# --------------------------------------------------------------------------- public sources
+
+def _import_hf(ref: str, name: str | None, fmt: str, cols: Columns) -> dict:
+    """`hf:OWNER/NAME[:split]` (or a local dataset folder) through datasets.load_dataset, streamed."""
+    split = "train"
+    if ":" in ref.rsplit("/", 1)[-1]:
+        ref, split = ref.rsplit(":", 1)
+    if not ref:
+        raise TuneLabError("give a dataset after hf:, e.g. hf:tatsu-lab/alpaca or hf:tatsu-lab/alpaca:train")
+    name = name or default_name(Path(ref.rstrip("/")).name + ".x")
+    workspace.validate_name(name, "dataset name")
+    import datasets  # slow to import; only this path needs it
+
+    try:
+        ds = datasets.load_dataset(ref, split=split, streaming=True,
+                                   cache_dir=str(workspace.path("cache", "huggingface")))
+    except Exception as exc:  # datasets raises many types (offline, unknown split, no files)
+        raise TuneLabError(f"cannot load hf:{ref} (split {split}): {_first_line(exc)}") from None
+    kind = fmt if fmt in ("alpaca", "sharegpt", "messages") else "auto"
+    names = list(ds.column_names or [])
+    if names and kind == "auto":
+        cols = formats.checked_columns(cols, names)
+    items = formats.read_rows(_guarded(ds, ref), kind, replace(cols, coerce=True))
+    return _commit(name, items, f"hf:{ref}", {"source": f"hf:{ref}", "split": split, "format": fmt},
+                   by_line=False)
+
+
+def _guarded(rows: Iterable[dict], ref: str) -> Iterator[dict]:
+    """Rows of a dataset; a failure while streaming becomes one clear TuneLabError."""
+    try:
+        yield from rows
+    except Exception as exc:
+        raise TuneLabError(f"reading hf:{ref} failed: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _import_url(url: str, name: str | None, fmt: str, cols: Columns) -> dict:
+    """Download an http(s) file into the workspace (streamed to disk), import it, delete it."""
+    import httpx
+
+    filename = Path(unquote(urlparse(url).path)).name or "download"
+    name = name or default_name(filename)
+    workspace.validate_name(name, "dataset name")
+    tmp = workspace.subdir("uploads") / f".download-{secrets.token_hex(4)}{Path(filename).suffix}"
+    try:
+        try:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
+                if resp.status_code >= 400:
+                    raise TuneLabError(f"download failed: HTTP {resp.status_code} from {url}")
+                with open(tmp, "wb") as fh:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        fh.write(chunk)
+        except httpx.HTTPError as exc:
+            raise TuneLabError(f"download failed: {_first_line(exc) or type(exc).__name__} ({url})") from None
+        return import_file(tmp, name, fmt, cols, url)
+    finally:
+        if tmp.exists():
+            os.unlink(tmp)
