@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     except TuneLabError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
+    except OSError as exc:
+        # Disk full, read-only or permission-denied workspace, a path in the way: one clear line.
+        where = f" {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"error: file system error on{where}: {exc.strerror or exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
