@@ -98,7 +98,7 @@ class Columns:
     tags: Tags = field(default_factory=Tags)
 
     @classmethod
-    def from_mapping(cls, mapping: dict | None, coerce: bool = False) -> "Columns":
+    def from_mapping(cls, mapping: dict | None) -> "Columns":
         """Columns from a user mapping {field: source column}, e.g. {"output": "answer"}."""
         mapping = dict(mapping or {})
         if "messages" in mapping:
@@ -108,7 +108,7 @@ class Columns:
             raise TuneLabError(
                 f"unknown field `{unknown[0]}` in the column mapping (use {', '.join(FIELDS)})"
             )
-        return cls(coerce=coerce, **mapping)
+        return cls(**mapping)
 
     def auto_mapped(self, keys: Iterable[str]) -> "Columns":
         """Fill instruction/output/input/system from common column names when absent from keys."""
@@ -137,6 +137,8 @@ def _kind(v: Any) -> str:
         return "a list"
     if isinstance(v, dict):
         return "an object"
+    if isinstance(v, str):
+        return "text"
     return type(v).__name__
 
 
@@ -273,7 +275,7 @@ def _turns(raw: Any, key: str, tags: Tags) -> list[dict]:
         canon = (tags.roles or ROLE_ALIASES).get(role) if isinstance(role, str) else None
         if canon is None:
             raise BadRecord(f"turn {n} has an unknown role {role!r}")
-        if tags.roles is None and turn.get("tool_calls") and canon == ASSISTANT:
+        if canon == ASSISTANT and turn.get("tool_calls"):  # an OpenAI tool call
             turns.append({"from": FUNCTION, "value": _tool_calls(turn)})
             continue
         turns.append({"from": canon, "value": _turn_text(turn, content, n)})

@@ -1,0 +1,162 @@
+"""`tunelab data export`: a dataset version as Alpaca, JSONL, ShareGPT, Parquet or a LLaMA-Factory folder.
+
+Records stream from the version's Parquet file batch by batch into a temporary file that is
+renamed over the target, so a large export holds one batch in memory and never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import IO, Iterator
+
+import pyarrow.parquet as pq
+
+from tunelab import workspace
+from tunelab.data import store
+from tunelab.data.formats import turns_of
+from tunelab.errors import TuneLabError
+from tunelab.jsonio import read_json, write_json
+
+FORMATS = ("alpaca", "jsonl", "sharegpt", "parquet", "llamafactory")
+BATCH = 10_000
+# LLaMA-Factory's dataset_info.json description of the files written here.
+ALPACA_INFO = {"formatting": "alpaca", "columns": {
+    "prompt": "instruction", "query": "input", "response": "output",
+    "system": "system", "history": "history"}}
+SHAREGPT_INFO = {"formatting": "sharegpt", "columns": {
+    "messages": "conversations", "system": "system", "tools": "tools"}, "tags": {
+    "role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+    "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}}
+
+
+def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None) -> dict:
+    """Write a dataset version to out (relative paths land in the workspace's exports/).
+
+    Args:
+        name: dataset name.
+        out: output file (a folder for llamafactory); must resolve inside the workspace.
+        fmt: alpaca, jsonl, sharegpt, parquet or llamafactory.
+        version: the version to export (default: head).
+
+    Returns:
+        {"name", "version", "format", "path", "records"}.
+    """
+    if fmt not in FORMATS:
+        raise TuneLabError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
+    v = store.resolve_version(name, version)
+    src = store.version_path(name, v)
+    target = workspace.output_path(out)
+    if fmt == "llamafactory":
+        records, target = _llamafactory(name, src, target)
+    elif fmt == "parquet":
+        with _atomic(target, binary=True) as fh, open(src, "rb") as srcfh:
+            shutil.copyfileobj(srcfh, fh)  # the version file is already in the store's schema
+        records = pq.ParquetFile(src).metadata.num_rows
+    else:
+        records = _write_json(target, src, fmt)
+    return {"name": name, "version": v, "format": fmt, "path": str(target), "records": records}
+
+
+def _rows(src: Path) -> Iterator[dict]:
+    for batch in pq.ParquetFile(src).iter_batches(batch_size=BATCH):
+        yield from batch.to_pylist()
+
+
+def alpaca_record(r: dict, full: bool = False) -> dict:
+    """{instruction, input, output[, system, history]}; full keeps empty system/history too."""
+    rec = {"instruction": r["instruction"] or "", "input": r["input"] or "", "output": r["output"] or ""}
+    if full or r["system"]:
+        rec["system"] = r["system"] or ""
+    if full or r["history"]:
+        rec["history"] = [list(p) for p in r["history"] or []]
+    return rec
+
+
+def jsonl_record(r: dict) -> dict:
+    """Every stored field, so that a JSONL export imports back to the same records."""
+    rec = {"id": r["id"], **alpaca_record(r, full=True)}
+    for key in ("conversations", "tools"):
+        if r[key] is not None:
+            rec[key] = r[key]
+    return rec
+
+
+def sharegpt_record(r: dict) -> dict:
+    """LLaMA-Factory's ShareGPT layout; the original turns (function_call, observation...) kept."""
+    return {"conversations": turns_of(r), "system": r["system"] or "", "tools": r["tools"] or ""}
+
+
+def _write_json(target: Path, src: Path, fmt: str) -> int:
+    """A JSON array (alpaca, sharegpt) or JSON lines (jsonl), streamed."""
+    shape = {"alpaca": alpaca_record, "sharegpt": sharegpt_record, "jsonl": jsonl_record}[fmt]
+    n = 0
+    with _atomic(target) as fh:
+        if fmt != "jsonl":
+            fh.write("[")
+        for r in _rows(src):
+            text = json.dumps(shape(r), ensure_ascii=False)
+            if fmt == "jsonl":
+                fh.write(text + "\n")
+            else:
+                fh.write(("\n" if n == 0 else ",\n") + text)
+            n += 1
+        if fmt != "jsonl":
+            fh.write("\n]\n")
+    return n
+
+
+def _llamafactory(name: str, src: Path, folder: Path) -> tuple[int, Path]:
+    """A folder LLaMA-Factory reads: <name>.json plus a dataset_info.json entry named <name>.
+
+    ShareGPT layout when any record carries turns or tools (so tool calls survive), else Alpaca
+    with every record holding system and history (one consistent set of columns for `datasets`).
+    An existing dataset_info.json in the folder keeps its other entries.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise TuneLabError(f"{folder} is a file; llamafactory export needs a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    chat = _has_turns(src)
+    n = 0
+    with _atomic(folder / f"{name}.json") as fh:
+        fh.write("[")
+        for r in _rows(src):
+            rec = sharegpt_record(r) if chat else alpaca_record(r, full=True)
+            fh.write(("\n" if n == 0 else ",\n") + json.dumps(rec, ensure_ascii=False))
+            n += 1
+        fh.write("\n]\n")
+    info_path = folder / "dataset_info.json"
+    info = read_json(info_path, {}) if info_path.exists() else {}
+    if not isinstance(info, dict):
+        raise TuneLabError(f"{info_path} exists but is not a dataset_info.json object")
+    info[name] = {"file_name": f"{name}.json", **(SHAREGPT_INFO if chat else ALPACA_INFO)}
+    write_json(info_path, info)
+    return n, folder
+
+
+def _has_turns(src: Path) -> bool:
+    pf = pq.ParquetFile(src)
+    for batch in pf.iter_batches(batch_size=BATCH, columns=["conversations", "tools"]):
+        if batch.column(0).null_count < len(batch) or batch.column(1).null_count < len(batch):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _atomic(target: Path, binary: bool = False) -> Iterator[IO]:
+    """A file opened for streaming writes under a temporary name, renamed over target at the end."""
+    if target.is_dir():
+        raise TuneLabError(f"{target} is a folder; give a file name to export to")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
+            yield fh
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
