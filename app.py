@@ -10,31 +10,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import streamlit as st  # noqa: E402
 
 from tunelab.ui import layout  # noqa: E402
+from tunelab.ui.i18n import t  # noqa: E402
 
 st.set_page_config(page_title="TuneLab", page_icon=":material/tune:", layout="wide")
 layout.init_state()
 
 PAGES = {
-    "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
-    "1 · Data": [
-        st.Page("pages/data.py", title="Data", icon=":material/table:", url_path="data"),
-        st.Page("pages/sql.py", title="SQL", icon=":material/database:", url_path="sql"),
-        st.Page("pages/stats.py", title="Stats", icon=":material/bar_chart:", url_path="stats"),
+    "": [st.Page("pages/home.py", title=t("Home"), icon=":material/home:", default=True)],
+    t("1 · Data"): [
+        st.Page("pages/data.py", title=t("Data"), icon=":material/table:", url_path="data"),
+        st.Page("pages/sql.py", title=t("SQL"), icon=":material/database:", url_path="sql"),
+        st.Page("pages/stats.py", title=t("Stats"), icon=":material/bar_chart:", url_path="stats"),
     ],
-    "2 · Generate": [
-        st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:", url_path="generate"),
+    t("2 · Generate"): [
+        st.Page("pages/generate.py", title=t("Generate"), icon=":material/auto_awesome:", url_path="generate"),
     ],
-    "3 · Compare": [
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+    t("3 · Compare"): [
+        st.Page("pages/compare.py", title=t("Compare"), icon=":material/compare:", url_path="compare"),
     ],
-    "4 · Train": [
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    t("4 · Train"): [
+        st.Page("pages/train.py", title=t("Train"), icon=":material/model_training:", url_path="train"),
     ],
-    "5 · Use": [
-        st.Page("pages/playground.py", title="Playground", icon=":material/chat:", url_path="playground"),
+    t("5 · Use"): [
+        st.Page("pages/playground.py", title=t("Playground"), icon=":material/chat:", url_path="playground"),
     ],
 }
 
-nav = st.navigation(PAGES)
 layout.sidebar()
+nav = st.navigation(PAGES)
 nav.run()

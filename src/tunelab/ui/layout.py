@@ -6,12 +6,31 @@ import streamlit as st
 
 from tunelab import jobs, workspace
 from tunelab.errors import TuneLabError
+from tunelab.ui.i18n import language_switch, t
 
 # Every session key lives here, namespaced by page; widget keys double as test handles.
 DEFAULTS: dict = {
     "data.dataset": None,
-    "data.page": 0,
+    "data.version": None,
+    "data.page": 1,
+    "data.page_size": 20,
+    "data.record": 0,
     "data.query": "",
+    "data.field": "any",
+    "data.upload_name": "",
+    "data.upload_format": "auto",
+    "data.upload_map": "",
+    "data.clean_dedup": None,
+    "data.clean_strip": False,
+    "data.clean_drop_empty": False,
+    "data.clean_redact": False,
+    "data.clean_max_tokens": 0,
+    "data.split_test": 0.1,
+    "data.split_seed": 42,
+    "data.export_format": "alpaca",
+    "stats.dataset": None,
+    "stats.version": None,
+    "stats.model": None,
     "sql.query": "",
     "compare.winner": None,
     "train.model": None,
@@ -28,14 +47,15 @@ def init_state() -> None:
 
 def sidebar() -> None:
     with st.sidebar:
-        st.caption(f"Workspace: `{workspace.home()}`")
+        language_switch()
+        st.caption(f"{t('Workspace')}: `{workspace.home()}`")
         active = jobs.running()
         if active:
-            st.markdown("**Running jobs**")
+            st.markdown(f"**{t('Running jobs')}**")
             for j in active:
                 st.caption(f"{j['kind'][:-1]} `{j['id']}` — {j.get('status')} {j.get('progress', '')}")
         else:
-            st.caption("No jobs running.")
+            st.caption(t("No jobs running."))
 
 
 def show_error(exc: Exception) -> None:

@@ -1,0 +1,41 @@
+"""`t()` for pages: the session's language, chosen in the sidebar and remembered in the URL."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tunelab import i18n
+
+
+def lang() -> str:
+    if "lang" not in st.session_state:
+        # Remembered across refreshes in the URL (?lang=zh); otherwise follow the browser.
+        st.session_state["lang"] = i18n.from_locale(st.query_params.get("lang") or _browser_locale())
+    return st.session_state["lang"]
+
+
+def _browser_locale() -> str | None:
+    try:
+        return st.context.locale
+    except Exception:  # AppTest and older runtimes have no browser context
+        return None
+
+
+def t(text: str, **fmt) -> str:
+    """text translated into the session's language."""
+    return i18n.translate(text, lang(), **fmt)
+
+
+def language_switch() -> None:
+    """The sidebar language picker; the choice is kept in the URL so a refresh keeps it."""
+    current = lang()
+    st.session_state["ui.lang"] = current
+    st.selectbox(t("Language"), list(i18n.LANGS), format_func=i18n.LANGS.get, key="ui.lang",
+                 on_change=_switch)
+
+
+def _switch() -> None:
+    # A callback runs before the script, so the whole page renders in the new language.
+    choice = st.session_state["ui.lang"]
+    st.session_state["lang"] = choice
+    st.query_params["lang"] = choice
