@@ -1,0 +1,38 @@
+"""`make bench`: run every bench/*_bench.py, then write one overview table to bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import HERE, machine, table
+
+MARK = "<!-- overview -->"
+
+
+def main() -> int:
+    failed = []
+    for script in sorted(HERE.glob("*_bench.py")):
+        print(f"== {script.name}", flush=True)
+        if subprocess.call([sys.executable, str(script)], cwd=HERE.parent) != 0:
+            failed.append(script.name)
+    rows = []
+    for f in sorted((HERE / "results").glob("*.json")):
+        data = json.loads(f.read_text())
+        rows += [dict(r, metric=f"{data['name']}: {r['metric']}") for r in data["rows"]]
+    results = HERE / "RESULTS.md"
+    history = results.read_text(encoding="utf-8") if results.exists() else ""
+    history = history.split(MARK)[-1]
+    overview = (f"# Benchmarks\n\nLatest figure of every bench script (`make bench`), each against a "
+                f"baseline measured in the same run. Machine: {machine()}.\n\n{table(rows)}\n\n"
+                f"Failed scripts: {', '.join(failed) or 'none'}\n\n{MARK}")
+    results.write_text(overview + history, encoding="utf-8")
+    print(table(rows))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    raise SystemExit(main())
