@@ -1,4 +1,138 @@
+"""Data: import, browse, search, clean, split, export and undo — every edit a new version."""
+
+import math
+
 import streamlit as st
 
+from tunelab.data import export as exporter
+from tunelab.data import formats, store
+from tunelab.ui import data_actions as act
+from tunelab.ui import data_widgets as w
+from tunelab.ui import layout
+
+layout.init_state()
 st.title("Data")
-st.info("This step is being built.")
+st.caption("Bring in instruction records, look at them, fix them, and split off a test set. "
+           "Every change writes a new version; nothing is overwritten, and Undo goes back.")
+act.show_flash()
+
+datasets = store.list_datasets()
+with st.expander("Import a file", icon=":material/upload:", expanded=not datasets):
+    st.file_uploader("Alpaca / ShareGPT / OpenAI messages (JSON or JSONL), CSV or Parquet",
+                     type=["json", "jsonl", "csv", "tsv", "parquet"], key="data.upload")
+    c1, c2, c3 = st.columns(3)
+    c1.text_input("Dataset name", key="data.upload_name", placeholder="default: the file's name")
+    c2.selectbox("Format", formats.FORMATS, key="data.upload_format")
+    c3.text_input("Column mapping (CSV/Parquet)", key="data.upload_map",
+                  placeholder="instruction=question,output=answer")
+    st.button("Import", key="data.import", on_click=act.import_upload, type="primary",
+              disabled=st.session_state.get("data.upload") is None)
+    act.show_import_result()
+
+if not datasets:
+    st.info("The workspace has no dataset yet. Upload a file above, or start with the samples: "
+            "English and Chinese instruction records, some with a system prompt and earlier turns.")
+    st.button("Import the shipped samples", key="data.samples", on_click=act.import_samples,
+              icon=":material/download:")
+    st.stop()
+
+names = [d["name"] for d in datasets]
+if st.session_state["data.dataset"] not in names:
+    st.session_state["data.dataset"] = names[0]
+manifest = store.manifest(st.session_state["data.dataset"])
+versions = {v["version"]: v for v in manifest["versions"]}
+if st.session_state["data.version"] not in versions:
+    st.session_state["data.version"] = manifest["head"]
+
+c1, c2 = st.columns(2)
+name = c1.selectbox("Dataset", names, key="data.dataset", on_change=act.reset_view,
+                    format_func=lambda n: f"{n} ({next(d['records'] for d in datasets if d['name'] == n)} records)")
+version = c2.selectbox("Version", sorted(versions, reverse=True), key="data.version", on_change=act.reset_page,
+                       format_func=lambda v: w.version_label(versions[v], manifest["head"]))
+with st.expander("Lineage: every version of this dataset", icon=":material/account_tree:"):
+    st.dataframe(w.lineage(name), hide_index=True, width="stretch")
+
+browse, clean_tab, split_tab, export_tab, undo_tab = st.tabs(["Browse & search", "Clean", "Split", "Export", "Undo"])
+
+with browse:
+    c1, c2, c3 = st.columns([3, 1, 1])
+    text = c1.text_input("Search", key="data.query", on_change=act.reset_page,
+                         placeholder="words to find (English or 中文); empty = browse all")
+    c2.selectbox("In field", ("any", "instruction", "input", "output", "system"), key="data.field")
+    size = c3.selectbox("Per page", w.PAGE_SIZES, key="data.page_size", on_change=act.reset_page)
+    try:
+        if text.strip():
+            shown = w.search(name, version, text, st.session_state["data.field"], size)
+            st.caption(f"{shown['total']} matching record(s); the best {len(shown['records'])} first.")
+            offset = 0
+        else:
+            pages = max(1, math.ceil(versions[version]["records"] / size))
+            st.session_state["data.page"] = min(max(1, st.session_state["data.page"]), pages)
+            offset = (st.session_state["data.page"] - 1) * size
+            shown = w.page(name, version, offset, size)
+            p1, p2, p3, p4 = st.columns([1, 2, 1, 4], vertical_alignment="bottom")
+            p1.button("◀ Prev", key="data.prev", on_click=act.turn_page, args=(-1, pages),
+                      disabled=st.session_state["data.page"] <= 1)
+            p2.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="data.page")
+            p3.button("Next ▶", key="data.next", on_click=act.turn_page, args=(1, pages),
+                      disabled=st.session_state["data.page"] >= pages)
+            p4.caption(f"Records {offset + 1}–{offset + len(shown['records'])} of {shown['total']}")
+    except Exception as exc:  # one clear line for a user error, a traceback only for a bug
+        layout.show_error(exc)
+        st.stop()
+    records = shown["records"]
+    st.dataframe(w.records_frame(records), hide_index=True, width="stretch", key="data.table")
+    if records:
+        if st.session_state.get("data.record", 0) not in range(len(records)):
+            st.session_state["data.record"] = 0
+        st.selectbox("Open a record", range(len(records)), key="data.record",
+                     format_func=lambda i: f"{offset + i + 1}. {(records[i]['instruction'] or records[i]['input'])[:90]}")
+        record = records[st.session_state["data.record"]]
+        st.caption(f"id `{record['id']}`" + (" — search terms are marked" if text.strip() else ""))
+        w.conversation(record, text)
+    elif text.strip():
+        st.info("No record matches. Try fewer words or the field `any`.")
+
+with clean_tab:
+    head = manifest["head"]
+    st.caption(f"Cleaning reads the head version (v{head}) and writes a new one; preview first.")
+    c1, c2 = st.columns(2)
+    c1.selectbox("Remove duplicates", (None, "exact", "near"), key="data.clean_dedup",
+                 format_func=lambda d: {None: "no", "exact": "exact (same text after normalising)",
+                                        "near": "near (MinHash, ≥ 0.8 similar) + exact"}[d])
+    c1.number_input("Drop records longer than (tokens, 0 = keep all)", min_value=0, step=128,
+                    key="data.clean_max_tokens")
+    c2.checkbox("Strip whitespace around every field", key="data.clean_strip")
+    c2.checkbox("Drop records with an empty output or prompt", key="data.clean_drop_empty")
+    c2.checkbox("Redact personal data (emails, phones, IPs, card and ID numbers)", key="data.clean_redact")
+    opts = act.clean_options()
+    st.button("Preview", key="data.clean_preview", on_click=act.request_preview, args=(name, head))
+    if st.session_state.get("data.preview") == (name, head, opts):
+        try:
+            preview = w.clean_preview(name, head, **opts)
+        except Exception as exc:
+            layout.show_error(exc)
+        else:
+            act.show_preview(preview)
+            st.button(f"Apply: write v{max(versions) + 1}", key="data.clean_apply", type="primary",
+                      on_click=act.apply_clean, disabled=not preview["counts"])
+
+with split_tab:
+    st.caption(f"Writes two datasets, `{name}-train` and `{name}-test`, from the head version; "
+               f"`{name}` itself is unchanged. The same seed gives the same split.")
+    c1, c2 = st.columns(2)
+    c1.number_input("Test size (a fraction below 1, or a number of records)", min_value=0.0,
+                    step=0.05, key="data.split_test")
+    c2.number_input("Seed", min_value=0, step=1, key="data.split_seed")
+    st.button("Split", key="data.split", on_click=act.split, args=(name,), type="primary")
+
+with export_tab:
+    c1, c2 = st.columns(2)
+    c1.selectbox("Format", exporter.FORMATS, key="data.export_format",
+                 help="llamafactory: a folder with the file and a dataset_info.json (downloaded as .zip)")
+    fmt = st.session_state["data.export_format"]
+    c2.button(f"Export v{version}", key="data.export", on_click=act.export, args=(name, version, fmt))
+    act.show_download(name, version, fmt)
+
+with undo_tab:
+    act.undo_panel(name, manifest)

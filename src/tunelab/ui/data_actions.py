@@ -1,0 +1,241 @@
+"""The Data page's actions (import, clean, split, export, undo) as button callbacks, and their panels.
+
+Actions run as on_click callbacks, before the script reruns, so they may move the page's pickers
+(for example to the version just written); their outcome is kept in session state as a message
+shown at the top of the next run ("data.flash").
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from tunelab.data import clean, split as splitter, store, uploads
+from tunelab.data import export as exporter
+from tunelab.data.cli import parse_map
+from tunelab.data.importer import import_path
+from tunelab.errors import TuneLabError
+
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "samples" / "alpaca_mixed.jsonl"
+REASONS = {
+    "duplicate_exact": "exact duplicate", "duplicate_near": "near duplicate", "empty": "empty",
+    "too_long": "over the token limit", "stripped": "whitespace stripped (kept)",
+}
+
+
+def _flash(kind: str, text: str) -> None:
+    st.session_state["data.flash"] = (kind, text)
+
+
+def show_flash() -> None:
+    """The outcome of the last action, once."""
+    kind, text = st.session_state.pop("data.flash", None) or (None, None)
+    if kind == "error":
+        st.error(text, icon=":material/error:")
+    elif kind:
+        st.success(text, icon=":material/check_circle:")
+
+
+def _guarded(fn):
+    """Run an action; a TuneLabError becomes the flash message instead of a traceback."""
+    try:
+        fn()
+    except TuneLabError as exc:
+        _flash("error", str(exc))
+
+
+def _select(name: str, version: int | None = None) -> None:
+    """Point the pickers at a dataset (and a version, default its head)."""
+    st.session_state["data.dataset"] = name
+    st.session_state["data.version"] = version or store.manifest(name)["head"]
+    reset_page()
+
+
+def reset_page() -> None:
+    st.session_state["data.page"] = 1
+    st.session_state["data.record"] = 0
+
+
+def reset_view() -> None:
+    """A new dataset: show its head from the first page, forget previews and exports."""
+    st.session_state["data.version"] = None
+    for key in ("data.preview", "data.export_file", "data.undo_confirm"):
+        st.session_state.pop(key, None)
+    reset_page()
+
+
+def turn_page(step: int, pages: int) -> None:
+    st.session_state["data.page"] = min(max(1, st.session_state["data.page"] + step), pages)
+
+
+# ---------------------------------------------------------------- import
+
+
+def import_upload() -> None:
+    """Save the uploaded file under uploads/ and import it."""
+    upload = st.session_state.get("data.upload")
+    if upload is None:
+        return
+
+    def run() -> None:
+        mapping = parse_map(st.session_state["data.upload_map"].strip() or None)
+        result = uploads.import_upload(upload.name, upload.getvalue(), st.session_state["data.upload_name"].strip(),
+                                       st.session_state["data.upload_format"], mapping)
+        st.session_state["data.import_result"] = result
+        first = result["datasets"][0] if result.get("datasets") else result if "name" in result else None
+        if first:
+            _select(first["name"], first["version"])
+
+    _guarded(run)
+
+
+def import_samples() -> None:
+    """Import the shipped sample dataset (what `make run` imports into an empty workspace)."""
+
+    def run() -> None:
+        if not SAMPLE.exists():
+            raise TuneLabError(f"the sample file {SAMPLE} is missing")
+        result = import_path(str(SAMPLE))
+        st.session_state["data.import_result"] = result
+        _select(result["name"], result["version"])
+
+    _guarded(run)
+
+
+def show_import_result() -> None:
+    """Imported/skipped counts of the last import, with the per-line errors in an expander."""
+    result = st.session_state.get("data.import_result")
+    if not result:
+        return
+    for r in result.get("datasets", [result]):
+        st.success(f"`{r['name']}` v{r['version']}: imported {r['imported']} record(s), "
+                   f"skipped {r['skipped']}.", icon=":material/check_circle:")
+        if r["errors"]:
+            with st.expander(f"{len(r['errors'])} skipped record(s) in {r['name']}: why"):
+                st.dataframe(pd.DataFrame(r["errors"]), hide_index=True, width="stretch")
+    for s in result.get("skipped", []) if "datasets" in result else []:
+        st.warning(f"`{s['name']}` not imported: {s['reason']}")
+
+
+# ---------------------------------------------------------------- clean
+
+
+def clean_options() -> dict:
+    """The Clean tab's choices as clean.plan()/clean.clean() keyword arguments."""
+    ss = st.session_state
+    return {"dedup": ss["data.clean_dedup"], "strip": ss["data.clean_strip"],
+            "drop_empty": ss["data.clean_drop_empty"], "redact_pii": ss["data.clean_redact"],
+            "max_tokens": int(ss["data.clean_max_tokens"]) or None}
+
+
+def request_preview(name: str, head: int) -> None:
+    # Options are read here, at click time; the preview stays shown only while dataset, head and
+    # options still match what was previewed.
+    st.session_state["data.preview"] = (name, head, clean_options())
+
+
+def show_preview(preview: dict) -> None:
+    """Counts per reason and examples of the records a clean would remove or change."""
+    if not preview["counts"]:
+        st.info("Nothing to change with these options.")
+        return
+    removed = preview["before"] - preview["after"]
+    st.markdown(f"**{preview['before']} → {preview['after']} records** ({removed} removed)")
+    rows = [{"reason": REASONS.get(r, r.replace("redacted_", "personal data redacted: ") + " (kept)"),
+             "records": n} for r, n in preview["counts"].items()]
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    for reason, examples in preview["examples"].items():
+        if examples:
+            with st.expander(f"Examples: {REASONS.get(reason, reason)}"):
+                st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch")
+
+
+def apply_clean() -> None:
+    """Apply exactly the previewed cleaning."""
+    name, _, opts = st.session_state["data.preview"]
+
+    def run() -> None:
+        r = clean.clean(name, **opts)
+        st.session_state.pop("data.preview", None)
+        _select(name, r["version"])
+        _flash("success", f"Wrote {name} v{r['version']}: {r['before']} → {r['after']} records.")
+
+    _guarded(run)
+
+
+# ---------------------------------------------------------------- split, export, undo
+
+
+def split(name: str) -> None:
+    def run() -> None:
+        r = splitter.split(name, float(st.session_state["data.split_test"]), int(st.session_state["data.split_seed"]))
+        _flash("success", f"Wrote {r['train']['name']} ({r['train']['records']} records) and "
+                          f"{r['test']['name']} ({r['test']['records']} records).")
+
+    _guarded(run)
+
+
+def export(name: str, version: int, fmt: str) -> None:
+    """Write the export under exports/ (a zip for a folder) and remember it for the download button."""
+
+    def run() -> None:
+        suffix = {"alpaca": ".json", "sharegpt": ".json", "jsonl": ".jsonl", "parquet": ".parquet"}.get(fmt, "")
+        r = exporter.export(name, f"{name}-v{version}-{fmt}{suffix}", fmt, version)
+        path = Path(r["path"])
+        if path.is_dir():  # llamafactory: a folder, downloaded as one zip
+            path = Path(shutil.make_archive(str(path), "zip", root_dir=path))
+        st.session_state["data.export_file"] = {"key": (name, version, fmt), "path": str(path),
+                                                "records": r["records"]}
+
+    _guarded(run)
+
+
+def show_download(name: str, version: int, fmt: str) -> None:
+    """The download button for the export made for exactly this dataset, version and format."""
+    made = st.session_state.get("data.export_file")
+    if not made or made["key"] != (name, version, fmt):
+        return
+    path = Path(made["path"])
+    st.caption(f"{made['records']} records written to `{path}`")
+    # Deferred: the file is read when the button is pressed, not on every rerun.
+    st.download_button(f"Download {path.name}", data=lambda: path.read_bytes(), file_name=path.name,
+                       key="data.download", icon=":material/download:")
+
+
+def undo_panel(name: str, manifest: dict) -> None:
+    """Undo with a confirmation that names the version it goes back to."""
+    versions = {v["version"]: v for v in manifest["versions"]}
+    head = versions[manifest["head"]]
+    parent = versions.get(head.get("parent"))
+    if not parent:
+        st.info(f"`{name}` is at its first version (v{head['version']}); there is nothing to undo.")
+        return
+    st.markdown(f"The head is **v{head['version']}** ({head['op']}, {head['records']} records). "
+                f"Undo goes back to **v{parent['version']}** ({parent['op']}, {parent['records']} records); "
+                f"v{head['version']} stays on disk and in the lineage.")
+    if st.session_state.get("data.undo_confirm") != (name, head["version"]):
+        st.button("Undo…", key="data.undo", on_click=_ask_undo, args=(name, head["version"]))
+        return
+    st.warning(f"Go back from v{head['version']} to v{parent['version']}?")
+    c1, c2 = st.columns(2)
+    c1.button(f"Yes, go back to v{parent['version']}", key="data.undo_yes", type="primary",
+              on_click=_undo, args=(name,))
+    c2.button("Cancel", key="data.undo_no", on_click=st.session_state.pop, args=("data.undo_confirm", None))
+
+
+def _ask_undo(name: str, head: int) -> None:
+    st.session_state["data.undo_confirm"] = (name, head)
+
+
+def _undo(name: str) -> None:
+    def run() -> None:
+        st.session_state.pop("data.undo_confirm", None)
+        entry = store.undo(name)
+        _select(name, entry["version"])
+        _flash("success", f"{name} is back at v{entry['version']} ({entry['records']} records).")
+
+    _guarded(run)
+

@@ -1,0 +1,136 @@
+"""Cached reads and renderers for the Data, SQL and Stats pages.
+
+Every cached function takes the dataset version explicitly: versions are immutable files, so a
+(name, version) pair never goes stale, and a new version (clean, import, undo) is a new cache key.
+Cached values are returned to pages read-only; pages never mutate them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import streamlit as st
+
+from tunelab.data import clean, highlight, query, stats, store
+from tunelab.data.schema import TEXT_FIELDS
+
+PAGE_SIZES = (10, 20, 50, 100)
+ROLE_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant"}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def page(name: str, version: int, offset: int, limit: int) -> dict:
+    """One page of records (query.show)."""
+    return query.show(name, offset=offset, limit=limit, version=version)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def search(name: str, version: int, text: str, field: str, limit: int) -> dict:
+    """Ranked search hits (query.search)."""
+    return query.search(name, text, field=field, limit=limit, version=version)
+
+
+@st.cache_data(max_entries=16, show_spinner="Counting tokens…")
+def dataset_stats(name: str, version: int, model: str | None) -> dict:
+    """Statistics of one version with one model's tokenizer (stats.stats)."""
+    return stats.stats(name, model=model, version=version)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def field_lengths(name: str, version: int) -> pd.DataFrame:
+    """Character length of every text field of every record, long format (field, chars)."""
+    table = store.read(name, version).select(list(TEXT_FIELDS))
+    frames = [pd.DataFrame({"field": f, "chars": pc.utf8_length(pc.fill_null(table[f], "")).to_numpy()})
+              for f in TEXT_FIELDS]
+    return pd.concat(frames, ignore_index=True)
+
+
+@st.cache_data(max_entries=16, show_spinner="Working out what would change…")
+def clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
+                  redact_pii: bool, max_tokens: int | None) -> dict:
+    """What clean() would do to a version: counts per reason and example records per reason."""
+    table = store.read(name, version)
+    new, counts, examples = clean.plan(table, dedup=dedup, strip=strip, drop_empty=drop_empty,
+                                       redact_pii=redact_pii, max_tokens=max_tokens)
+    wanted = pa.array(sorted({i for ids in examples.values() for i in ids[:5]}), pa.string())
+    shown = table.filter(pc.is_in(table["id"], value_set=wanted)).select(["id", "instruction", "input", "output"])
+    by_id = {r["id"]: r for r in shown.to_pylist()}
+    return {
+        "before": table.num_rows,
+        "after": new.num_rows,
+        "counts": counts,
+        "examples": {reason: [by_id[i] for i in ids[:5] if i in by_id] for reason, ids in examples.items()},
+    }
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def run_sql(text: str, heads: tuple) -> dict:
+    """A read-only query's result; `heads` ((name, version), ...) keys the cache on the data."""
+    return query.sql(text)
+
+
+def heads() -> tuple:
+    """(name, head version) of every dataset: the cache key of anything that reads all heads."""
+    return tuple((d["name"], d["version"]) for d in store.list_datasets())
+
+
+def lineage(name: str) -> pd.DataFrame:
+    """The dataset's versions, newest first, as a table (version, op, params, parent, ...)."""
+    m = store.manifest(name)
+    rows = [
+        {
+            "version": v["version"],
+            "head": "●" if v["version"] == m["head"] else "",
+            "op": v.get("op", ""),
+            "params": json.dumps(v.get("params") or {}, ensure_ascii=False),
+            "parent": v.get("parent"),
+            "records": v.get("records"),
+            "time": v.get("created", ""),
+            "from": _source(v.get("lineage")),
+        }
+        for v in reversed(m["versions"])
+    ]
+    return pd.DataFrame(rows)
+
+
+def _source(lineage: dict | None) -> str:
+    return f"{lineage.get('source')} v{lineage.get('version')}" if lineage else ""
+
+
+def version_label(entry: dict, head: int) -> str:
+    """How a version reads in the picker: v3 · clean · 280 records (head)."""
+    mark = " (head)" if entry["version"] == head else ""
+    return f"v{entry['version']} · {entry.get('op', '')} · {entry.get('records')} records{mark}"
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """Records as a table; history shown as its number of earlier turns."""
+    rows = [{**{k: r[k] for k in ("id", "instruction", "input", "output", "system")},
+             "history": len(r.get("history") or [])} for r in records]
+    return pd.DataFrame(rows, columns=["id", "instruction", "input", "output", "system", "history"])
+
+
+def text_block(text: str, query_text: str = "") -> None:
+    """Record text as written (no Markdown), with the search terms marked."""
+    st.html(f'<div style="white-space: pre-wrap">{highlight.to_html(text, query_text)}</div>')
+
+
+def conversation(record: dict, query_text: str = "") -> None:
+    """A record as the chat the model will be trained on: system, history, prompt, answer."""
+    turns = [("system", record.get("system") or "")]
+    for pair in record.get("history") or []:
+        user, assistant = (list(pair) + ["", ""])[:2]
+        turns += [("user", user or ""), ("assistant", assistant or "")]
+    prompt = "\n\n".join(p for p in (record.get("instruction") or "", record.get("input") or "") if p)
+    turns += [("user", prompt), ("assistant", record.get("output") or "")]
+    for role, text in turns:
+        if role == "system" and not text:
+            continue
+        with st.chat_message(role, avatar=ROLE_AVATARS[role]):
+            if text:
+                text_block(text, query_text)
+            else:
+                st.caption("(empty)")

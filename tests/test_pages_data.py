@@ -1,0 +1,157 @@
+"""The Data page driven through AppTest by widget keys, against a real workspace and store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pagetest import html, open_page, texts
+
+from tunelab.data import highlight, store, uploads
+from tunelab.data.importer import import_path
+
+
+def _records(n: int = 45) -> list[dict]:
+    recs = [{"instruction": f"Question number {i} about cooking", "input": "", "output": f"Answer {i}."}
+            for i in range(n)]
+    recs[3] = {"instruction": "Explain gradient descent", "input": "", "output": "Models learn by modeling errors.",
+               "system": "You are a teacher.", "history": [["Hi", "Hello!"]]}
+    recs[4] = {"instruction": "什么是机器学习？", "input": "", "output": "机器学习是人工智能的一个分支。"}
+    recs[5] = dict(recs[0])  # an exact duplicate
+    recs[6] = {"instruction": "No answer here", "input": "", "output": "   "}
+    return recs
+
+
+@pytest.fixture
+def dataset(workspace):
+    path = workspace.parent / "toy.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in _records()) + "\n", encoding="utf-8")
+    return import_path(str(path))["name"]
+
+
+def _page():
+    return open_page("pages/data.py")
+
+
+def test_lists_the_imported_dataset_and_pages(dataset):
+    at = _page()
+    assert at.selectbox(key="data.dataset").value == "toy"
+    assert "toy (45 records)" in at.selectbox(key="data.dataset").options
+    table = at.dataframe[1].value  # [0] is the lineage
+    assert len(table) == 20 and table["instruction"].iloc[0] == "Question number 0 about cooking"
+    at.button(key="data.next").click().run()
+    assert at.number_input(key="data.page").value == 2
+    assert at.dataframe[1].value["instruction"].iloc[0] == "Question number 20 about cooking"
+    at.selectbox(key="data.page_size").set_value(50).run()
+    assert at.number_input(key="data.page").value == 1 and len(at.dataframe[1].value) == 45
+    assert not at.exception
+
+
+def test_record_viewer_renders_a_conversation(dataset):
+    at = _page()
+    at.selectbox(key="data.record").set_value(3).run()
+    roles = [m.name for m in at.chat_message]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+    shown = html(at)
+    assert "You are a teacher." in shown and "Explain gradient descent" in shown
+
+
+def test_search_marks_hits(dataset):
+    at = _page()
+    at.text_input(key="data.query").input("models").run()
+    assert not at.exception
+    table = at.dataframe[1].value
+    assert list(table["instruction"]) == ["Explain gradient descent"]
+    shown = html(at)
+    assert "<mark>Models</mark>" in shown and "<mark>modeling</mark>" in shown
+    at.text_input(key="data.query").input("机器学习").run()
+    assert at.dataframe[1].value["instruction"].iloc[0] == "什么是机器学习？"
+    at.selectbox(key="data.field").set_value("system").run()
+    assert len(at.dataframe[1].value) == 0
+    assert "No record matches" in texts(at)
+
+
+def test_clean_preview_apply_then_undo(dataset):
+    at = _page()
+    at.selectbox(key="data.clean_dedup").set_value("exact")
+    at.checkbox(key="data.clean_drop_empty").check()
+    at.button(key="data.clean_preview").click().run()
+    assert not at.exception
+    assert "45 → 43 records" in texts(at)
+    reasons = at.dataframe[2].value.set_index("reason")["records"].to_dict()
+    assert reasons == {"empty": 1, "exact duplicate": 1}
+    assert store.manifest("toy")["head"] == 1  # a preview writes nothing
+    at.button(key="data.clean_apply").click().run()
+    assert store.manifest("toy")["head"] == 2 and store.list_datasets()[0]["records"] == 43
+    assert at.selectbox(key="data.version").value == 2
+    assert "Wrote toy v2: 45 → 43 records." in texts(at)
+    at.button(key="data.undo").click().run()
+    assert "Go back from v2 to v1?" in texts(at)
+    assert store.manifest("toy")["head"] == 2  # nothing happens before the confirmation
+    at.button(key="data.undo_yes").click().run()
+    assert not at.exception
+    assert store.manifest("toy")["head"] == 1 and at.selectbox(key="data.version").value == 1
+
+
+def test_split_writes_train_and_test(dataset):
+    at = _page()
+    at.number_input(key="data.split_test").set_value(0.2)
+    at.button(key="data.split").click().run()
+    assert not at.exception
+    sizes = {d["name"]: d["records"] for d in store.list_datasets()}
+    assert sizes == {"toy": 45, "toy-train": 36, "toy-test": 9}
+    assert "Wrote toy-train (36 records) and toy-test (9 records)." in texts(at)
+
+
+def test_split_error_is_one_line(dataset):
+    at = _page()
+    at.number_input(key="data.split_test").set_value(0.0)
+    at.button(key="data.split").click().run()
+    assert not at.exception and at.error and "test-size" in at.error[0].value
+
+
+def test_export_offers_a_download(dataset, workspace):
+    at = _page()
+    at.selectbox(key="data.export_format").set_value("alpaca")
+    at.button(key="data.export").click().run()
+    assert not at.exception
+    exported = workspace / "exports" / "toy-v1-alpaca.json"
+    assert len(json.loads(exported.read_text(encoding="utf-8"))) == 45
+    assert at.get("download_button")
+
+
+def test_upload_imports_and_reports_bad_lines(workspace):
+    at = _page()
+    assert at.button(key="data.samples")  # an empty workspace offers the samples
+    good = json.dumps({"instruction": "a", "input": "", "output": "b"})
+    at.file_uploader(key="data.upload").upload("../../my data.jsonl", f"{good}\nnot json\n{good}\n".encode())
+    at.run()
+    at.button(key="data.import").click().run()
+    assert not at.exception
+    assert (workspace / "uploads" / "my_data.jsonl").exists()
+    assert store.list_datasets() == [{"name": "my_data", "version": 1, "records": 2}]
+    assert "imported 2 record(s), skipped 1" in texts(at)
+    assert at.selectbox(key="data.dataset").value == "my_data"
+
+
+def test_import_samples_button(workspace):
+    at = _page()
+    at.button(key="data.samples").click().run()
+    assert not at.exception
+    names = [d["name"] for d in store.list_datasets()]
+    assert names == ["alpaca_mixed"] and at.selectbox(key="data.dataset").value == "alpaca_mixed"
+
+
+def test_safe_filename_keeps_uploads_inside_the_workspace(workspace):
+    assert uploads.safe_filename("../../etc/passwd") == "passwd"
+    assert uploads.safe_filename("C:\\x\\..\\évil name.csv") == "_vil_name.csv"
+    assert uploads.safe_filename("...") == "upload"
+    assert uploads.save_upload("../x.jsonl", b"{}").parent == workspace / "uploads"
+
+
+def test_highlight_marks_word_forms_and_cjk_bigrams():
+    assert highlight.to_html("Modeling a model, not a modem <b>", "models") == \
+        "<mark>Modeling</mark> a <mark>model</mark>, not a modem &lt;b&gt;"
+    assert highlight.spans("我们学习机器学习", "机器学习") == [(2, 8)]
+    assert highlight.spans("category", "cat") == []
+    assert highlight.to_html("a < b", "") == "a &lt; b"
