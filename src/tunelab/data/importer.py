@@ -73,14 +73,18 @@ def default_name(filename: str) -> str:
 
 
 def import_file(path: Path, name: str, fmt: str = "auto", cols: Columns | None = None,
-                label: str | None = None) -> dict:
-    """Import one local file into dataset `name` (see import_path for the result)."""
+                source: str | None = None) -> dict:
+    """Import one local file into dataset `name` (see import_path for the result).
+
+    source is what the user named (a path, URL or dataset_info entry) for the lineage record.
+    """
     workspace.validate_name(name, "dataset name")
     container, items = formats.read_file(path, fmt, cols)
     cols = cols or Columns()
     mapped = {f: getattr(cols, f) for f in formats.FIELDS if getattr(cols, f) not in (f, None)}
-    params = {"source": label or str(path), "format": fmt, "container": container, "columns": mapped}
-    return _commit(name, items, label or path.name, params, by_line=container in ("jsonl", "csv", "tsv"))
+    params = {"source": source or str(path), "format": fmt, "container": container, "columns": mapped}
+    label = source if source and "://" in source else path.name
+    return _commit(name, items, label, params, by_line=container in ("jsonl", "csv", "tsv"))
 
 
 class _Tally:
