@@ -1,11 +1,37 @@
+"""Home: what TuneLab does, where this workspace stands in the five steps, and what to do next."""
+
 import streamlit as st
 
-from tunelab.data import store
+from tunelab import workflow
+from tunelab.ui import layout
 
+layout.init_state()
 st.title("TuneLab")
 st.markdown(
-    "Fine-tune a language model on your own machine in five steps: **Data** → **Generate** → "
-    "**Compare** → **Train** → **Use**."
+    "Fine-tune a small language model on your own machine, no GPU needed. The work goes in five "
+    "steps:\n"
+    "1. **Data** — import instruction records (question → answer pairs), look at them, clean them, "
+    "and keep some aside as a *test set* the model never trains on.\n"
+    "2. **Generate** *(optional)* — let a model write more examples from a few of yours; you review each.\n"
+    "3. **Compare** — score the candidate base models on your test set, to pick one and to have a baseline.\n"
+    "4. **Train** — teach the chosen model your examples (LoRA: a small add-on, fast on a CPU) "
+    "and watch the loss fall.\n"
+    "5. **Use** — chat with the result, serve it as an API, export it."
 )
-datasets = store.list_datasets()
-st.page_link("pages/data.py", label=f"Data — {len(datasets)} dataset(s) in the workspace", icon=":material/table:")
+
+steps = workflow.steps()
+st.subheader("Your progress")
+for i, step in enumerate(steps, 1):
+    c1, c2 = st.columns([3, 2], vertical_alignment="center")
+    mark = ":material/check_circle:" if step.done else ":material/radio_button_unchecked:"
+    c1.markdown(f"{mark} **{i}. {step.title}** — {step.detail}")
+    c2.page_link(step.page, label=f"Open {step.page.split('/')[-1][:-3].capitalize()}", icon=":material/arrow_forward:")
+
+nxt = workflow.next_step(steps)
+if nxt:
+    st.info(f"**Next:** {nxt.title.lower()}.", icon=":material/flag:")
+else:
+    st.success("Every step is done: try your model in the Playground.", icon=":material/celebration:")
+    st.page_link("pages/playground.py", label="Open the Playground", icon=":material/chat:")
+for text in workflow.warnings(steps):
+    st.warning(text, icon=":material/warning:")

@@ -1,4 +1,42 @@
+"""SQL: read-only DuckDB queries over every dataset (each is a table of its name)."""
+
+import pandas as pd
 import streamlit as st
 
-st.title("Sql")
-st.info("This step is being built.")
+from tunelab.data import store
+from tunelab.ui import data_widgets as w
+from tunelab.ui import layout
+
+layout.init_state()
+st.title("SQL")
+st.caption("Ask questions of your data in SQL (DuckDB dialect). Each dataset is a table named after "
+           "it, holding its head version. **Read-only**: only SELECT/WITH queries run; anything that "
+           "writes, reads other files or changes settings is refused.")
+
+datasets = store.list_datasets()
+if not datasets:
+    st.info("No dataset yet: import one on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/table:")
+    st.stop()
+
+st.markdown("**Tables:** " + ", ".join(f"`{d['name']}` ({d['records']})" for d in datasets)
+            + " — columns `id, instruction, input, output, system, history, conversations, tools`")
+st.caption("Examples (click to put one in the editor):")
+examples = w.sql_examples([d["name"] for d in datasets])
+for col, (label, example) in zip(st.columns(len(examples)), examples.items()):
+    col.button(label, key=f"sql.example_{label.split()[0].lower()}", on_click=w.fill_sql, args=(example,),
+               width="stretch")
+
+st.text_area("Query", key="sql.query", height=140, placeholder=f"SELECT count(*) FROM {w.quote_ident(datasets[0]['name'])}")
+st.button("Run", key="sql.run", type="primary", icon=":material/play_arrow:")
+
+text = st.session_state["sql.query"].strip()
+if text:
+    try:
+        result = w.run_sql(text, w.heads())
+    except Exception as exc:  # a refused or invalid query is one line, never a traceback
+        layout.show_error(exc)
+    else:
+        frame = pd.DataFrame(result["rows"], columns=result["columns"])
+        st.caption(f"{len(frame)} row(s)" + (" (first 10,000 shown)" if len(frame) >= 10000 else ""))
+        st.dataframe(frame, hide_index=True, width="stretch", key="sql.result")

@@ -1,4 +1,73 @@
+"""Stats: how long the records are in tokens, what a cutoff would truncate, duplicates, empties."""
+
 import streamlit as st
 
+from tunelab.data import store
+from tunelab.models.registry import DEFAULT_MODEL, list_models
+from tunelab.ui import charts
+from tunelab.ui import data_widgets as w
+from tunelab.ui import layout
+
+layout.init_state()
 st.title("Stats")
-st.info("This step is being built.")
+st.caption("Token lengths are counted with the chosen model's tokenizer on the chat-formatted record "
+           "(system, earlier turns, prompt and answer): training cuts anything beyond its maximum "
+           "length, so the dashed lines show what each cutoff would lose.")
+
+datasets = store.list_datasets()
+if not datasets:
+    st.info("No dataset yet: import one on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/table:")
+    st.stop()
+
+names = [d["name"] for d in datasets]
+ss = st.session_state
+if ss["stats.dataset"] not in names:
+    ss["stats.dataset"] = ss["data.dataset"] if ss["data.dataset"] in names else names[0]
+manifest = store.manifest(ss["stats.dataset"])
+versions = {v["version"]: v for v in manifest["versions"]}
+if ss["stats.version"] not in versions:
+    ss["stats.version"] = manifest["head"]
+models = [m["name"] for m in list_models() if m["kind"] != "openai"]  # endpoints have no local tokenizer
+if ss["stats.model"] not in models:
+    ss["stats.model"] = DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]
+
+
+
+def _new_dataset() -> None:
+    st.session_state["stats.version"] = None  # show the new dataset's head
+
+
+c1, c2, c3 = st.columns(3)
+name = c1.selectbox("Dataset", names, key="stats.dataset", on_change=_new_dataset)
+version = c2.selectbox("Version", sorted(versions, reverse=True), key="stats.version",
+                       format_func=lambda v: w.version_label(versions[v], manifest["head"]))
+model = c3.selectbox("Tokenizer of", models, key="stats.model")
+
+try:
+    s = w.dataset_stats(name, version, model)
+except Exception as exc:
+    layout.show_error(exc)
+    st.stop()
+
+m = st.columns(5)
+m[0].metric("Records", s["records"])
+m[1].metric("Exact duplicates", s["duplicates"], help="same text after normalising whitespace and case")
+m[2].metric("Empty outputs", s["empty_output"])
+m[3].metric("With earlier turns", s["with_history"])
+m[4].metric("Tokens p50 / p95 / max", f"{s['tokens']['p50']} / {s['tokens']['p95']} / {s['tokens']['max']}")
+if s["duplicates"] or s["empty_output"]:
+    st.warning("Duplicates and empty outputs teach the model little or the wrong thing: the Data "
+               "page's Clean tab removes them (with a preview first).", icon=":material/cleaning_services:")
+
+st.subheader("Token length per record")
+st.plotly_chart(charts.token_histogram(s), key="stats.tokens")
+cut = st.columns(len(s["truncated"]))
+for col, (cutoff, frac) in zip(cut, s["truncated"].items()):
+    col.metric(f"Truncated at {cutoff}", f"{frac:.1%}")
+st.caption(f"Tokenizer: {s['tokenizer']}")
+
+st.subheader("Length of each field")
+lengths = w.field_lengths(name, version)
+st.plotly_chart(charts.field_boxes(lengths), key="stats.fields")
+st.dataframe(lengths, hide_index=True, width="stretch")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,11 +42,15 @@ def dataset_stats(name: str, version: int, model: str | None) -> dict:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def field_lengths(name: str, version: int) -> pd.DataFrame:
-    """Character length of every text field of every record, long format (field, chars)."""
+    """Character-length quantiles of each text field (min, p25, p50, p75, p95, max, empty)."""
     table = store.read(name, version).select(list(TEXT_FIELDS))
-    frames = [pd.DataFrame({"field": f, "chars": pc.utf8_length(pc.fill_null(table[f], "")).to_numpy()})
-              for f in TEXT_FIELDS]
-    return pd.concat(frames, ignore_index=True)
+    rows = []
+    for f in TEXT_FIELDS:
+        chars = pc.utf8_length(pc.fill_null(table[f], "")).to_numpy()
+        q = np.quantile(chars, [0, 0.25, 0.5, 0.75, 0.95, 1]) if len(chars) else [0] * 6
+        rows.append({"field": f, **dict(zip(("min", "p25", "p50", "p75", "p95", "max"), map(int, q))),
+                     "empty": int((chars == 0).sum())})
+    return pd.DataFrame(rows)
 
 
 @st.cache_data(max_entries=16, show_spinner="Working out what would change…")
@@ -70,6 +75,32 @@ def clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_
 def run_sql(text: str, heads: tuple) -> dict:
     """A read-only query's result; `heads` ((name, version), ...) keys the cache on the data."""
     return query.sql(text)
+
+
+def quote_ident(name: str) -> str:
+    """A dataset name as a SQL identifier (names may hold '-' and '.')."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_examples(names: list[str]) -> dict[str, str]:
+    """Example queries for the SQL page, over the first dataset (and every one for counts)."""
+    t = quote_ident(names[0])
+    counts = "\nUNION ALL\n".join(
+        f"SELECT '{n}' AS dataset, count(*) AS records FROM {quote_ident(n)}" for n in names[:50])
+    return {
+        "Count per dataset": counts,
+        "Longest outputs": f"SELECT id, instruction, length(output) AS output_chars\nFROM {t}\n"
+                           "ORDER BY output_chars DESC\nLIMIT 20",
+        "Records with history": f"SELECT id, instruction, len(history) AS earlier_turns\nFROM {t}\n"
+                                "WHERE len(history) > 0",
+        "Duplicates by instruction": f"SELECT lower(trim(instruction)) AS instruction, count(*) AS copies\n"
+                                     f"FROM {t}\nGROUP BY 1\nHAVING count(*) > 1\nORDER BY copies DESC",
+    }
+
+
+def fill_sql(text: str) -> None:
+    """Button callback: put a query into the editor."""
+    st.session_state["sql.query"] = text
 
 
 def heads() -> tuple:

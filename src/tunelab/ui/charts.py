@@ -1,0 +1,42 @@
+"""Plotly figures for the Stats page, built from what stats.stats() returns."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from tunelab.data.stats import CUTOFFS
+
+
+def shown_cutoffs(max_tokens: int) -> list[int]:
+    """The cutoffs worth drawing: those inside the data, plus the first one above it."""
+    inside = [c for c in CUTOFFS if c < max_tokens]
+    above = [c for c in CUTOFFS if c >= max_tokens][:1]
+    return inside + above
+
+
+def token_histogram(s: dict) -> go.Figure:
+    """Token-length histogram with a vertical line and the truncated fraction at each cutoff."""
+    edges, counts = s["histogram"]["edges"], s["histogram"]["counts"]
+    fig = go.Figure(go.Bar(x=[(a + b) / 2 for a, b in zip(edges, edges[1:])], y=counts,
+                           width=[b - a for a, b in zip(edges, edges[1:])], name="records",
+                           hovertemplate="%{x:.0f} tokens: %{y} records<extra></extra>"))
+    for cutoff in shown_cutoffs(s["tokens"]["max"]):
+        frac = s["truncated"][str(cutoff)]
+        fig.add_vline(x=cutoff, line_dash="dash", line_color="crimson" if frac else "gray",
+                      annotation_text=f"{cutoff}: {frac:.1%} cut", annotation_position="top")
+    fig.update_layout(xaxis_title=f"tokens per record ({s['tokenizer']})", yaxis_title="records",
+                      bargap=0.05, height=360, margin={"t": 40, "b": 40}, showlegend=False)
+    return fig
+
+
+def field_boxes(lengths: pd.DataFrame) -> go.Figure:
+    """Per-field character lengths as box plots drawn from precomputed quantiles."""
+    fig = go.Figure(go.Box(
+        x=lengths["field"], q1=lengths["p25"], median=lengths["p50"], q3=lengths["p75"],
+        lowerfence=lengths["min"], upperfence=lengths["max"], name="characters",
+        hovertemplate="%{x}<extra></extra>",
+    ))
+    fig.update_layout(yaxis_title="characters (min, quartiles, max)", height=320,
+                      margin={"t": 20, "b": 40}, showlegend=False)
+    return fig

@@ -1,0 +1,48 @@
+"""The Home page checklist against real workspaces, through AppTest and tunelab.workflow."""
+
+from __future__ import annotations
+
+import json
+
+from pagetest import open_page, texts
+
+from tunelab import jobs, workflow
+from tunelab.data import split
+from tunelab.data.importer import import_path
+
+
+def _import(workspace) -> None:
+    path = workspace.parent / "toy.jsonl"
+    path.write_text("\n".join(json.dumps({"instruction": f"q{i}", "input": "", "output": "a"}) for i in range(10)))
+    import_path(str(path))
+
+
+def test_empty_workspace_says_import_first(workspace):
+    at = open_page(None)
+    assert "**Next:** import data." in texts(at)
+    assert len(at.page_link) == 5
+    assert not at.warning
+
+
+def test_checklist_follows_the_workspace(workspace):
+    _import(workspace)
+    at = open_page(None)
+    assert "1 dataset(s), 10 records" in texts(at)
+    assert "**Next:** split off a test set." in texts(at)
+    assert any("No test split yet" in w.value for w in at.warning)
+    split.split("toy", 0.2)
+    at = open_page(None)
+    assert "toy-test" in texts(at) and "**Next:** compare base models." in texts(at)
+    assert not at.warning
+
+
+def test_training_without_comparison_warns(workspace):
+    _import(workspace)
+    split.split("toy", 0.2)
+    jobs.write_status(jobs.job_dir("runs", "run-1"), status="completed", created=1.0)
+    state = workflow.steps()
+    assert [s.done for s in state] == [True, True, False, False, True]
+    assert workflow.next_step(state).key == "compare"
+    assert any("without comparing" in w for w in workflow.warnings(state))
+    jobs.write_status(jobs.job_dir("reports", "rep-1"), status="completed", created=2.0)
+    assert workflow.next_step(workflow.steps()) is None
