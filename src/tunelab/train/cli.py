@@ -1,0 +1,154 @@
+"""`tunelab train`, `tunelab runs list|show|stop|resume` and `tunelab export`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tunelab import jobs
+from tunelab.cli import add_json, emit
+from tunelab.errors import TuneLabError
+from tunelab.train import config as tconfig
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a model on a dataset as a background run",
+                       description="Start a training run. Without --detach it follows the run until it ends "
+                                   "(Ctrl-C detaches; the run keeps going).")
+    p.add_argument("config", nargs="?", help="CONFIG.yaml (what a run folder's config.yaml holds); flags override it")
+    tconfig.add_flags(p)
+    p.add_argument("--detach", action="store_true", help="return as soon as the run is launched")
+    p.add_argument("--launcher", choices=("python", "accelerate"), default="python",
+                   help="accelerate: run through `accelerate launch` (multi-GPU, FSDP/DeepSpeed via its config)")
+    p.add_argument("--num-processes", type=int, default=1, help="processes for --launcher accelerate")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: the launched process trains this run
+    add_json(p)
+    p.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("runs", help="list, inspect, stop and resume training runs")
+    rs = r.add_subparsers(dest="runs_command", required=True)
+    for name, fn, helptext in (("list", cmd_list, "every run, newest first"),
+                               ("show", cmd_show, "status and metrics of a run"),
+                               ("stop", cmd_stop, "stop a run (it checkpoints first)"),
+                               ("resume", cmd_resume, "continue a stopped or interrupted run from its last checkpoint")):
+        q = rs.add_parser(name, help=helptext)
+        if name != "list":
+            q.add_argument("run")
+        add_json(q)
+        q.set_defaults(func=fn)
+
+    e = sub.add_parser("export", help="write a run's adapter, merged weights or a GGUF file")
+    e.add_argument("run")
+    e.add_argument("out", help="output folder (or .gguf file with --gguf); relative paths land in the workspace's exports/")
+    e.add_argument("--merge", action="store_true", help="merge the adapter into the base weights (safetensors)")
+    e.add_argument("--gguf", action="store_true", help="write a GGUF file (merged weights) for llama.cpp")
+    add_json(e)
+    e.set_defaults(func=cmd_export)
+
+
+def cmd_train(args) -> int:
+    from tunelab.train import runs
+
+    if args.worker:
+        return runs.worker(args.worker)
+    base = tconfig.TrainConfig.from_yaml(_config_path(args.config)) if args.config else None
+    cfg = tconfig.from_flags(args, base)
+    run_id = runs.create(cfg, args.launcher, args.num_processes)
+    runs.start(run_id)
+    print(f"run {run_id} launched (log: {runs.run_dir(run_id) / 'job.log'})", file=sys.stderr)
+    st = runs.status(run_id) if args.detach else _follow(run_id)
+    emit({"run": run_id, "status": st.get("status")}, args.json, lambda o: f"{o['run']} {o['status']}")
+    if st.get("status") == "failed":
+        print(f"error: {st.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _config_path(p: str) -> Path:
+    path = Path(p)
+    if not path.is_file():
+        raise TuneLabError(f"config file {p!r} not found")
+    return path
+
+
+def _follow(run_id: str) -> dict:
+    """Print new metric rows to stderr until the run ends; Ctrl-C detaches and leaves it running."""
+    from tunelab.train import runs
+
+    seen, last = 0, None
+    try:
+        while True:
+            st = runs.status(run_id)
+            rows = runs.metrics(run_id)
+            seen = min(seen, len(rows))
+            for r in rows[seen:]:
+                print(f"step {r['step']}/{st.get('max_steps')} loss {r['loss']:.4f}"
+                      + (f" eval_loss {r['eval_loss']:.4f}" if r.get("eval_loss") is not None else "")
+                      + f" {r.get('tokens_per_s')} tok/s", file=sys.stderr)
+            seen = len(rows)
+            if st.get("status") != last:
+                print(f"status: {st.get('status')}", file=sys.stderr)
+                last = st.get("status")
+            if st.get("status") in jobs.FINAL:
+                return st
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print(f"detached: {run_id} keeps running (`tunelab runs show {run_id}`, `tunelab runs stop {run_id}`)",
+              file=sys.stderr)
+        return runs.status(run_id)
+
+
+def cmd_list(args) -> int:
+    from tunelab.train import runs
+
+    rows = runs.list_runs()
+
+    def human(o):
+        lines = [f"{r['run']:<32} {r['status']:<11} {r['step']}/{r['max_steps'] or '?':<6} {r['method']:<8} "
+                 f"{r['model']} on {r['data']}" for r in o["runs"]]
+        return "\n".join(lines) or "no runs yet (`tunelab train --data NAME`)"
+
+    emit({"runs": rows}, args.json, human)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from tunelab.train import runs
+
+    doc = runs.show(args.run)
+
+    def human(o):
+        lines = [f"{o['run']}: {o['status']}, step {o['step']}/{o['max_steps']}"]
+        lines += [f"  step {m['step']:>5}  loss {m['loss']:.4f}"
+                  + (f"  eval_loss {m['eval_loss']:.4f}" if m.get("eval_loss") is not None else "")
+                  for m in o["metrics"][-10:]]
+        return "\n".join(lines + ([f"error: {o['error']}"] if o.get("error") else []))
+
+    emit(doc, args.json, human)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from tunelab.train import runs
+
+    st = runs.stop(args.run)
+    emit({"run": args.run, "status": st.get("status")}, args.json, lambda o: f"{o['run']}: stop requested")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from tunelab.train import runs
+
+    st = runs.resume(args.run)
+    emit({"run": args.run, "status": st.get("status")}, args.json, lambda o: f"{o['run']} {o['status']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from tunelab.train import export
+
+    doc = export.export(args.run, args.out, merge=args.merge, gguf=args.gguf)
+    emit(doc, args.json, lambda o: "\n".join(f"wrote {p}" for p in o["files"]))
+    return 0

@@ -1,0 +1,283 @@
+"""One typed training config: the form, the CLI flags and the run folder's config.yaml all come from it.
+
+Every field carries a beginner's explanation in `metadata["help"]`; the Train page shows it as a
+tooltip and `tunelab train --help` prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.errors import TuneLabError
+
+METHODS = ("lora", "qlora", "ptuning", "full")
+
+# Values that differ by method: adapters tolerate (and need) a much larger learning rate than
+# updating every weight; P-tuning trains only a small prompt encoder and needs larger still.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lora": {"learning_rate": 2e-4},
+    "qlora": {"learning_rate": 2e-4},
+    "ptuning": {"learning_rate": 1e-2},
+    "full": {"learning_rate": 2e-5},
+}
+
+
+def _f(default: Any, help: str, *, beginner: bool = False, choices: tuple | None = None) -> Any:
+    """A dataclass field with its help text (and whether the beginner form shows it)."""
+    meta = {"help": help, "beginner": beginner}
+    if choices:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelArgs:
+    """Which model to start from."""
+
+    model: str = _f("smollm2-135m-instruct",
+                    "The model to fine-tune: a registry name, a local Hugging Face folder, or a run id "
+                    "(to keep training that run's adapter).", beginner=True)
+    dtype: str = _f("float32",
+                    "Number format of the weights while training. float32 is safest on a CPU; bfloat16 "
+                    "halves memory on recent GPUs.", choices=("float32", "bfloat16", "float16"))
+
+
+@dataclass
+class DataArgs:
+    """Which records to learn from and how to cut them."""
+
+    data: str = _f("", "The dataset to learn from (see the Data step).", beginner=True)
+    data_version: int | None = _f(None, "Which version of the dataset; empty means the latest.")
+    cutoff_len: int = _f(512,
+                         "Longest example in tokens. Longer examples are cut here (the page counts how many): "
+                         "a larger value keeps more text but costs memory and time.", beginner=True)
+    packing: bool = _f(True,
+                       "Put several short examples side by side in one row (each still sees only itself), "
+                       "so no time is spent on padding.")
+    eval_split: float = _f(0.0,
+                           "Share of the records held back to measure the loss on text the model is not "
+                           "trained on (0.1 = 10%). 0 turns evaluation off.")
+    eval_data: str = _f("", "A separate dataset to evaluate on (instead of eval_split), e.g. NAME-test.")
+    max_records: int | None = _f(None, "Use only the first N records (quick trials); empty means all.")
+
+
+@dataclass
+class MethodArgs:
+    """How much of the model is trained."""
+
+    method: str = _f("lora",
+                     "lora: train small add-on matrices (fast, small files). qlora: the same on a 4-bit "
+                     "model (needs a CUDA GPU). ptuning: learn a few soft prompt vectors. full: update "
+                     "every weight (slow, large files).", beginner=True, choices=METHODS)
+    lora_r: int = _f(8,
+                     "LoRA rank: the size of the add-on matrices. Higher learns more but trains more "
+                     "parameters; 8-16 is plenty for small datasets.", beginner=True)
+    lora_alpha: int = _f(16,
+                         "LoRA scaling: the update is multiplied by alpha / r. Keep it about 2 x r.")
+    lora_dropout: float = _f(0.05,
+                             "Randomly drop part of the LoRA input while training, to avoid learning the "
+                             "examples by heart. 0 - 0.1.")
+    lora_target: str = _f("q_proj,v_proj",
+                          "Which layers get LoRA matrices, comma separated (all-linear = every linear "
+                          "layer: learns more, slower).")
+    num_virtual_tokens: int = _f(20, "P-tuning: how many learned soft-prompt vectors precede every input.")
+    encoder_hidden_size: int = _f(128, "P-tuning: size of the small network that produces the soft prompt.")
+    init_adapter: str = _f("",
+                           "Start from an earlier run's adapter (a run id) instead of fresh weights, to "
+                           "continue training it on new or corrected data.")
+
+
+@dataclass
+class TrainingArgs:
+    """How long and how fast to train."""
+
+    learning_rate: float = _f(2e-4,
+                              "How big a step the weights take each update. Too high: the loss jumps or "
+                              "explodes; too low: it barely moves.", beginner=True)
+    epochs: float = _f(1.0, "How many times to go through the whole dataset.", beginner=True)
+    max_steps: int = _f(0, "Stop after this many updates (overrides epochs); 0 means use epochs.",
+                        beginner=True)
+    batch_size: int = _f(4, "Rows processed together in one forward pass. Larger uses more memory.")
+    grad_accum: int = _f(1,
+                         "Gradient accumulation: add up gradients of this many batches before one update, "
+                         "to imitate a bigger batch without the memory.")
+    warmup_ratio: float = _f(0.05,
+                             "Share of the steps over which the learning rate ramps up from 0, so the first "
+                             "updates do not wreck the model.")
+    weight_decay: float = _f(0.0, "Pull weights slightly towards zero each step (a mild regulariser).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping: cap the size of each update to keep training stable.")
+    eval_steps: int = _f(0, "Measure the evaluation loss every N steps (needs eval_split or eval_data); 0 = at the end only.")
+    save_steps: int = _f(10,
+                         "Save a checkpoint every N steps: a stopped or crashed run resumes from the last one, "
+                         "and the run is usable as a model from the first one.")
+    seed: int = _f(42, "Random seed: the same seed and data give the same run.")
+    resume_from: str = _f("",
+                          "Continue this run from a checkpoint: 'last' (what `runs resume` sets) or a "
+                          "checkpoint folder name such as step-20.")
+    wait_for_others: bool = _f(True, "Wait until other runs have finished before starting (one run at a time).")
+    threads: int = _f(0, "CPU threads for training; 0 lets torch decide.")
+
+
+GROUPS = {"model": ModelArgs, "data": DataArgs, "method": MethodArgs, "training": TrainingArgs}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs, grouped as in config.yaml."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    method: MethodArgs = field(default_factory=MethodArgs)
+    training: TrainingArgs = field(default_factory=TrainingArgs)
+
+    @classmethod
+    def for_method(cls, method: str = "lora") -> "TrainConfig":
+        """Defaults for a method (learning rate differs between adapters and full fine-tuning)."""
+        if method not in METHODS:
+            raise TuneLabError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+        cfg = cls()
+        cfg.method.method = method
+        cfg.set(METHOD_DEFAULTS[method])
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from a nested dict (config.yaml); unknown groups or keys are refused."""
+        if not isinstance(d, dict):
+            raise TuneLabError("a training config must be a mapping of groups (model, data, method, training)")
+        method = (d.get("method") or {}).get("method", "lora")
+        cfg = cls.for_method(method)
+        for group, values in d.items():
+            if group not in GROUPS:
+                raise TuneLabError(f"unknown config section {group!r}: use {', '.join(GROUPS)}")
+            for k, v in (values or {}).items():
+                cfg.set({k: v}, group=group)
+        return cfg
+
+    def to_yaml(self, path: Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            from tunelab.jsonio import write_atomic
+
+            write_atomic(Path(path), text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> "TrainConfig":
+        """Read a config from a YAML file path or YAML text."""
+        text = Path(source).read_text(encoding="utf-8") if isinstance(source, Path) else source
+        try:
+            return cls.from_dict(yaml.safe_load(text) or {})
+        except yaml.YAMLError as exc:
+            raise TuneLabError(f"malformed config YAML: {str(exc).splitlines()[0]}") from None
+
+    def set(self, values: dict, group: str | None = None) -> None:
+        """Set flat field values (`lora_r=16`), finding each field's group; types are checked."""
+        for key, value in values.items():
+            g = group or field_group(key)
+            obj = getattr(self, g)
+            f = {x.name: x for x in fields(obj)}.get(key)
+            if f is None:
+                raise TuneLabError(f"unknown setting {key!r} in section {g!r}")
+            setattr(obj, key, _coerce(f, value))
+
+    def flat(self) -> dict:
+        """All fields in one dict, as the CLI flags name them."""
+        return {k: v for g in GROUPS for k, v in dataclasses.asdict(getattr(self, g)).items()}
+
+
+def field_group(name: str) -> str:
+    """The group (model, data, method, training) that holds a field."""
+    for g, cls in GROUPS.items():
+        if name in {f.name for f in fields(cls)}:
+            return g
+    raise TuneLabError(f"unknown training setting {name!r}")
+
+
+def all_fields() -> list[tuple[str, dataclasses.Field]]:
+    """(group, field) for every setting, in form order."""
+    return [(g, f) for g, cls in GROUPS.items() for f in fields(cls)]
+
+
+def _kind(f: dataclasses.Field) -> type:
+    t = str(f.type)
+    for name, typ in (("bool", bool), ("int", int), ("float", float)):
+        if t.startswith(name):
+            return typ
+    return str
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Check and convert a value to the field's type; one-sentence error otherwise."""
+    typ = _kind(f)
+    if value is None or value == "":
+        if "None" in str(f.type) or typ is str:
+            return None if "None" in str(f.type) else ""
+    try:
+        if typ is bool and not isinstance(value, bool):
+            if str(value).lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            value = str(value).lower() in ("true", "1", "yes")
+        elif typ is int and not isinstance(value, bool):
+            if float(value) != int(float(value)):
+                raise ValueError
+            value = int(float(value))
+        elif typ is float:
+            value = float(value)
+        elif typ is str:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise TuneLabError(f"{f.name} must be a {typ.__name__}, got {value!r}") from None
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise TuneLabError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one `--field-name` flag per config field; unset flags stay absent from the namespace."""
+    for group, f in all_fields():
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        if _kind(f) is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(flag, choices=f.metadata.get("choices"),
+                                metavar=f.name.upper() if not f.metadata.get("choices") else None, **kw)
+
+
+def from_flags(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """A config from parsed flags over base (or the method's defaults when no base is given)."""
+    given = {g_f.name: getattr(args, g_f.name) for _, g_f in all_fields() if hasattr(args, g_f.name)}
+    if base is None:
+        cfg = TrainConfig.for_method(given.get("method", "lora"))
+    else:
+        cfg = TrainConfig.from_dict(base.to_dict())
+        if "method" in given and given["method"] != cfg.method.method and "learning_rate" not in given:
+            cfg.set(METHOD_DEFAULTS[given["method"]])
+    cfg.set(given)
+    return cfg
+
+
+def to_flags(cfg: TrainConfig) -> list[str]:
+    """The CLI flags that reproduce cfg from the method's defaults (for the page's copyable command)."""
+    defaults = TrainConfig.for_method(cfg.method.method).flat()
+    out = []
+    for key, value in cfg.flat().items():
+        if key == "method" or (value == defaults[key] and key not in ("model", "data")):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is not None:
+            out += [flag, str(value)]
+    return ["--method", cfg.method.method] + out

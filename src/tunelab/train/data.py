@@ -1,0 +1,172 @@
+"""Records -> token ids and labels for supervised fine-tuning, and the batches the loop consumes.
+
+The chat template is applied to system + history + instruction/input; only the response tokens
+carry loss (labels elsewhere are -100). Examples longer than the cutoff are cut at the cutoff and
+counted. Short examples are packed side by side into rows (position ids restart per example, which
+transformers turns into a block-diagonal attention mask), so the CPU never computes padding.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+IGNORE = -100
+
+
+def record_messages(record: dict) -> list[dict]:
+    """A record as chat messages: the prompt (as generation builds it) plus the expected answer."""
+    from tunelab.models.generation import records_to_messages
+
+    return records_to_messages(record) + [{"role": "assistant", "content": record.get("output") or ""}]
+
+
+def _split_text(tok, record: dict) -> tuple[str, str]:
+    """(prompt text up to the assistant's answer, response text) after the chat template."""
+    msgs = record_messages(record)
+    prompt = tok.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(msgs, tokenize=False)
+    if full.startswith(prompt):
+        return prompt, full[len(prompt):]
+    # Templates that rewrite earlier turns once an answer follows: fall back to answer + EOS.
+    return prompt, (record.get("output") or "") + (tok.eos_token or "")
+
+
+@dataclass
+class Encoded:
+    """Tokenised examples plus what was lost to the cutoff."""
+
+    examples: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (input_ids, labels)
+    truncated: int = 0  # records cut at the cutoff
+    dropped: int = 0  # records whose answer started after the cutoff (nothing to learn from)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for ids, _ in self.examples)
+
+
+def tokenize(tok, records: list[dict]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) per record, tokenised in one batched call each."""
+    texts = [_split_text(tok, r) for r in records]
+    if not texts:
+        return []
+    prompts = tok([p for p, _ in texts], add_special_tokens=False)["input_ids"]
+    answers = tok([a for _, a in texts], add_special_tokens=False)["input_ids"]
+    return list(zip(prompts, answers))
+
+
+def encode(tok, records: list[dict], cutoff: int) -> Encoded:
+    """Token ids and labels (loss on the response only), cut at cutoff.
+
+    Args:
+        tok: a tokenizer with a chat template (loading.load_tokenizer provides a fallback).
+        records: dataset records (instruction, input, output, system, history).
+        cutoff: longest example in tokens.
+    Returns:
+        Encoded examples with the counts of truncated and dropped records.
+    """
+    out = Encoded()
+    for prompt, answer in tokenize(tok, records):
+        ids = prompt + answer
+        labels = [IGNORE] * len(prompt) + answer
+        if len(ids) > cutoff:
+            out.truncated += 1
+            ids, labels = ids[:cutoff], labels[:cutoff]
+        if all(x == IGNORE for x in labels):
+            out.dropped += 1
+            continue
+        out.examples.append((ids, labels))
+    return out
+
+
+def preview(model: str, records: list[dict], cutoff: int) -> list[dict]:
+    """What the model sees: per record its tokens, which carry loss, and where the cutoff falls.
+
+    Args:
+        model: a MODEL argument (its tokenizer and chat template are used).
+        records: a few dataset records.
+        cutoff: the cutoff length in tokens.
+    Returns:
+        [{"tokens": [{"text", "loss": bool}], "length", "truncated_at": index or None}] per record.
+    """
+    from tunelab.models.loading import load_tokenizer
+
+    tok = load_tokenizer(model)
+    out = []
+    for prompt, answer in tokenize(tok, records):
+        ids = prompt + answer
+        texts = tok.convert_ids_to_tokens(ids)
+        pieces = [tok.convert_tokens_to_string([t]) for t in texts]
+        out.append({
+            "tokens": [{"text": s, "loss": i >= len(prompt)} for i, s in enumerate(pieces)],
+            "length": len(ids),
+            "truncated_at": cutoff if len(ids) > cutoff else None,
+        })
+    return out
+
+
+def pack(lengths: list[int], cutoff: int) -> list[list[int]]:
+    """Group example indices into rows of at most cutoff tokens (best fit, longest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    rows: list[list[int]] = []
+    free: dict[int, list[int]] = {}  # free space -> rows with exactly that much room
+    for i in order:
+        n = lengths[i]
+        room = next((r for r in range(n, cutoff + 1) if free.get(r)), None)
+        if room is None:
+            rows.append([])
+            row, left = len(rows) - 1, cutoff
+        else:
+            row, left = free[room].pop(), room
+        rows[row].append(i)
+        free.setdefault(left - n, []).append(row)
+    return rows
+
+
+def plan_rows(enc: Encoded, cutoff: int, packing: bool) -> list[list[int]]:
+    """The fixed layout of rows (lists of example indices) the batches are drawn from."""
+    if packing:
+        return pack([len(ids) for ids, _ in enc.examples], cutoff)
+    # Without packing, rows of similar length go together so a batch pads little.
+    order = sorted(range(len(enc.examples)), key=lambda i: len(enc.examples[i][0]))
+    return [[i] for i in order]
+
+
+def epoch_batches(rows: list[list[int]], batch_size: int, epoch: int, seed: int, packing: bool) -> list[list[list[int]]]:
+    """Batches of rows for one epoch, shuffled with (seed, epoch) so a resume replays the same order."""
+    rng = random.Random(seed * 1000 + epoch)
+    if packing:
+        rows = rows[:]
+        rng.shuffle(rows)
+        return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    rng.shuffle(batches)  # length-grouped: shuffle whole batches, keep their members together
+    return batches
+
+
+def collate(enc: Encoded, batch: list[list[int]], pad_id: int, packing: bool) -> dict:
+    """Tensors for one batch: input_ids, labels, and position_ids (packed) or attention_mask."""
+    import torch
+
+    seqs = []
+    for row in batch:
+        ids, labels, pos = [], [], []
+        for i in row:
+            e_ids, e_labels = enc.examples[i]
+            ids += e_ids
+            labels += e_labels
+            pos += list(range(len(e_ids)))
+        seqs.append((ids, labels, pos))
+    width = max(len(s[0]) for s in seqs)
+    out = {"input_ids": [], "labels": [], "position_ids" if packing else "attention_mask": []}
+    for ids, labels, pos in seqs:
+        pad = width - len(ids)
+        out["input_ids"].append(ids + [pad_id] * pad)
+        out["labels"].append(labels + [IGNORE] * pad)
+        if packing:
+            out["position_ids"].append(pos + list(range(pad)))  # padding is its own "example"
+        else:
+            out["attention_mask"].append([1] * len(ids) + [0] * pad)
+    batch_t = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+    batch_t["n_tokens"] = sum(len(s[0]) for s in seqs)
+    return batch_t

@@ -1,0 +1,174 @@
+"""`tunelab export`: a run's adapter, its weights merged into the base, or a GGUF file for llama.cpp.
+
+GGUF is written with the `gguf` package's writer (llama.cpp's convert_hf_to_gguf.py is not
+installed here), for llama-architecture models (SmolLM2, Llama, Mistral-style) in float32 so the
+file gives the same greedy output as the merged weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tunelab import workspace
+from tunelab.errors import TuneLabError
+from tunelab.jsonio import read_json
+from tunelab.models import registry
+
+
+def export(run_id: str, out: str, merge: bool = False, gguf: bool = False) -> dict:
+    """Write a run's result to out.
+
+    Args:
+        run_id: a run with a checkpoint (its output.json).
+        out: a folder (a .gguf file path is allowed with gguf=True); relative paths go to exports/.
+        merge: write the base weights with the adapter merged in (safetensors).
+        gguf: write a float32 GGUF file of the merged model.
+    Returns:
+        {"run", "out", "files": [paths written]}.
+    """
+    from tunelab.train import runs
+
+    d = runs.run_dir(run_id)
+    meta = read_json(d / "output.json")
+    if not meta:
+        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    target = workspace.output_path(out)
+    if not merge and not gguf:
+        src = d / (meta.get("adapter_dir") or meta.get("model_dir"))
+        shutil.copytree(src, target, dirs_exist_ok=True)
+        return {"run": run_id, "out": str(target), "files": [str(target)]}
+    model, tok = merged(run_id)
+    files = []
+    folder = target.parent if gguf and target.suffix == ".gguf" else target
+    folder.mkdir(parents=True, exist_ok=True)
+    if merge:
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        files.append(str(folder))
+    if gguf:
+        path = target if target.suffix == ".gguf" else folder / f"{run_id}.gguf"
+        write_gguf(model, tok, path, name=run_id, pre=_tokenizer_pre(meta["base"]))
+        files.append(str(path))
+    return {"run": run_id, "out": str(target), "files": files}
+
+
+def merged(run_id: str):
+    """(model with the adapter merged into its weights, tokenizer), on CPU in float32."""
+    from tunelab.models.loading import load_model
+
+    model, tok = load_model(run_id, device="cpu")
+    if getattr(model, "peft_config", None):
+        if model.peft_config["default"].is_prompt_learning:
+            raise TuneLabError("a P-tuning run has no weights to merge (its soft prompt is added at run time); "
+                               "export the adapter without --merge/--gguf")
+        model = model.merge_and_unload()
+    return model, tok
+
+
+def _tokenizer_pre(base: str) -> str:
+    """llama.cpp's pre-tokenizer name: kept from the base GGUF when there is one."""
+    ref = registry.resolve(base)
+    if ref.kind == "gguf":
+        import gguf
+
+        field = gguf.GGUFReader(ref.path).fields.get("tokenizer.ggml.pre")
+        if field is not None:
+            return bytes(field.parts[field.data[0]]).decode()
+    return "default"
+
+
+def _permute(w, n_head: int):
+    """HF stores q/k rotary halves side by side; llama.cpp expects them interleaved."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+LAYER_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+}
+
+
+def write_gguf(model, tok, path: Path, name: str, pre: str = "default") -> None:
+    """Write a llama-architecture model and its BPE tokenizer as a float32 GGUF file."""
+    import gguf
+    import numpy as np
+
+    c = model.config
+    if c.model_type not in ("llama", "mistral"):
+        raise TuneLabError(f"GGUF export supports llama-architecture models; this one is {c.model_type!r} "
+                           "(export --merge and convert it with llama.cpp's convert_hf_to_gguf.py)")
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    w.add_rope_dimension_count(head_dim)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    rope = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
+    w.add_rope_freq_base(float(rope))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_vocab_size(c.vocab_size)
+    _add_tokenizer(w, tok, c.vocab_size, pre)
+    for key, tensor in model.state_dict().items():
+        arr = tensor.detach().float().numpy()
+        if key == "model.embed_tokens.weight":
+            gname = "token_embd.weight"
+        elif key == "model.norm.weight":
+            gname = "output_norm.weight"
+        elif key == "lm_head.weight":
+            if getattr(c, "tie_word_embeddings", False):
+                continue
+            gname = "output.weight"
+        else:
+            parts = key.split(".")  # model.layers.N.<module>.<...>.weight
+            layer, module = parts[2], ".".join(parts[3:-1])
+            if module not in LAYER_NAMES:
+                raise TuneLabError(f"GGUF export does not know the tensor {key}")
+            gname = f"blk.{layer}.{LAYER_NAMES[module]}.weight"
+            if module == "self_attn.q_proj":
+                arr = _permute(arr, c.num_attention_heads)
+            elif module == "self_attn.k_proj":
+                arr = _permute(arr, c.num_key_value_heads)
+        w.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _add_tokenizer(w, tok, vocab_size: int, pre: str) -> None:
+    """The BPE vocabulary, merges, special ids and chat template, read from tokenizer.json."""
+    import gguf
+
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "BPE":
+        raise TuneLabError("GGUF export supports BPE tokenizers only")
+    vocab = {**spec["model"]["vocab"], **{a["content"]: a["id"] for a in spec.get("added_tokens", [])}}
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [gguf.TokenType.UNUSED] * vocab_size
+    special = {a["content"] for a in spec.get("added_tokens", []) if a.get("special")}
+    for t, i in vocab.items():
+        if i < vocab_size:
+            tokens[i] = t
+            types[i] = gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    for attr, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
+                      ("unk_token_id", w.add_unk_token_id), ("pad_token_id", w.add_pad_token_id)):
+        if getattr(tok, attr, None) is not None:
+            add(getattr(tok, attr))
+    w.add_add_bos_token(False)
+    if tok.chat_template:
+        w.add_chat_template(tok.chat_template)

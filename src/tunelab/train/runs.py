@@ -1,0 +1,205 @@
+"""Run folders: create, launch, queue, stop, resume, list and show training runs.
+
+runs/<id>/ holds config.yaml, launch.json, status.json, pid, job.log, metrics.jsonl,
+checkpoints/step-N/ and, from the first checkpoint, adapter/ (or model/) and output.json, which
+make the run id usable as a MODEL everywhere. One run trains at a time by default: a launched
+worker waits (status `queued`) until no other run is running and no older queued run is waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from tunelab import jobs, workspace
+from tunelab.data import store
+from tunelab.errors import TuneLabError
+from tunelab.jsonio import locked, read_json, read_jsonl, write_json
+from tunelab.models import registry
+from tunelab.train.config import TrainConfig
+
+SHOW_METRICS = ("step", "loss", "eval_loss", "learning_rate", "grad_norm")
+LAUNCHERS = ("python", "accelerate")
+ACCEL_CHILD = "TUNELAB_ACCELERATE_CHILD"
+
+
+def run_dir(run_id: str) -> Path:
+    d = jobs.job_dir("runs", run_id)
+    if not (d / "config.yaml").exists():
+        raise TuneLabError(f"unknown run {run_id!r} (see `tunelab runs list`)")
+    return d
+
+
+def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1) -> str:
+    """Check the config cheaply, write a new run folder (status queued) and return its id."""
+    from tunelab.train.sft import check_method
+
+    if launcher not in LAUNCHERS:
+        raise TuneLabError(f"unknown launcher {launcher!r}: use {' or '.join(LAUNCHERS)}")
+    if not cfg.data.data:
+        raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
+    check_method(cfg.method.method)
+    ref = registry.resolve(cfg.model.model)
+    if ref.kind == "openai":
+        raise TuneLabError(f"{cfg.model.model} is an HTTP endpoint: training needs local weights")
+    # Pin the dataset version so a resume trains on exactly the same records.
+    cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
+    if cfg.data.eval_data:
+        store.manifest(cfg.data.eval_data)
+    run_id = jobs.new_id("run")
+    d = jobs.job_dir("runs", run_id)
+    d.mkdir(parents=True)
+    cfg.to_yaml(d / "config.yaml")
+    write_json(d / "launch.json", {"launcher": launcher, "num_processes": int(num_processes)})
+    jobs.write_status(d, status="queued", created=time.time(), step=0, max_steps=cfg.training.max_steps or None,
+                      model=cfg.model.model, data=cfg.data.data, method=cfg.method.method, error=None)
+    return run_id
+
+
+def start(run_id: str) -> int:
+    """Launch the run's worker process; returns its pid."""
+    d = run_dir(run_id)
+    proc = jobs.launch("runs", run_id, ["train", "--worker", run_id])
+    jobs.write_status(d, pid=proc.pid)
+    return proc.pid
+
+
+def is_main_process() -> bool:
+    """True outside distributed launches and on rank 0 inside them."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def status(run_id: str) -> dict:
+    """status.json with dead processes noticed (a dead queued worker is interrupted too)."""
+    d = run_dir(run_id)
+    st = jobs.read_status(d) or {}
+    if st.get("status") == "queued" and st.get("pid") and not jobs.pid_alive(st["pid"]):
+        st = jobs.write_status(d, status="interrupted", error="the process stopped before it started training")
+    return st
+
+
+def wait_turn(d: Path, stopping) -> bool:
+    """Block while another run trains or an older run waits; then mark this one running.
+
+    Returns False when a stop was requested while waiting.
+    """
+    if os.environ.get(ACCEL_CHILD):  # the accelerate wrapper already waited for this run
+        return True
+    cfg = TrainConfig.from_yaml(d / "config.yaml")
+    mine = read_json(d / "status.json") or {}
+    while not stopping():
+        if (read_json(d / "status.json") or {}).get("status") == "stopped":  # stopped while queued
+            return False
+        with locked(workspace.subdir("runs") / ".queue.lock"):
+            others = [j for j in jobs.list_jobs("runs") if j["id"] != d.name]
+            busy = any(j["status"] == "running" for j in others) or any(
+                j["status"] == "queued" and j.get("created", 0) < mine.get("created", 0) and jobs.pid_alive(j.get("pid"))
+                for j in others)
+            if not busy or not cfg.training.wait_for_others:
+                jobs.write_status(d, status="running", pid=os.getpid(), started=time.time(), error=None)
+                return True
+        time.sleep(1.0)
+    return False
+
+
+def worker(run_id: str) -> int:
+    """Entry point of the launched process: train directly, or through `accelerate launch`."""
+    from tunelab.train import sft
+
+    d = run_dir(run_id)
+    launch = read_json(d / "launch.json") or {}
+    if launch.get("launcher") == "accelerate" and not os.environ.get(ACCEL_CHILD):
+        return _accelerate(d, int(launch.get("num_processes", 1)))
+    return sft.main(d)
+
+
+def _accelerate(d: Path, n: int) -> int:
+    """Wait for the queue, then run the same worker under `accelerate launch` with n processes."""
+    import signal
+    import subprocess
+
+    # The children get SIGTERM from the process group and checkpoint; this wrapper just waits.
+    signal.signal(signal.SIGTERM, lambda *a: None)
+    if not wait_turn(d, lambda: False):
+        return 0
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if n == 1 or not _has_cuda():
+        cmd.append("--cpu")
+    cmd += ["-m", "tunelab", "train", "--worker", d.name]
+    rc = subprocess.call(cmd, env=dict(os.environ, **{ACCEL_CHILD: "1"}))
+    st = read_json(d / "status.json") or {}
+    if st.get("status") == "running":  # the children died without recording an outcome
+        jobs.write_status(d, status="failed" if rc else "interrupted", error=f"accelerate launch exited with {rc}")
+    return rc
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def stop(run_id: str) -> dict:
+    """Ask a run to stop: it checkpoints after the current step and records `stopped`."""
+    run_dir(run_id)
+    jobs.stop("runs", run_id)
+    return status(run_id)
+
+
+def resume(run_id: str) -> dict:
+    """Relaunch a stopped, interrupted or failed run from its last checkpoint with the same config."""
+    d = run_dir(run_id)
+    st = status(run_id)
+    if st.get("status") in jobs.ACTIVE:
+        raise TuneLabError(f"{run_id} is already {st['status']}")
+    if st.get("status") == "completed":
+        raise TuneLabError(f"{run_id} has completed; start a new run from it with --model {run_id}")
+    cfg = TrainConfig.from_yaml(d / "config.yaml")
+    cfg.training.resume_from = "last"
+    cfg.to_yaml(d / "config.yaml")
+    jobs.write_status(d, status="queued", error=None, stop_requested=False, created=st.get("created", time.time()))
+    start(run_id)
+    return status(run_id)
+
+
+def show(run_id: str) -> dict:
+    """The `runs show` document: status, step, metrics rows (CLI.md shape) and error."""
+    d = run_dir(run_id)
+    st = status(run_id)
+    rows = read_jsonl(d / "metrics.jsonl")
+    return {"run": run_id, "status": st.get("status"), "step": st.get("step", 0), "max_steps": st.get("max_steps"),
+            "metrics": [{k: r.get(k) for k in SHOW_METRICS} for r in rows], "error": st.get("error")}
+
+
+def list_runs() -> list[dict]:
+    """Every run, newest first: id, status, progress and what it trains."""
+    out = []
+    for st in jobs.list_jobs("runs"):
+        if st.get("status") == "queued":
+            st = status(st["id"])
+        out.append({"run": st["id"], "status": st.get("status"), "step": st.get("step", 0),
+                    "max_steps": st.get("max_steps"), "model": st.get("model"), "data": st.get("data"),
+                    "method": st.get("method"), "created": st.get("created"), "error": st.get("error")})
+    return out
+
+
+def metrics(run_id: str) -> list[dict]:
+    """Every metrics row of a run (all fields), tolerant of a half-written last line."""
+    return read_jsonl(run_dir(run_id) / "metrics.jsonl")
+
+
+def log_tail(run_id: str, lines: int = 30) -> str:
+    """The last lines of the run's job.log."""
+    p = run_dir(run_id) / "job.log"
+    if not p.exists():
+        return ""
+    with open(p, "rb") as fh:
+        fh.seek(max(0, p.stat().st_size - 20000))
+        return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def config(run_id: str) -> TrainConfig:
+    return TrainConfig.from_yaml(run_dir(run_id) / "config.yaml")

@@ -1,0 +1,359 @@
+"""The training entry point: load, wrap, train, save — one run folder in, weights and metrics out.
+
+A plain torch loop (AdamW, linear warmup/decay, gradient accumulation and clipping): on these CPUs
+it measured faster per step than HF Trainer and about 4x faster than TRL's SFTTrainer
+(shared/ENVIRONMENT.md). Loss is computed only where labels exist: the hidden states of prompt
+tokens never reach the 49k-wide output layer, which saves both time and the largest activations.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tunelab import jobs
+from tunelab.data import store
+from tunelab.errors import TuneLabError
+from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic, write_json
+from tunelab.models import registry
+from tunelab.train import data as tdata
+from tunelab.train.config import TrainConfig
+
+QLORA_CPU = ("QLoRA needs a CUDA GPU: bitsandbytes 4-bit quantisation does not run on CPU; "
+             "use --method lora instead")
+KEEP_CHECKPOINTS = 2
+
+
+def check_method(method: str) -> None:
+    """Refuse what cannot run here before anything heavy is loaded."""
+    if method == "qlora":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TuneLabError(QLORA_CPU)
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise TuneLabError("QLoRA needs the bitsandbytes package: pip install bitsandbytes")
+
+
+def base_and_init(cfg: TrainConfig) -> tuple[str, str | None]:
+    """(base MODEL string, adapter folder to start from or None); a run id as model continues its adapter."""
+    init = cfg.method.init_adapter or None
+    ref = registry.resolve(cfg.model.model)
+    if ref.kind == "run":
+        init = init or cfg.model.model
+    if init:
+        parent = registry.resolve(init)
+        if parent.kind != "run":
+            raise TuneLabError(f"init_adapter {init!r} is not a run with an adapter")
+        if cfg.method.method == "full":
+            raise TuneLabError("full fine-tuning starts from whole weights: `tunelab export RUN OUT --merge` first")
+        return read_json(Path(parent.path) / "output.json")["base"], parent.adapter
+    m = cfg.model.model
+    # A folder path is stored absolute so the run's output.json resolves from any working directory.
+    return (m if ref.name == m or not Path(m).exists() else str(Path(m).resolve())), None
+
+
+def load_records(cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
+    """(train, eval) records: eval from eval_data or a seeded eval_split of the dataset."""
+    d = cfg.data
+    if not d.data:
+        raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
+    records = store.read(d.data, d.data_version).to_pylist()[: d.max_records or None]
+    if d.eval_data:
+        return records, store.read(d.eval_data).to_pylist()
+    if d.eval_split > 0:
+        idx = list(range(len(records)))
+        random.Random(cfg.training.seed).shuffle(idx)
+        n = max(1, int(len(records) * d.eval_split))
+        held = set(idx[:n])
+        return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
+    return records, []
+
+
+def load_model(cfg: TrainConfig, base: str, init: str | None, device):
+    """The model with its trainable part wrapped according to the method."""
+    import torch
+    from peft import LoraConfig, PeftModel, PromptEncoderConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.models.loading import hf_dir
+
+    m, dtype = cfg.method, getattr(torch, cfg.model.dtype)
+    kw = {"dtype": dtype}
+    if m.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kw = {"dtype": torch.bfloat16, "device_map": {"": device},
+              "quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                        bnb_4bit_use_double_quant=True,
+                                                        bnb_4bit_compute_dtype=torch.bfloat16)}
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir(base)), **kw)
+    model.config.use_cache = False
+    if m.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if init:
+        return PeftModel.from_pretrained(model, init, is_trainable=True)
+    if m.method == "full":
+        return model
+    if m.method == "ptuning":
+        return get_peft_model(model, PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=m.num_virtual_tokens,
+                                                         encoder_hidden_size=m.encoder_hidden_size))
+    targets = "all-linear" if m.lora_target == "all-linear" else [t.strip() for t in m.lora_target.split(",") if t.strip()]
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=m.lora_r, lora_alpha=m.lora_alpha,
+                                            lora_dropout=m.lora_dropout, target_modules=targets))
+
+
+def batch_loss(model, batch: dict, prompt_learning: bool, device):
+    """Summed cross-entropy over the response tokens of one batch."""
+    import torch.nn.functional as F
+
+    labels = batch["labels"].to(device)
+    inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids", "attention_mask") if k in batch}
+    if prompt_learning:  # PEFT prepends virtual tokens and pads the labels itself
+        n = int((labels[:, 1:] != tdata.IGNORE).sum())
+        return model(**inputs, labels=labels, use_cache=False).loss * n
+    keep = F.pad(labels[:, 1:] != tdata.IGNORE, (0, 1), value=False)
+    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+    return F.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]], reduction="sum")
+
+
+def evaluate(model, enc: tdata.Encoded, cfg: TrainConfig, pad_id: int, device) -> float | None:
+    """Mean loss per response token on the held-out examples."""
+    import torch
+
+    if not enc.examples:
+        return None
+    packing = cfg.data.packing and cfg.method.method != "ptuning"
+    rows = tdata.plan_rows(enc, cfg.data.cutoff_len, packing)
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for b in tdata.epoch_batches(rows, cfg.training.batch_size, 0, 0, packing):
+            batch = tdata.collate(enc, b, pad_id, packing)
+            total += float(batch_loss(model, batch, cfg.method.method == "ptuning", device))
+            count += int((batch["labels"][:, 1:] != tdata.IGNORE).sum())
+    model.train()
+    return total / max(count, 1)
+
+
+def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: TrainConfig, base: str) -> None:
+    """Write checkpoints/step-N atomically, publish its weights as the run's output, prune old ones."""
+    import torch
+
+    full = cfg.method.method == "full"
+    sub = "model" if full else "adapter"
+    ck = run_dir / "checkpoints" / f"step-{step}"
+    tmp = ck.with_name(f".{ck.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / sub)
+    tok.save_pretrained(tmp / sub)
+    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "state.pt")
+    shutil.rmtree(ck, ignore_errors=True)
+    os.replace(tmp, ck)
+    # Publish: hard links, so a full model is not copied; swap by rename so readers never see half.
+    staged, old = run_dir / f".{sub}.new", run_dir / f".{sub}.old"
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(ck / sub, staged, copy_function=os.link)
+    if (run_dir / sub).exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(run_dir / sub, old)
+    os.replace(staged, run_dir / sub)
+    shutil.rmtree(old, ignore_errors=True)
+    write_json(run_dir / "output.json", {"base": base, "method": cfg.method.method, "step": step,
+                                         "adapter_dir": None if full else "adapter", "model_dir": "model" if full else None,
+                                         "lineage": {"init_adapter": cfg.method.init_adapter or None, "data": cfg.data.data,
+                                                     "data_version": cfg.data.data_version}})
+    done = sorted((p for p in ck.parent.glob("step-*")), key=lambda p: int(p.name[5:]))
+    for p in done[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def resume_checkpoint(run_dir: Path, cfg: TrainConfig) -> Path | None:
+    """The checkpoint folder to resume from (per cfg.training.resume_from), or None."""
+    if not cfg.training.resume_from:
+        return None
+    cks = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name[5:]))
+    if cfg.training.resume_from == "last":
+        return cks[-1] if cks else None
+    ck = run_dir / "checkpoints" / cfg.training.resume_from
+    if not ck.is_dir():
+        raise TuneLabError(f"no checkpoint {cfg.training.resume_from!r} in {run_dir.name}")
+    return ck
+
+
+def train(run_dir: Path, stopping) -> str:
+    """Train the run in run_dir to the end (or until stopping()); returns the final status."""
+    import torch
+    from accelerate import Accelerator
+    from transformers import get_linear_schedule_with_warmup
+
+    from tunelab.models.loading import load_tokenizer
+
+    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    t = cfg.training
+    check_method(cfg.method.method)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    accel = Accelerator(cpu=not torch.cuda.is_available())
+    main = accel.is_main_process
+    random.seed(t.seed)
+    torch.manual_seed(t.seed)
+
+    base, init = base_and_init(cfg)
+    cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
+    tok = load_tokenizer(base)
+    train_recs, eval_recs = load_records(cfg)
+    enc = tdata.encode(tok, train_recs, cfg.data.cutoff_len)
+    eval_enc = tdata.encode(tok, eval_recs, cfg.data.cutoff_len)
+    if not enc.examples:
+        raise TuneLabError(f"dataset {cfg.data.data!r} has no usable records (empty, or every answer lies past the cutoff)")
+    log(f"{len(enc.examples)} examples, {enc.tokens} tokens; {enc.truncated} truncated at {cfg.data.cutoff_len} tokens, "
+        f"{enc.dropped} dropped (answer past the cutoff)")
+
+    model = load_model(cfg, base, init, accel.device)
+    ptuning = cfg.method.method == "ptuning" or getattr(getattr(model, "peft_config", {}).get("default"), "is_prompt_learning", False)
+    packing = cfg.data.packing and not ptuning  # virtual tokens would sit in front of the first example only
+    params = [p for p in model.parameters() if p.requires_grad]
+    log(f"trainable parameters: {sum(p.numel() for p in params):,} of {sum(p.numel() for p in model.parameters()):,}")
+
+    rows = tdata.plan_rows(enc, cfg.data.cutoff_len, packing)
+    world, ga = accel.num_processes, t.grad_accum
+    micro_per_epoch = math.ceil(len(rows) / t.batch_size)
+    steps_per_epoch = max(1, micro_per_epoch // (ga * world))
+    max_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(t.warmup_ratio * max_steps), max_steps)
+    model, opt = accel.prepare(model, opt)
+
+    step, ck = 0, resume_checkpoint(run_dir, cfg)
+    if ck is not None:
+        state = torch.load(ck / "state.pt", weights_only=False)
+        _load_weights(accel.unwrap_model(model), ck, cfg)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        step = state["step"]
+        log(f"resumed from {ck.name}")
+    if main:  # rows past the checkpoint were never saved: drop them so resumed steps do not duplicate
+        rows_kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= step]
+        write_atomic(run_dir / "metrics.jsonl", "".join(_jsonl(r) for r in rows_kept))
+        jobs.write_status(run_dir, status="running", pid=os.getpid(), step=step, max_steps=max_steps,
+                          progress=f"{step}/{max_steps}", truncated=enc.truncated, dropped=enc.dropped,
+                          examples=len(enc.examples))
+
+    def micro_batches(start_step: int):
+        """Global micro-batch k belongs to rank k % world; epochs reshuffle with (seed, epoch)."""
+        k, cached = start_step * ga * world, (None, None)
+        while True:
+            epoch, j = divmod(k, micro_per_epoch)
+            if cached[0] != epoch:
+                cached = (epoch, tdata.epoch_batches(rows, t.batch_size, epoch, t.seed, packing))
+            if j % world == accel.process_index:
+                yield epoch, tdata.collate(enc, cached[1][j], tok.pad_token_id, packing)
+            k += 1
+
+    stream, saved = micro_batches(step), step
+    model.train()
+    while step < max_steps and not stopping():
+        t0 = time.time()
+        group = [next(stream) for _ in range(ga)]
+        n_loss = sum(int((b["labels"][:, 1:] != tdata.IGNORE).sum()) for _, b in group)
+        total = 0.0
+        for _, b in group:
+            loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
+            accel.backward(loss)
+            total += float(loss.detach())
+        grad_norm = float(accel.clip_grad_norm_(params, t.max_grad_norm or float("inf")))
+        lr = sched.get_last_lr()[0]
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        eval_loss = None
+        if eval_enc.examples and ((t.eval_steps and step % t.eval_steps == 0) or step == max_steps):
+            eval_loss = evaluate(model, eval_enc, cfg, tok.pad_token_id, accel.device)
+        tokens = sum(b["n_tokens"] for _, b in group) * world
+        if main:
+            row = {"step": step, "loss": round(total, 6), "eval_loss": eval_loss, "learning_rate": lr,
+                   "grad_norm": round(grad_norm, 6), "tokens_per_s": round(tokens / (time.time() - t0), 1),
+                   "epoch": round(step / steps_per_epoch, 3), "time": time.time()}
+            append_jsonl(run_dir / "metrics.jsonl", row)
+            jobs.write_status(run_dir, step=step, progress=f"{step}/{max_steps}")
+            log(f"step {step}/{max_steps} loss {total:.4f} lr {lr:.2e} grad_norm {grad_norm:.3f} {row['tokens_per_s']} tok/s")
+        due = step == max_steps or stopping() or (t.save_steps and step % t.save_steps == 0)
+        if main and due:
+            save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base)
+            saved = step
+    if main and stopping() and step > saved:
+        save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base)
+    return "stopped" if step < max_steps else "completed"
+
+
+def _load_weights(model, ck: Path, cfg: TrainConfig) -> None:
+    """Load a checkpoint's trainable weights into the wrapped model."""
+    if cfg.method.method == "full":
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(ck / "model" / "model.safetensors")), strict=False)
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(ck / "adapter" / "adapter_model.safetensors")))
+
+
+def _jsonl(row: dict) -> str:
+    import json
+
+    return json.dumps(row, ensure_ascii=False, default=str) + "\n"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main(run_dir: Path) -> int:
+    """The worker: wait for its turn, train, record the final status. Returns the exit code."""
+    from tunelab.train import runs
+
+    flag = {"stop": False}
+
+    def on_term(signum, frame):  # finish the current step, checkpoint, then record `stopped`
+        flag["stop"] = True
+        log("stop requested: saving a checkpoint after this step")
+
+    signal.signal(signal.SIGTERM, on_term)
+    stopping = lambda: flag["stop"]  # noqa: E731
+    main_proc = runs.is_main_process()
+    try:
+        if not runs.wait_turn(run_dir, stopping):
+            jobs.write_status(run_dir, status="stopped")
+            return 0
+        status = train(run_dir, stopping)
+        if main_proc:
+            jobs.write_status(run_dir, status=status, finished=time.time(), error=None)
+        return 0
+    except TuneLabError as exc:
+        if main_proc:
+            jobs.write_status(run_dir, status="failed", error=str(exc), finished=time.time())
+        log(f"error: {exc}")
+        return 1
+    except Exception as exc:  # a bug or resource error: the log keeps the traceback, status one line
+        traceback.print_exc()
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if main_proc:
+            jobs.write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {msg}"[:300], finished=time.time())
+        return 1
