@@ -1,7 +1,5 @@
 """Data: import, browse, search, clean, split, export and undo — every edit a new version."""
 
-import math
-
 import streamlit as st
 
 from tunelab.data import export as exporter
@@ -62,24 +60,22 @@ with browse:
     size = c3.selectbox("Per page", w.PAGE_SIZES, key="data.page_size", on_change=act.reset_page)
     try:
         if text.strip():
-            shown = w.search(name, version, text, st.session_state["data.field"], size)
-            st.caption(f"{shown['total']} matching record(s); the best {len(shown['records'])} first.")
-            offset = 0
+            # Search returns the best hits first; pages slice the top SEARCH_MAX of them.
+            total = min(w.search(name, version, text, st.session_state["data.field"], 1)["total"], w.SEARCH_MAX)
         else:
-            pages = max(1, math.ceil(versions[version]["records"] / size))
-            st.session_state["data.page"] = min(max(1, st.session_state["data.page"]), pages)
-            offset = (st.session_state["data.page"] - 1) * size
+            total = versions[version]["records"]
+        offset = act.pager(total, size)
+        if text.strip():
+            hits = w.search(name, version, text, st.session_state["data.field"], offset + size)
+            shown = {"total": hits["total"], "records": hits["records"][offset:]}
+        else:
             shown = w.page(name, version, offset, size)
-            p1, p2, p3, p4 = st.columns([1, 2, 1, 4], vertical_alignment="bottom")
-            p1.button("◀ Prev", key="data.prev", on_click=act.turn_page, args=(-1, pages),
-                      disabled=st.session_state["data.page"] <= 1)
-            p2.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="data.page")
-            p3.button("Next ▶", key="data.next", on_click=act.turn_page, args=(1, pages),
-                      disabled=st.session_state["data.page"] >= pages)
-            p4.caption(f"Records {offset + 1}–{offset + len(shown['records'])} of {shown['total']}")
     except Exception as exc:  # one clear line for a user error, a traceback only for a bug
         layout.show_error(exc)
         st.stop()
+    if text.strip():
+        st.caption(f"{shown['total']} matching record(s), best first"
+                   + (f"; the top {w.SEARCH_MAX} can be paged through." if shown["total"] > w.SEARCH_MAX else "."))
     records = shown["records"]
     st.dataframe(w.records_frame(records), hide_index=True, width="stretch", key="data.table")
     if records:
@@ -97,8 +93,8 @@ with clean_tab:
     head = manifest["head"]
     st.caption(f"Cleaning reads the head version (v{head}) and writes a new one; preview first.")
     c1, c2 = st.columns(2)
-    c1.selectbox("Remove duplicates", (None, "exact", "near"), key="data.clean_dedup",
-                 format_func=lambda d: {None: "no", "exact": "exact (same text after normalising)",
+    c1.selectbox("Remove duplicates", ("no", "exact", "near"), key="data.clean_dedup",
+                 format_func=lambda d: {"no": "no", "exact": "exact (same text after normalising)",
                                         "near": "near (MinHash, ≥ 0.8 similar) + exact"}[d])
     c1.number_input("Drop records longer than (tokens, 0 = keep all)", min_value=0, step=128,
                     key="data.clean_max_tokens")

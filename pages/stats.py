@@ -50,21 +50,22 @@ except Exception as exc:
     layout.show_error(exc)
     st.stop()
 
-m = st.columns(5)
+m = st.columns(4)
 m[0].metric("Records", s["records"])
 m[1].metric("Exact duplicates", s["duplicates"], help="same text after normalising whitespace and case")
 m[2].metric("Empty outputs", s["empty_output"])
 m[3].metric("With earlier turns", s["with_history"])
-m[4].metric("Tokens p50 / p95 / max", f"{s['tokens']['p50']} / {s['tokens']['p95']} / {s['tokens']['max']}")
 if s["duplicates"] or s["empty_output"]:
     st.warning("Duplicates and empty outputs teach the model little or the wrong thing: the Data "
                "page's Clean tab removes them (with a preview first).", icon=":material/cleaning_services:")
 
 st.subheader("Token length per record")
 st.plotly_chart(charts.token_histogram(s), key="stats.tokens")
-cut = st.columns(len(s["truncated"]))
-for col, (cutoff, frac) in zip(cut, s["truncated"].items()):
-    col.metric(f"Truncated at {cutoff}", f"{frac:.1%}")
+cols = iter(st.columns(3 + len(s["truncated"])))
+for label in ("p50", "p95", "max"):
+    next(cols).metric(f"Tokens {label}", s["tokens"][label])
+for cutoff, frac in s["truncated"].items():
+    next(cols).metric(f"Truncated at {cutoff}", f"{frac:.1%}")
 st.caption(f"Tokenizer: {s['tokenizer']}")
 
 st.subheader("Length of each field")

@@ -71,6 +71,19 @@ def test_search_marks_hits(dataset):
     assert "No record matches" in texts(at)
 
 
+def test_search_hits_are_paged(dataset):
+    at = _page()
+    at.selectbox(key="data.page_size").set_value(10)
+    at.text_input(key="data.query").input("cooking").run()
+    assert "42 matching record(s)" in texts(at)
+    first = list(at.dataframe[1].value["id"])
+    at.button(key="data.next").click().run()
+    second = list(at.dataframe[1].value["id"])
+    assert len(first) == len(second) == 10 and not set(first) & set(second)
+    at.number_input(key="data.page").set_value(5).run()
+    assert len(at.dataframe[1].value) == 2
+
+
 def test_clean_preview_apply_then_undo(dataset):
     at = _page()
     at.selectbox(key="data.clean_dedup").set_value("exact")

@@ -7,6 +7,7 @@ shown at the top of the next run ("data.flash").
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,21 @@ def turn_page(step: int, pages: int) -> None:
     st.session_state["data.page"] = min(max(1, st.session_state["data.page"] + step), pages)
 
 
+def pager(total: int, size: int) -> int:
+    """Prev / page number / Next for `total` records; returns the offset of the current page."""
+    pages = max(1, math.ceil(total / size))
+    st.session_state["data.page"] = min(max(1, st.session_state["data.page"]), pages)
+    offset = (st.session_state["data.page"] - 1) * size
+    c1, c2, c3, c4 = st.columns([1, 2, 1, 4], vertical_alignment="bottom")
+    c1.button("◀ Prev", key="data.prev", on_click=turn_page, args=(-1, pages),
+              disabled=st.session_state["data.page"] <= 1)
+    c2.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="data.page")
+    c3.button("Next ▶", key="data.next", on_click=turn_page, args=(1, pages),
+              disabled=st.session_state["data.page"] >= pages)
+    c4.caption(f"Records {min(total, offset + 1)}–{min(total, offset + size)} of {total}")
+    return offset
+
+
 # ---------------------------------------------------------------- import
 
 
@@ -126,7 +142,7 @@ def show_import_result() -> None:
 def clean_options() -> dict:
     """The Clean tab's choices as clean.plan()/clean.clean() keyword arguments."""
     ss = st.session_state
-    return {"dedup": ss["data.clean_dedup"], "strip": ss["data.clean_strip"],
+    return {"dedup": None if ss["data.clean_dedup"] == "no" else ss["data.clean_dedup"], "strip": ss["data.clean_strip"],
             "drop_empty": ss["data.clean_drop_empty"], "redact_pii": ss["data.clean_redact"],
             "max_tokens": int(ss["data.clean_max_tokens"]) or None}
 

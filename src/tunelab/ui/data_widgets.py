@@ -19,6 +19,7 @@ from tunelab.data import clean, highlight, query, stats, store
 from tunelab.data.schema import TEXT_FIELDS
 
 PAGE_SIZES = (10, 20, 50, 100)
+SEARCH_MAX = 1000  # hits that can be paged through; BM25 ranks the rest lower anyway
 ROLE_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant"}
 
 

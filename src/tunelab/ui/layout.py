@@ -20,7 +20,7 @@ DEFAULTS: dict = {
     "data.upload_name": "",
     "data.upload_format": "auto",
     "data.upload_map": "",
-    "data.clean_dedup": None,
+    "data.clean_dedup": "no",
     "data.clean_strip": False,
     "data.clean_drop_empty": False,
     "data.clean_redact": False,
