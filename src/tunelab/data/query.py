@@ -1,0 +1,418 @@
+"""Browse, search and SQL over dataset versions, with DuckDB in-process over the Parquet files.
+
+Search is BM25 from DuckDB's fts extension. Its index lives in a sidecar DuckDB file per version
+(datasets/<name>/v<N>.fts.duckdb), built once to a temporary name and renamed, then opened
+read-only so any number of processes can search at once (DuckDB allows one writer per file).
+The fts tokenizer splits on whitespace, so CJK runs are pre-segmented into characters plus
+character bigrams, in the index and in the query: a bigram hit ranks "机器学习" above records that
+merely share its characters, and single characters still match one-character queries.
+
+Why an index rather than an ILIKE scan (bench/data_bench.py, 1M records, 2 cores): a scored
+substring scan reads every text column of every row per query and is unranked beyond counting
+hits; BM25 over the index touches only the postings of the query terms. Figures in
+bench/RESULTS.md: FTS p95 ~ 1/10 of the scan's; the index costs a one-off build (reported
+separately) and about the dataset's size on disk. If the extension cannot load, search falls back
+to the scan with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import struct
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from tunelab import workspace
+from tunelab.data import store
+from tunelab.data.schema import public
+from tunelab.errors import TuneLabError
+
+PUBLIC = ("id", "instruction", "input", "output", "system", "history")
+# Indexed text: the four fields plus the flattened history (earlier turns of a conversation).
+INDEXED = ("instruction", "input", "output", "system", "history")
+SEARCH_FIELDS = ("any", "instruction", "input", "output", "system")
+# Hiragana/Katakana, CJK ideographs (+ extension A, compatibility), Hangul syllables.
+CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xAC00, 0xD7AF))
+CJK_RUN = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in CJK_RANGES) + "]+")
+CJK_RE2 = "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in CJK_RANGES) + "]"  # Arrow's RE2
+IGNORE = r"(\.|[^\p{L}\p{N}])+"  # the tokenizer keeps letters of every script, not only a-z
+FTS_OPTIONS = f"stemmer='porter', stopwords='english', lower=1, strip_accents=1, overwrite=1, ignore='{IGNORE}'"
+BATCH = 65536
+
+
+def _sql_str(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _select(path: Path, where: str = "", order: str = "") -> str:
+    cols = ", ".join(PUBLIC)
+    return f"SELECT {cols} FROM read_parquet({_sql_str(path)}, file_row_number=true) {where} {order}"
+
+
+def _records(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> list[dict]:
+    cur = con.execute(query, params or [])
+    names = [d[0] for d in cur.description]
+    return [public(dict(zip(names, row))) for row in cur.fetchall()]
+
+
+def _total(name: str, version: int | None) -> int:
+    m = store.manifest(name)
+    v = store.resolve_version(name, version)
+    return next(e["records"] for e in m["versions"] if e["version"] == v)
+
+
+def show(name: str, offset: int = 0, limit: int = 20, version: int | None = None) -> dict:
+    """One page of records.
+
+    Args:
+        name: dataset name.
+        offset: index of the first record (0-based).
+        limit: page size.
+        version: dataset version (default: head).
+
+    Returns:
+        {"total": int, "records": [public records]}.
+    """
+    if offset < 0 or limit < 0:
+        raise TuneLabError("--offset and --limit must be zero or more")
+    path = store.version_path(name, version)
+    # A file_row_number range lets DuckDB skip whole row groups; LIMIT/OFFSET would decode them.
+    where = f"WHERE file_row_number >= {int(offset)} AND file_row_number < {int(offset) + int(limit)}"
+    with duckdb.connect() as con:
+        records = _records(con, _select(path, where, "ORDER BY file_row_number"))
+    return {"total": _total(name, version), "records": records}
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def _split_run(run: str, for_query: bool) -> str:
+    bigrams = [run[i : i + 2] for i in range(len(run) - 1)]
+    if for_query and bigrams:  # bigrams are what ranks; unigrams would match almost everything
+        return " " + " ".join(bigrams) + " "
+    return " " + " ".join(list(run) + bigrams) + " "
+
+
+def segment(text: str, for_query: bool = False) -> str:
+    """Make CJK text searchable by a whitespace tokenizer: characters plus character bigrams.
+
+    Args:
+        text: any text; non-CJK parts are left alone.
+        for_query: segment a query (bigrams only when a run has two or more characters).
+
+    Returns:
+        The text with every CJK run replaced by space-separated tokens.
+    """
+    if not text:
+        return ""
+    return CJK_RUN.sub(lambda m: _split_run(m.group(0), for_query), text)
+
+
+def _segment_column(arr: pa.Array) -> pa.Array:
+    """Segment a string column, touching in Python only the rows that hold CJK text."""
+    import pyarrow.compute as pc
+
+    arr = pc.fill_null(arr, "")
+    has_cjk = pc.match_substring_regex(arr, CJK_RE2)
+    if not pc.any(has_cjk).as_py():
+        return arr
+    values = arr.to_pylist()
+    for i, flag in enumerate(has_cjk.to_pylist()):
+        if flag:
+            values[i] = segment(values[i])
+    return pa.array(values, pa.string())
+
+
+# ---------------------------------------------------------------- full-text index
+
+
+def fts_extension() -> Path:
+    """The fts extension file shipped in the duckdb-extension-fts wheel (no network INSTALL)."""
+    import duckdb_extension_fts
+
+    base = Path(duckdb_extension_fts.__file__).parent / "extensions"
+    return base / f"v{duckdb.__version__}" / "fts.duckdb_extension"
+
+
+def _load_fts(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"LOAD {_sql_str(fts_extension())}")
+
+
+@functools.lru_cache(maxsize=1)
+def fts_available() -> bool:
+    """Whether the fts extension loads in this environment."""
+    try:
+        with duckdb.connect() as con:
+            _load_fts(con)
+        return True
+    except (ImportError, duckdb.Error):
+        return False
+
+
+def index_dir(name: str, version: int | None = None) -> Path:
+    """The search sidecar folder of a version: index.duckdb, rows.bin, rows.idx."""
+    v = store.resolve_version(name, version)
+    return store.version_path(name, v).with_name(f"v{v}.search")
+
+
+def build_index(name: str, version: int | None = None) -> Path:
+    """Build the search sidecar of a version if it does not exist yet; returns its folder."""
+    target = index_dir(name, version)
+    if (target / "index.duckdb").exists():
+        return target
+    source = store.version_path(name, version)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    tmp.mkdir()
+    started = time.perf_counter()
+    sys.stderr.write(f"building the search index of {name} (once per version)...\n")
+    try:
+        with duckdb.connect(str(tmp / "build.duckdb")) as con:  # on disk: memory stays bounded
+            _load_fts(con)
+            _fill(con, source, tmp)
+            con.execute(f"PRAGMA create_fts_index('docs', 'rid', {', '.join(map(_sql_str, INDEXED))}, {FTS_OPTIONS})")
+            con.execute(f"ATTACH {_sql_str(tmp / 'index.duckdb')} AS out")
+            con.execute(_INDEX_TABLES)
+            con.execute("DETACH out")
+        (tmp / "build.duckdb").unlink()
+        with contextlib.suppress(OSError):  # another process renamed the same index in first
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.stderr.write(f"search index built in {time.perf_counter() - started:.1f} s\n")
+    return target
+
+
+def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> None:
+    """Segmented text into table docs; public records into rows.bin with byte offsets in rows.idx."""
+    con.execute(f"CREATE TABLE docs (rid BIGINT, {', '.join(f'{c} VARCHAR' for c in INDEXED)})")
+    offset = 0
+    with duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows, open(folder / "rows.idx", "wb") as idx:
+        # A second connection streams the source: an INSERT on `con` would cancel the stream.
+        reader = src.execute(
+            "SELECT file_row_number AS rid, id, instruction, input, output, system, history, "
+            "array_to_string(flatten(history), ' ') AS history_text "
+            f"FROM read_parquet({_sql_str(source)}, file_row_number=true) ORDER BY rid"
+        ).fetch_record_batch(BATCH)
+        for batch in reader:
+            text = {c: _segment_column(batch.column("history_text" if c == "history" else c)) for c in INDEXED}
+            seg = pa.table({"rid": batch.column("rid"), **text})
+            con.execute("INSERT INTO docs SELECT * FROM seg")
+            blobs = [json.dumps(public(r), ensure_ascii=False).encode("utf-8")
+                     for r in batch.select(list(PUBLIC)).to_pylist()]
+            for blob in blobs:
+                idx.write(struct.pack("<q", offset))
+                offset += len(blob)
+            rows.write(b"".join(blobs))
+        idx.write(struct.pack("<q", offset))
+
+
+def _tokens(expr: str) -> str:
+    """SQL for the extension's own tokenizer (its `tokenize` macro) applied to expr."""
+    return f"string_split_regex(regexp_replace(lower(strip_accents({expr})), '{IGNORE}', ' ', 'g'), '\\s+')"
+
+
+# What a query needs, copied out of the extension's tables. Postings sorted by term so that
+# DuckDB's per-row-group min/max lets a query read only its terms' row groups (match_bm25 scans
+# every posting); vocab maps each word seen to its stem so most queries need no extension load
+# (loading it costs ~180 ms, a signature check over its 11 MB).
+_INDEX_TABLES = f"""
+CREATE TABLE out.postings AS SELECT termid, docid, fieldid FROM fts_main_docs.terms ORDER BY termid, docid;
+CREATE TABLE out.docs AS SELECT docid, name AS rid, len FROM fts_main_docs.docs;
+CREATE TABLE out.dict AS SELECT termid, term, df FROM fts_main_docs.dict;
+CREATE TABLE out.stats AS SELECT num_docs, avgdl FROM fts_main_docs.stats;
+CREATE TABLE out.fields AS SELECT fieldid, field FROM fts_main_docs.fields;
+CREATE TABLE out.vocab AS SELECT word, stem(word, 'porter') AS term FROM (
+    SELECT DISTINCT unnest({_tokens("concat_ws(' ', instruction, input, output, system, history)")}) AS word
+    FROM docs) WHERE word <> '';
+"""
+
+# BM25 as the extension's match_bm25 computes it (k=1.2, b=0.75, df and length per record).
+_BM25 = """
+WITH tf AS (
+    SELECT docid, termid, count(*) AS tf FROM postings
+    WHERE termid IN ({termids}) {field_filter} GROUP BY docid, termid),
+q(termid, df) AS (VALUES {dfs}),
+st AS (SELECT num_docs, avgdl FROM stats)
+SELECT d.rid, sum(log((st.num_docs - q.df + 0.5) / (q.df + 0.5) + 1)
+                 * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * d.len / st.avgdl))) AS score,
+       count(*) OVER () AS total
+FROM tf JOIN q USING (termid) JOIN docs d USING (docid), st
+GROUP BY d.rid ORDER BY score DESC, d.rid LIMIT ?
+"""
+
+
+def _query_terms(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[int, int]]:
+    """(termid, df) of the query's stemmed words that occur in the index."""
+    words = con.execute(
+        f"SELECT w.word, v.term FROM (SELECT DISTINCT unnest({_tokens('?')}) AS word) w "
+        "LEFT JOIN vocab v USING (word) WHERE w.word <> ''", [segment(query, True)]).fetchall()
+    terms = {t for _, t in words if t}
+    unseen = [w for w, t in words if not t]
+    if unseen:  # a new form of a known stem ("runs" where only "running" occurs) still matches
+        _load_fts(con)
+        terms |= {r[0] for r in con.execute("SELECT DISTINCT stem(unnest(?::VARCHAR[]), 'porter')", [unseen]).fetchall()}
+    if not terms:
+        return []
+    return con.execute("SELECT termid, df FROM dict WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)]).fetchall()
+
+
+def _fts_hits(name: str, query: str, field: str, limit: int, version: int | None) -> tuple[list, int]:
+    folder = build_index(name, version)
+    with duckdb.connect(str(folder / "index.duckdb"), read_only=True) as con:
+        terms = _query_terms(con, query)
+        if not terms:
+            return [], 0
+        field_filter = ""
+        if field != "any":
+            fid = con.execute("SELECT fieldid FROM fields WHERE field = ?", [field]).fetchone()
+            field_filter = f"AND fieldid = {int(fid[0])}"
+        # Literal term ids (not a subquery) so the scan can skip row groups by min/max.
+        sql_text = _BM25.format(termids=", ".join(str(int(t)) for t, _ in terms), field_filter=field_filter,
+                                dfs=", ".join(f"({int(t)}, {int(df)})" for t, df in terms))
+        rows = con.execute(sql_text, [limit]).fetchall()
+    return [(int(r[0]), float(r[1])) for r in rows], (rows[0][2] if rows else 0)
+
+
+def _scan_hits(name: str, query: str, field: str, limit: int, version: int | None) -> tuple[list, int]:
+    """The fallback: score = how many query terms each record contains (case-insensitive)."""
+    terms = [t for t in segment(query.lower(), True).split() if t][:32]
+    if not terms:
+        return [], 0
+    cols = ["instruction", "input", "output", "system", "array_to_string(flatten(history), ' ')"]
+    text = " || ' ' || ".join(f"lower(coalesce({c}, ''))" for c in cols) if field == "any" else f"lower({field})"
+    score = " + ".join("CAST(contains(txt, ?) AS INTEGER)" for _ in terms)
+    path = store.version_path(name, version)
+    q = (
+        f"SELECT rid, score, count(*) OVER () FROM (SELECT file_row_number AS rid, {score} AS score FROM "
+        f"(SELECT file_row_number, {text} AS txt FROM read_parquet({_sql_str(path)}, file_row_number=true))) "
+        "WHERE score > 0 ORDER BY score DESC, rid LIMIT ?"
+    )
+    with duckdb.connect() as con:
+        rows = con.execute(q, [*terms, limit]).fetchall()
+    return [(int(r[0]), float(r[1])) for r in rows], (rows[0][2] if rows else 0)
+
+
+def search(
+    name: str, query: str, field: str = "any", limit: int = 20, version: int | None = None,
+    method: str = "auto",
+) -> dict:
+    """Ranked full-text search (BM25) over one field or all of them.
+
+    Args:
+        name: dataset name.
+        query: words to look for; Chinese/Japanese/Korean text is matched by character bigrams.
+        field: "any", "instruction", "input", "output" or "system".
+        limit: how many hits to return, best first.
+        version: dataset version (default: head).
+        method: "auto" (BM25, or the scan if fts cannot load), "fts" or "scan".
+
+    Returns:
+        {"total": matches, "records": [public records], "scores": [float per record]}.
+    """
+    if field not in SEARCH_FIELDS:
+        raise TuneLabError(f"unknown field {field!r}: use one of {', '.join(SEARCH_FIELDS)}")
+    if not query.strip():
+        raise TuneLabError("the search query is empty")
+    if method == "auto":
+        method = "fts" if fts_available() else "scan"
+        if method == "scan":
+            sys.stderr.write("warning: DuckDB's fts extension did not load; using an unindexed scan\n")
+    finder = _fts_hits if method == "fts" else _scan_hits
+    hits, total = finder(name, query, field, int(limit), version)
+    return {"total": int(total), "records": _fetch(name, [h[0] for h in hits], version),
+            "scores": [round(h[1], 4) for h in hits]}
+
+
+def _fetch(name: str, rids: list[int], version: int | None) -> list[dict]:
+    """Records at the given row numbers, in that order (from the sidecar's rows when built)."""
+    if not rids:
+        return []
+    folder = index_dir(name, version)
+    if (folder / "index.duckdb").exists():
+        return _fetch_rows(folder, rids)
+    # Without a sidecar: one Parquet scan that skips the row groups holding none of the rows.
+    where = f"WHERE file_row_number IN ({', '.join(str(int(r)) for r in rids)})"
+    path = store.version_path(name, version)
+    with duckdb.connect() as con:
+        cur = con.execute(_select(path, where).replace("SELECT ", "SELECT file_row_number, ", 1))
+        names = [d[0] for d in cur.description]
+        by_rid = {row[0]: public(dict(zip(names[1:], row[1:]))) for row in cur.fetchall()}
+    return [by_rid[r] for r in rids if r in by_rid]
+
+
+def _fetch_rows(folder: Path, rids: list[int]) -> list[dict]:
+    """Random access by offset: a few seeks instead of decoding a row group per hit."""
+    out = []
+    with open(folder / "rows.idx", "rb") as idx, open(folder / "rows.bin", "rb") as rows:
+        for rid in rids:
+            idx.seek(8 * int(rid))
+            start, end = struct.unpack("<qq", idx.read(16))
+            rows.seek(start)
+            out.append(json.loads(rows.read(end - start)))
+    return out
+
+
+# ---------------------------------------------------------------- SQL sandbox
+
+
+def _check_query(query: str) -> None:
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise TuneLabError(_one_line(exc)) from None
+    if len(statements) != 1:
+        raise TuneLabError(f"only one query is allowed, got {len(statements)} statements")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        kind = statements[0].type.name
+        raise TuneLabError(f"read-only: only SELECT/WITH queries are allowed, not {kind}")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def sandbox() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection where each dataset's head is a view, locked against file access."""
+    con = duckdb.connect()
+    for d in store.list_datasets():
+        path = store.version_path(d["name"], d["version"])
+        con.execute(f'CREATE VIEW "{d["name"]}" AS SELECT * FROM read_parquet({_sql_str(path)})')
+    root = workspace.subdir("datasets")
+    # Order matters: the allow-list first (views over Parquet need it), then cut external access,
+    # then lock so the query itself cannot SET anything back.
+    con.execute(f"SET allowed_directories=[{_sql_str(str(root) + os.sep)}]")
+    con.execute("SET enable_external_access=false")
+    con.execute("SET lock_configuration=true")
+    return con
+
+
+def sql(query: str, limit: int = 10000) -> dict:
+    """Run one read-only query over the datasets (each is a table of its name).
+
+    Args:
+        query: a single SELECT or WITH query.
+        limit: most rows returned.
+
+    Returns:
+        {"columns": [str], "rows": [[...]]}.
+    """
+    _check_query(query)
+    con = sandbox()
+    try:
+        cur = con.execute(query)
+        columns = [d[0] for d in cur.description]
+        rows = [list(r) for r in cur.fetchmany(int(limit))]
+    except duckdb.Error as exc:
+        raise TuneLabError(_one_line(exc)) from None
+    finally:
+        con.close()
+    return {"columns": columns, "rows": rows}
