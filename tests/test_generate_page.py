@@ -1,0 +1,98 @@
+"""The Generate page through AppTest: review a seeded batch, feed rejections into the prompt, accept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pagetest import open_page, texts
+
+from tunelab import jobs
+from tunelab.data import store
+from tunelab.synth import generate, prompts
+
+SEEDS = Path(__file__).resolve().parents[1] / "data" / "samples" / "seeds.jsonl"
+ITEMS = [
+    "Name three fruits that are red.",
+    "Describe the picture above.",
+    "Write a haiku about winter.",
+    "我最近运气怎么样？",
+    "What is two plus two?",
+]
+
+
+def seed_batch(workspace) -> str:
+    """A finished batch on disk, as `tunelab generate --no-accept` leaves it (no model needed)."""
+    seeds = workspace.parent / "seeds.jsonl"
+    seeds.write_text(SEEDS.read_text(encoding="utf-8"), encoding="utf-8")
+    cfg = generate.GenerateConfig(seeds=str(seeds), n=len(ITEMS), template="default-en", prompt_version=1)
+    batch = generate.create(cfg)
+    items = [{"id": i, "strategy": "new", "instruction": t, "input": "", "output": f"answer {i}",
+              "status": "pending", "rule": "", "reason": "", "source": ""} for i, t in enumerate(ITEMS)]
+    generate.save_items(batch, items)
+    jobs.write_status(generate.batch_dir(batch), status="completed", prompt_version=1,
+                      seed_dataset=str(seeds), seed_version=None, model="smollm2-135m-instruct")
+    return batch
+
+
+def test_review_reject_two_feed_mistakes_accept_rest(workspace):
+    prompts.get("default-en")  # v1 exists, as after any generation
+    batch = seed_batch(workspace)
+    at = open_page("pages/generate.py")
+    assert at.selectbox(key="gen.batch").value == batch
+    assert at.text_area(key="gen.item.instruction.1").value == "Describe the picture above."
+
+    at.radio(key="gen.item.status.1").set_value("rejected")
+    at.text_input(key="gen.item.reason.1").set_value("Asks about a picture the model cannot see.")
+    at.radio(key="gen.item.status.3").set_value("rejected")
+    at.text_input(key="gen.item.reason.3").set_value("Write in English only.")
+    at.text_area(key="gen.item.output.0").set_value("Strawberries, cherries and apples.")
+    at.run()
+    assert not at.exception, at.exception
+    saved = generate.load_items(batch)
+    assert [it["status"] for it in saved] == ["pending", "rejected", "pending", "rejected", "pending"]
+    assert saved[0]["output"] == "Strawberries, cherries and apples."  # edited in place
+    assert saved[1]["rule"] == "review"
+
+    assert set(at.multiselect(key="gen.reasons").value) == {
+        "Asks about a picture the model cannot see.", "Write in English only."}
+    at.button(key="gen.mistakes").click().run()
+    assert not at.exception, at.exception
+    v2 = prompts.get("default-en")
+    assert (v2["version"], v2["parent"]) == (2, 1)
+    assert set(v2["mistakes"]) == {"Asks about a picture the model cannot see.", "Write in English only."}
+    assert at.selectbox(key="gen.version").value == 2
+    assert "Asks about a picture" in at.text_area(key="gen.mistakes_text").value
+    assert "Saved default-en v2" in texts(at)
+
+    at.button(key="gen.accept_rest").click().run()
+    at.text_input(key="gen.target").set_value("grown")
+    at.button(key="gen.accept").click().run()
+    assert not at.exception, at.exception
+    assert "Added 3 record(s) to grown v1" in texts(at)
+    rows = store.read("grown").to_pylist()
+    assert [r["instruction"] for r in rows] == [ITEMS[0], ITEMS[2], ITEMS[4]]
+    assert rows[0]["output"] == "Strawberries, cherries and apples."
+    lineage = store.manifest("grown")["versions"][-1]["lineage"]
+    assert lineage["batch"] == batch and lineage["prompt_version"] == 1 and lineage["template"] == "default-en"
+    assert all(it.get("added_to") == "grown@v1" for it in generate.load_items(batch) if it["status"] == "accepted")
+    # the acceptance chart now has the reviewed batch: 3 of 5 for default-en v1
+    assert generate.acceptance_by_version() == [
+        {"template": "default-en", "version": 1, "batches": 1, "items": 5, "accepted": 3, "rate": 0.6}]
+
+
+def test_saving_an_edited_template_makes_a_new_version(workspace):
+    at = open_page("pages/generate.py")
+    assert at.selectbox(key="gen.template").value == "default-en"
+    at.text_area(key="gen.text").set_value(prompts.DEFAULT_EN + "\nUse simple words.")
+    at.run()
+    assert any("Unsaved edits" in w.value for w in at.warning)
+    at.text_input(key="gen.note").set_value("simpler words")
+    at.button(key="gen.save").click().run()
+    assert not at.exception, at.exception
+    v = prompts.get("default-en")
+    assert v["version"] == 2 and v["note"] == "simpler words" and v["text"].endswith("Use simple words.")
+    assert at.selectbox(key="gen.version").value == 2
+    assert not at.warning
+    at.selectbox(key="gen.version").set_value(1).run()
+    assert at.text_area(key="gen.text").value == prompts.DEFAULT_EN
