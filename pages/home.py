@@ -4,12 +4,10 @@ import streamlit as st
 
 from tunelab import workflow
 from tunelab.ui import layout
+from tunelab.ui.i18n import t
 
-layout.init_state()
-st.title("TuneLab")
-st.markdown(
-    "Fine-tune a small language model on your own machine, no GPU needed. The work goes in five "
-    "steps:\n"
+INTRO = (
+    "Fine-tune a small language model on your own machine, no GPU needed. The work goes in five steps:\n"
     "1. **Data** — import instruction records (question → answer pairs), look at them, clean them, "
     "and keep some aside as a *test set* the model never trains on.\n"
     "2. **Generate** *(optional)* — let a model write more examples from a few of yours; you review each.\n"
@@ -19,19 +17,24 @@ st.markdown(
     "5. **Use** — chat with the result, serve it as an API, export it."
 )
 
+layout.init_state()
+st.title("TuneLab")
+st.markdown(t(INTRO))
+
 steps = workflow.steps()
-st.subheader("Your progress")
+st.subheader(t("Your progress"))
 for i, step in enumerate(steps, 1):
     c1, c2 = st.columns([3, 2], vertical_alignment="center")
     mark = ":material/check_circle:" if step.done else ":material/radio_button_unchecked:"
-    c1.markdown(f"{mark} **{i}. {step.title}** — {step.detail}")
-    c2.page_link(step.page, label=f"Open {step.page.split('/')[-1][:-3].capitalize()}", icon=":material/arrow_forward:")
+    c1.markdown(f"{mark} **{i}. {t(step.title)}** — {step.detail}")
+    c2.page_link(step.page, label=t("Open {page}", page=t(step.page.split("/")[-1][:-3].capitalize())),
+                 icon=":material/arrow_forward:")
 
 nxt = workflow.next_step(steps)
 if nxt:
-    st.info(f"**Next:** {nxt.title.lower()}.", icon=":material/flag:")
+    st.info(t("**Next:** {step}.", step=t(nxt.title).lower()), icon=":material/flag:")
 else:
-    st.success("Every step is done: try your model in the Playground.", icon=":material/celebration:")
-    st.page_link("pages/playground.py", label="Open the Playground", icon=":material/chat:")
+    st.success(t("Every step is done: try your model in the Playground."), icon=":material/celebration:")
+    st.page_link("pages/playground.py", label=t("Open {page}", page=t("Playground")), icon=":material/chat:")
 for text in workflow.warnings(steps):
-    st.warning(text, icon=":material/warning:")
+    st.warning(t(text), icon=":material/warning:")

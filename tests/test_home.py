@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pagetest import open_page, texts
+from pagetest import APP, TIMEOUT, open_page, texts
+from streamlit.testing.v1 import AppTest
 
 from tunelab import jobs, workflow
 from tunelab.data import split
@@ -46,3 +47,12 @@ def test_training_without_comparison_warns(workspace):
     assert any("without comparing" in w for w in workflow.warnings(state))
     jobs.write_status(jobs.job_dir("reports", "rep-1"), status="completed", created=2.0)
     assert workflow.next_step(workflow.steps()) is None
+
+
+def test_home_in_chinese(workspace):
+    _import(workspace)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["lang"] = "zh"
+    at.run()
+    assert not at.exception
+    assert "**下一步：**划分测试集。" in texts(at) and "还没有测试集" in at.warning[0].value
