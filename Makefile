@@ -24,11 +24,13 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
-# Debian's Chromium for the browser journey; never a test tool's own browser download.
+# Debian's Chromium (+ a CJK font so Chinese renders) for the browser journey; never a test
+# tool's own browser download.
 browser:
-	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
-	  { (command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && SUDO=sudo; \
-	     $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium) ; }
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi cjk; then \
+	  SUDO=; [ "$$(id -u)" != 0 ] && SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium fonts-noto-cjk; \
+	fi
 
 samples: install
 	$(BIN)/python -m tunelab.samples
