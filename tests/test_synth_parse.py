@@ -80,3 +80,9 @@ def test_parse_answer_strips_label_and_fence():
     assert parse.parse_answer("Answer: Paris") == "Paris"
     assert parse.parse_answer("```json\n{\"a\": 1}\n```") == '{"a": 1}'
     assert parse.parse_answer("答案：巴黎") == "巴黎"
+
+
+def test_a_lone_sentence_is_chatter_not_an_item():
+    p = parse.parse("I'm ready to help. What's your next question or task?")
+    assert p.items == [] and p.shape == "none"
+    assert p.rejected[0]["reason"] == "not a list item, JSON value or Instruction: block"

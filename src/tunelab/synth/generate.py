@@ -56,9 +56,9 @@ class GenerateConfig:
     items_per_prompt: int = field(default=8, metadata={"help": "Items asked for in each prompt; small models keep up with about 8."})
     max_rounds: int = field(default=3, metadata={"help": "Prompt rounds at most while fewer than n items came back."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (variety)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Token limit of each list answer."})
-    answer_tokens: int = field(default=128, metadata={"help": "Token limit of each output (second call)."})
-    batch_size: int = field(default=4, metadata={"help": "Prompts generated together."})
+    max_new_tokens: int = field(default=200, metadata={"help": "Token limit of each list answer."})
+    answer_tokens: int = field(default=96, metadata={"help": "Token limit of each output (second call)."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts generated together."})
     seed: int = field(default=0, metadata={"help": "Random seed (seed sampling and generation)."})
     filters: filters.FilterConfig = field(default_factory=filters.FilterConfig)
 
@@ -147,11 +147,18 @@ def _rejected(strategy: str, text: str, reason: str) -> dict:
     return dict(_item(strategy, text), status="rejected", rule="parse", reason=reason)
 
 
-def generate_new(backend, version: dict, pool: list[dict], cfg: GenerateConfig, progress: Progress) -> list[dict]:
-    """Self-instruct: prompts with sampled seeds -> parsed instructions, until n items came back."""
+def generate_new(
+    backend, version: dict, pool: list[dict], cfg: GenerateConfig, progress: Progress
+) -> tuple[list[dict], int]:
+    """Self-instruct: prompts with sampled seeds -> parsed instructions, until n items came back.
+
+    Returns:
+        (items, surplus): parse failures are items too (rejected); surplus counts parsed items
+        beyond n that were not kept.
+    """
     rng = random.Random(cfg.seed)
     items: list[dict] = []
-    found = 0
+    found = surplus = 0
     for rnd in range(cfg.max_rounds):
         want = cfg.n - found
         if want <= 0:
@@ -168,11 +175,12 @@ def generate_new(backend, version: dict, pool: list[dict], cfg: GenerateConfig, 
             new = [_item("new", it["instruction"], it["input"], it["output"]) for it in got.items]
             if new and gen.finish_reason == "length":
                 new[-1].update(status="rejected", rule="parse", reason="cut off at the token limit")
-            for it in new[: max(cfg.n - found, 0)]:
-                items.append(it)
-                found += 1
+            keep = new[: max(cfg.n - found, 0)]
+            items.extend(keep)
+            found += len(keep)
+            surplus += len(new) - len(keep)
             items.extend(_rejected("new", r["text"], r["reason"]) for r in got.rejected)
-    return items
+    return items, surplus
 
 
 def _answer_messages(item: dict) -> list[dict]:
@@ -250,22 +258,26 @@ def run(cfg: GenerateConfig, batch_id: str | None = None, progress: Progress | N
         model = getattr(backend, "model", None)
         jobs.write_status(d, prompt_version=cfg.prompt_version, seed_dataset=seeds.source, seed_version=seeds.version,
                           model=model if isinstance(model, str) else backend_model(cfg.backend)[1])
-        items = _generate(backend, version, seeds, cfg, report)
+        items, surplus = _generate(backend, version, seeds, cfg, report)
     except BaseException as exc:
         jobs.write_status(d, status="failed", error=str(exc) or type(exc).__name__)
         raise
     for i, it in enumerate(items):
         it["id"] = i
     save_items(batch_id, items)
-    jobs.write_status(d, status="completed", progress="done", finished=time.time())
-    return summary(batch_id, items, version)
+    jobs.write_status(d, status="completed", progress="done", finished=time.time(), surplus=surplus)
+    return dict(summary(batch_id, items, version), surplus=surplus)
 
 
-def _generate(backend, version: dict, seeds: seeds_mod.Seeds, cfg: GenerateConfig, report: Progress) -> list[dict]:
+def _generate(
+    backend, version: dict, seeds: seeds_mod.Seeds, cfg: GenerateConfig, report: Progress
+) -> tuple[list[dict], int]:
+    """Every checked strategy's items, filtered; and the surplus of new items beyond n."""
     seed_texts = [s["instruction"] for s in seeds.records]
     items: list[dict] = []
+    surplus = 0
     if "new" in cfg.strategies:
-        new = generate_new(backend, version, seeds.records, cfg, report)
+        new, surplus = generate_new(backend, version, seeds.records, cfg, report)
         filters.apply(new, seed_texts, cfg.filters, outputs=False)
         if cfg.outputs:
             answer(backend, [it for it in new if it["status"] == "accepted"], cfg, report)
@@ -284,7 +296,7 @@ def _generate(backend, version: dict, seeds: seeds_mod.Seeds, cfg: GenerateConfi
         para = paraphrase(backend, seeds.records, cfg)
         filters.apply(para, [], cfg.filters, kept=[it["instruction"] for it in items if it["status"] == "accepted"])
         items += para
-    return items
+    return items, surplus
 
 
 def summary(batch_id: str, items: list[dict], version: dict) -> dict:

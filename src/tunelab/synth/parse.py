@@ -201,17 +201,23 @@ def parse_list(text: str) -> Parsed | None:
 
 
 def parse_lines(text: str) -> Parsed:
-    """Last resort: every line that reads like a question or a task (ends in ? . ! 。) is an item."""
+    """Last resort: lines that read like a question or a task (end in ? . ! 。) are items.
+
+    Needs two such lines: a lone sentence ("I'm ready to help. What's next?") is chatter, not a list.
+    """
     out = Parsed(shape="lines")
-    for line in (ln.strip() for ln in text.splitlines()):
-        if not line:
-            continue
-        if line.endswith(("?", "？", ".", "。", "!", "！")) and not line.endswith(":"):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    items = [ln for ln in lines if ln.endswith(("?", "？", ".", "。", "!", "！"))]
+    if len(items) < 2:
+        out.shape = "none"
+        for line in lines:
+            out.reject(line, "not a list item, JSON value or Instruction: block")
+        return out
+    for line in lines:
+        if line in items:
             out.items.append(record(line))
         else:
             out.reject(line, "not a list item, JSON value or Instruction: block")
-    if not out.items:
-        out.shape = "none"
     return out
 
 
