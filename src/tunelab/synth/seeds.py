@@ -103,7 +103,7 @@ def load(source: str) -> Seeds:
     path = Path(source).expanduser()
     if path.is_file():
         records, errors = _read_file(path)
-        seeds = Seeds(records, str(path), None, errors)
+        seeds = Seeds(records, str(path.resolve()), None, errors)
     elif workspace.NAME_RE.match(source) and source not in (".", "..") and store.exists(source):
         version = store.resolve_version(source)
         seeds = Seeds(store.read(source, version).to_pylist(), source, version)
