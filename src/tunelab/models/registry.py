@@ -156,7 +156,8 @@ def resolve(model: str) -> ModelRef:
                         params=entry.get("params"), chat_template=entry.get("chat_template", True))
     if model.startswith(("openai:", "http://", "https://")):
         url = model[len("openai:"):] if model.startswith("openai:") else model
-        return ModelRef(name=model, kind="openai", base_url=url.rstrip("/"), source=url, remote_model="default")
+        url, _, remote = url.partition("#")  # openai:BASE_URL#model names the endpoint's model
+        return ModelRef(name=model, kind="openai", base_url=url.rstrip("/"), source=url, remote_model=remote or "default")
     if workspace.NAME_RE.match(model):
         run_dir = workspace.subdir("runs") / model
         if run_dir.is_dir():

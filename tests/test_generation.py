@@ -1,0 +1,143 @@
+"""Generation backends: batched == single greedy output, streaming, stop strings, settings, messages."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tunelab.errors import TuneLabError
+from tunelab.models import generation
+from tunelab.models.generation import GenerationSettings, filter_stream, get_backend, records_to_messages
+
+SMOL = "smollm2-135m-instruct"
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name three colours of the rainbow, as a list please."}],
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "Write one sentence about the sea."}, {"role": "assistant", "content": "The sea is wide."},
+     {"role": "user", "content": "Another one, about waves, with more words in it than before."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: real code paths, fast."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunelab.models.loading import load_tokenizer
+
+    tok = load_tokenizer(SMOL)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      initializer_range=0.5)  # large weights give decisive argmaxes, so fp32 noise cannot flip them
+    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def tiny(tiny_model, workspace):
+    generation.clear_cache()
+    return get_backend(f"local:{tiny_model}")
+
+
+def test_batched_equals_single_greedy(tiny):
+    s = GenerationSettings(max_new_tokens=12)
+    single = [tiny.chat([c], s)[0] for c in PROMPTS]
+    batched = tiny.chat(PROMPTS, s, batch_size=4)
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(g.completion_tokens > 0 and g.text for g in batched)
+    # Prompts differ in length, so the batch really was left-padded.
+    assert len({g.prompt_tokens for g in batched}) > 1
+    assert [g.prompt_tokens for g in batched] == [g.prompt_tokens for g in single]
+
+
+def test_token_counts_and_speed(tiny):
+    g = tiny.complete(["Once upon a time"], GenerationSettings(max_new_tokens=8))[0]
+    assert g.prompt_tokens == len(tiny.tok("Once upon a time")["input_ids"])
+    assert 1 <= g.completion_tokens <= 8
+    assert g.latency_s > 0 and g.tokens_per_s == pytest.approx(g.completion_tokens / g.latency_s, rel=0.01)
+    assert g.finish_reason in ("stop", "length")
+
+
+def test_streaming_yields_incrementally(tiny):
+    s = GenerationSettings(max_new_tokens=16)
+    stream = tiny.stream_chat(PROMPTS[0], s)
+    seen = []
+    for piece in stream:
+        seen.append((piece, time.perf_counter()))
+    assert len(seen) > 3
+    assert seen[-1][1] > seen[0][1]  # pieces arrived over time, not all at once
+    text = "".join(p for p, _ in seen)
+    assert text == tiny.chat([PROMPTS[0]], s)[0].text
+    assert stream.generation.text == text and stream.generation.completion_tokens > 0
+
+
+def test_stream_can_be_abandoned(tiny):
+    stream = tiny.stream_chat(PROMPTS[0], GenerationSettings(max_new_tokens=200))
+    next(stream)
+    stream.close()  # the generating thread stops and releases the model
+    assert tiny.chat([PROMPTS[2]], GenerationSettings(max_new_tokens=2))[0].completion_tokens >= 1
+
+
+def test_stop_string_cuts_text(tiny):
+    full = tiny.complete(["Once upon a time"], GenerationSettings(max_new_tokens=12))[0].text
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    g = tiny.complete(["Once upon a time"], GenerationSettings(max_new_tokens=12, stop=[stop]))[0]
+    assert stop not in g.text and full.startswith(g.text) and g.finish_reason == "stop"
+    streamed = "".join(tiny.stream_chat(PROMPTS[0], GenerationSettings(max_new_tokens=12, stop=[stop])))
+    assert stop not in streamed
+
+
+def test_sampling_is_seeded(tiny):
+    s = GenerationSettings(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+    a = tiny.chat([PROMPTS[0]], s)[0].text
+    assert a == tiny.chat([PROMPTS[0]], s)[0].text
+
+
+def test_filter_stream_holds_back_partial_stop():
+    assert "".join(filter_stream(["Hel", "lo ST", "OP world"], ["STOP"])) == "Hello "
+    assert "".join(filter_stream(["a", "b", "c"], [])) == "abc"
+
+
+def test_bad_settings_and_messages():
+    with pytest.raises(TuneLabError):
+        GenerationSettings(max_new_tokens=0)
+    with pytest.raises(TuneLabError):
+        GenerationSettings(top_p=0)
+    with pytest.raises(TuneLabError):
+        generation.check_conversation([{"role": "robot", "content": "x"}])
+
+
+def test_records_to_messages():
+    rec = {"system": "Be kind.", "history": [["Hi", "Hello!"]], "instruction": "Translate", "input": "chat", "output": "cat"}
+    assert records_to_messages(rec) == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Translate\n\nchat"},
+    ]
+    assert records_to_messages({"instruction": "Q"}) == [{"role": "user", "content": "Q"}]
+
+
+def test_backend_cache_is_lru(tiny_model, workspace):
+    generation.clear_cache()
+    a = get_backend(f"local:{tiny_model}")
+    assert get_backend(f"local:{tiny_model}") is a
+    get_backend(f"local:{tiny_model}/")  # distinct specs count as distinct entries
+    get_backend(f"local:{tiny_model}//")
+    assert f"local:{tiny_model}" not in generation._CACHE and len(generation._CACHE) == generation.MAX_LOADED
+
+
+@pytest.mark.slow
+def test_smollm2_batched_equals_single(workspace):
+    generation.clear_cache()
+    b = get_backend(f"local:{SMOL}")
+    s = GenerationSettings(max_new_tokens=16)
+    single = [b.chat([c], s)[0].text for c in PROMPTS]
+    assert [g.text for g in b.chat(PROMPTS, s, batch_size=4)] == single
+    assert "Paris" in single[0]
