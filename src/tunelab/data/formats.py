@@ -163,7 +163,7 @@ def _history(obj: dict, key: str | None, from_table: bool) -> list[list[str]]:
     if key is None:
         return []
     v = obj.get(key)
-    if v is None or v == "":
+    if v is None or (v == "" and from_table):
         return []
     if isinstance(v, str) and from_table:
         try:
@@ -452,20 +452,25 @@ class _Window:
                 return self.buf[self.pos:self.pos + 1]
 
     def element_end(self) -> int | None:
-        """Where the element at pos ends (before its `,` or the array's `]`), or None if unseen."""
-        depth = 0
+        """Where the element at pos ends (before its `,` or the array's `]`), or None if unseen.
+
+        Mismatched brackets are recovered like an HTML parser does: a closer pops openers until
+        its own, so one broken record cannot swallow the records after it.
+        """
+        stack: list[str] = []
         for m in _SCAN.finditer(self.buf, self.pos):
             tok = m.group()
             if tok in "[{":
-                depth += 1
+                stack.append("]" if tok == "[" else "}")
             elif tok in "]}":
-                depth -= 1
-                if depth == 0:
-                    return m.end()
-                if depth < 0:
+                if tok not in stack:  # closes something outside this element: the array itself
                     return m.start()
+                while stack.pop() != tok:
+                    pass
+                if not stack:
+                    return m.end()
             elif tok == ",":
-                if depth == 0:
+                if not stack:
                     return m.start()
             elif tok == '"':  # a string still open at the end of the window
                 return None
@@ -501,7 +506,8 @@ def read_json_array(fh: IO[bytes], kind: str, cols: Columns) -> Iterator[Item]:
             w.pos = max(end, w.pos + 1)  # always move on, even past a lone stray `}`
             yield index, f"malformed JSON: {msg}"
         else:
-            if end == len(w.buf) and not w.eof:  # a number may continue in the next chunk
+            near_end = end == len(w.buf) or (not isinstance(obj, (dict, list, str)) and len(w.buf) - end < 64)
+            if near_end and not w.eof:  # a number or literal may continue in the next chunk
                 w.more()
                 continue
             w.pos = end
@@ -559,7 +565,8 @@ def checked_columns(cols: Columns, names: list[str]) -> Columns:
         src = getattr(cols, target)
         if src not in names:
             raise TuneLabError(
-                f"no column for `{target}` (looked for `{src}`; columns are {', '.join(names)}): "
+                f"no column for `{target}` (looked for `{src}`; columns are "
+                f"{', '.join(n if n.isprintable() else repr(n) for n in names)}): "
                 f"give a mapping such as {target}=<column>"
             )
     return cols
