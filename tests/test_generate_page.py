@@ -96,3 +96,17 @@ def test_saving_an_edited_template_makes_a_new_version(workspace):
     assert not at.warning
     at.selectbox(key="gen.version").set_value(1).run()
     assert at.text_area(key="gen.text").value == prompts.DEFAULT_EN
+
+
+def test_running_batch_shows_progress_and_failed_batch_its_error(workspace):
+    import os
+
+    batch = seed_batch(workspace)
+    jobs.write_status(generate.batch_dir(batch), status="running", pid=os.getpid(), progress="round 1: 3 prompt(s)",
+                      done=1, total=3)
+    at = open_page("pages/generate.py")
+    assert "round 1: 3 prompt(s)" in at.get("progress")[0].proto.text
+    assert not at.radio  # no review cards while it runs
+    jobs.write_status(generate.batch_dir(batch), status="failed", error="cannot reach http://127.0.0.1:9/v1")
+    at = open_page("pages/generate.py")
+    assert [e.value for e in at.error] == ["cannot reach http://127.0.0.1:9/v1"]

@@ -163,11 +163,12 @@ def generate_new(
         want = cfg.n - found
         if want <= 0:
             break
-        k = math.ceil(want / cfg.items_per_prompt)
+        ask = min(cfg.items_per_prompt, want)
+        k = math.ceil(want / ask)
         convs = []
         for _ in range(k):
             shown = rng.sample(pool, min(cfg.seeds_per_prompt, len(pool)))
-            convs.append([{"role": "user", "content": prompts.render(version, shown, cfg.items_per_prompt)}])
+            convs.append([{"role": "user", "content": prompts.render(version, shown, ask)}])
         progress(rnd, cfg.max_rounds, f"round {rnd + 1}: {k} prompt(s) for {want} item(s)")
         gens = backend.chat(convs, _settings(cfg, cfg.max_new_tokens, rnd), batch_size=cfg.batch_size)
         for gen in gens:
