@@ -49,6 +49,28 @@ FTS_OPTIONS = f"stemmer='porter', stopwords='english', lower=1, strip_accents=1,
 BATCH = 65536
 
 
+@functools.lru_cache(maxsize=1)
+def _memory_db() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect()
+
+
+def _reader() -> duckdb.DuckDBPyConnection:
+    """A cursor on one shared in-memory database: a fresh connect() costs 25+ ms, a cursor ~0."""
+    return _memory_db().cursor()
+
+
+@functools.lru_cache(maxsize=8)
+def _index_db(path: str, stamp: tuple[int, int]) -> duckdb.DuckDBPyConnection:
+    """A read-only connection per index file; stamp (inode, mtime) keys out a rebuilt index."""
+    return duckdb.connect(path, read_only=True)
+
+
+def _index_reader(folder: Path) -> duckdb.DuckDBPyConnection:
+    path = folder / "index.duckdb"
+    st = path.stat()
+    return _index_db(str(path), (st.st_ino, st.st_mtime_ns)).cursor()
+
+
 def _sql_str(value: str | Path) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -87,7 +109,7 @@ def show(name: str, offset: int = 0, limit: int = 20, version: int | None = None
     path = store.version_path(name, version)
     # A file_row_number range lets DuckDB skip whole row groups; LIMIT/OFFSET would decode them.
     where = f"WHERE file_row_number >= {int(offset)} AND file_row_number < {int(offset) + int(limit)}"
-    with duckdb.connect() as con:
+    with _reader() as con:
         records = _records(con, _select(path, where, "ORDER BY file_row_number"))
     return {"total": _total(name, version), "records": records}
 
@@ -201,7 +223,7 @@ def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> None:
             "SELECT file_row_number AS rid, id, instruction, input, output, system, history, "
             "array_to_string(flatten(history), ' ') AS history_text "
             f"FROM read_parquet({_sql_str(source)}, file_row_number=true) ORDER BY rid"
-        ).fetch_record_batch(BATCH)
+        ).to_arrow_reader(BATCH)
         for batch in reader:
             text = {c: _segment_column(batch.column("history_text" if c == "history" else c)) for c in INDEXED}
             seg = pa.table({"rid": batch.column("rid"), **text})
@@ -250,13 +272,18 @@ GROUP BY d.rid ORDER BY score DESC, d.rid LIMIT ?
 """
 
 
+_STEMMABLE = re.compile(r"[a-z]+")
+
+
 def _query_terms(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[int, int]]:
     """(termid, df) of the query's stemmed words that occur in the index."""
     words = con.execute(
         f"SELECT w.word, v.term FROM (SELECT DISTINCT unnest({_tokens('?')}) AS word) w "
         "LEFT JOIN vocab v USING (word) WHERE w.word <> ''", [segment(query, True)]).fetchall()
     terms = {t for _, t in words if t}
-    unseen = [w for w, t in words if not t]
+    # Only a-z words can stem differently; anything else (CJK, digits) is its own term.
+    unseen = [w for w, t in words if not t and _STEMMABLE.fullmatch(w)]
+    terms |= {w for w, t in words if not t and not _STEMMABLE.fullmatch(w)}
     if unseen:  # a new form of a known stem ("runs" where only "running" occurs) still matches
         _load_fts(con)
         terms |= {r[0] for r in con.execute("SELECT DISTINCT stem(unnest(?::VARCHAR[]), 'porter')", [unseen]).fetchall()}
@@ -267,7 +294,7 @@ def _query_terms(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[int, 
 
 def _fts_hits(name: str, query: str, field: str, limit: int, version: int | None) -> tuple[list, int]:
     folder = build_index(name, version)
-    with duckdb.connect(str(folder / "index.duckdb"), read_only=True) as con:
+    with _index_reader(folder) as con:
         terms = _query_terms(con, query)
         if not terms:
             return [], 0
@@ -296,7 +323,7 @@ def _scan_hits(name: str, query: str, field: str, limit: int, version: int | Non
         f"(SELECT file_row_number, {text} AS txt FROM read_parquet({_sql_str(path)}, file_row_number=true))) "
         "WHERE score > 0 ORDER BY score DESC, rid LIMIT ?"
     )
-    with duckdb.connect() as con:
+    with _reader() as con:
         rows = con.execute(q, [*terms, limit]).fetchall()
     return [(int(r[0]), float(r[1])) for r in rows], (rows[0][2] if rows else 0)
 
@@ -342,7 +369,7 @@ def _fetch(name: str, rids: list[int], version: int | None) -> list[dict]:
     # Without a sidecar: one Parquet scan that skips the row groups holding none of the rows.
     where = f"WHERE file_row_number IN ({', '.join(str(int(r)) for r in rids)})"
     path = store.version_path(name, version)
-    with duckdb.connect() as con:
+    with _reader() as con:
         cur = con.execute(_select(path, where).replace("SELECT ", "SELECT file_row_number, ", 1))
         names = [d[0] for d in cur.description]
         by_rid = {row[0]: public(dict(zip(names[1:], row[1:]))) for row in cur.fetchall()}
@@ -364,6 +391,10 @@ def _fetch_rows(folder: Path, rids: list[int]) -> list[dict]:
 # ---------------------------------------------------------------- SQL sandbox
 
 
+QUERY_WORDS = {"SELECT", "WITH", "FROM", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE"}
+_LEADING = re.compile(r"^(\s|--[^\n]*\n?|/\*.*?\*/|\()*", re.S)  # comments, brackets
+
+
 def _check_query(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
@@ -371,8 +402,11 @@ def _check_query(query: str) -> None:
         raise TuneLabError(_one_line(exc)) from None
     if len(statements) != 1:
         raise TuneLabError(f"only one query is allowed, got {len(statements)} statements")
-    if statements[0].type != duckdb.StatementType.SELECT:
-        kind = statements[0].type.name
+    # DuckDB parses some PRAGMAs (database_list, ...) into SELECTs, so the first word counts too.
+    words = _LEADING.sub("", query).split(None, 1)
+    first = words[0].upper() if words else ""
+    if statements[0].type != duckdb.StatementType.SELECT or first.rstrip(";(") not in QUERY_WORDS:
+        kind = statements[0].type.name if statements[0].type != duckdb.StatementType.SELECT else first
         raise TuneLabError(f"read-only: only SELECT/WITH queries are allowed, not {kind}")
 
 

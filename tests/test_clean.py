@@ -1,0 +1,153 @@
+"""Cleaning: each cleaner on English and Chinese records, previews and committed versions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tunelab.data import clean, stats, store
+from tunelab.data.schema import to_table
+
+
+def table(records):
+    return to_table([dict(r, id=r.get("id") or str(i)) for i, r in enumerate(records)])
+
+
+# ---------------------------------------------------------------- PII
+
+
+@pytest.mark.parametrize("text,expected,kind", [
+    ("mail me at john.doe+x@example.co.uk today", "mail me at [EMAIL] today", "email"),
+    ("请联系张三，邮箱zhangsan@163.com。", "请联系张三，邮箱[EMAIL]。", "email"),
+    ("我的手机号是13812345678，谢谢", "我的手机号是[PHONE]，谢谢", "phone"),
+    ("电话：+86 139 1234 5678", "电话：[PHONE]", "phone"),
+    ("call +1 (415) 555-0132 now", "call [PHONE] now", "phone"),
+    ("call (415) 555-0132", "call [PHONE]", "phone"),
+    ("办公室电话010-62345678", "办公室电话[PHONE]", "phone"),
+    ("server at 192.168.1.20 is down", "server at [IP] is down", "ip"),
+    ("服务器地址10.0.0.1已宕机", "服务器地址[IP]已宕机", "ip"),
+    ("card 4111 1111 1111 1111 exp", "card [CARD] exp", "card"),
+    ("卡号4111-1111-1111-1111", "卡号[CARD]", "card"),
+    ("身份证号11010519491231002X，请核对", "身份证号[ID]，请核对", "id"),
+    ("ID 110105199003071239 here", "ID [ID] here", "id"),
+])
+def test_pii_redaction(text, expected, kind):
+    red, found = clean.redact_text(text)
+    assert red == expected
+    assert found == {kind: 1}
+
+
+@pytest.mark.parametrize("text", [
+    "card 4111 1111 1111 1112 fails Luhn",
+    "ID 110105194912310022 has a wrong check digit",
+    "version 1.2.3.4.5 and 999.1.1.1 are not addresses",
+    "the year 2024 and 12345 items",
+    "订单号20240101，共3件",
+])
+def test_pii_leaves_lookalikes_alone(text):
+    assert clean.redact_text(text) == (text, {})
+
+
+def test_checksums():
+    assert clean.luhn_ok("4111111111111111") and not clean.luhn_ok("4111111111111112")
+    assert clean.cn_id_ok("11010519491231002X") and not clean.cn_id_ok("110105194912310020")
+
+
+def test_redact_in_plan_counts_records_and_covers_history_and_raw_turns():
+    t = table([
+        {"instruction": "email a@b.com", "output": "ok", "history": [["my ip 8.8.8.8", "noted"]],
+         "conversations": '[{"from": "human", "value": "email a@b.com"}]'},
+        {"instruction": "手机13912345678", "output": "收到13912345678"},
+        {"instruction": "clean", "output": "nothing"},
+    ])
+    new, removed, examples = clean.plan(t, redact_pii=True)
+    rows = new.to_pylist()
+    assert rows[0]["instruction"] == "email [EMAIL]" and rows[0]["history"] == [["my ip [IP]", "noted"]]
+    assert "a@b.com" not in rows[0]["conversations"]
+    assert rows[1]["output"] == "收到[PHONE]"
+    assert removed == {"redacted_email": 1, "redacted_ip": 1, "redacted_phone": 1}
+    assert examples["redacted_phone"] == ["1"]
+    assert new.num_rows == 3
+
+
+# ---------------------------------------------------------------- other cleaners
+
+
+def test_strip_and_drop_empty():
+    t = table([{"instruction": "  hi ", "output": "x\n"}, {"instruction": "q", "output": "   "},
+               {"instruction": "", "input": "", "output": "orphan"}, {"instruction": "ok", "output": "ok"}])
+    new, removed, examples = clean.plan(t, strip=True, drop_empty=True)
+    assert [r["instruction"] for r in new.to_pylist()] == ["hi", "ok"]
+    assert new.to_pylist()[0]["output"] == "x"
+    assert removed == {"stripped": 2, "empty": 2}
+    assert examples["empty"] == ["1", "2"]
+
+
+def test_exact_dedup_normalises_whitespace_and_case():
+    t = table([{"instruction": "Hello  World", "output": "A"}, {"instruction": "hello world ", "output": "a"},
+               {"instruction": "hello world", "output": "a", "system": "different"},
+               {"instruction": "你好", "output": "世界"}, {"instruction": "你好", "output": "世界"}])
+    new, removed, examples = clean.plan(t, dedup="exact")
+    assert removed == {"duplicate_exact": 2} and examples["duplicate_exact"] == ["1", "4"]
+    assert new.num_rows == 3
+
+
+NEAR = [
+    ("Give three tips for staying healthy.", "Eat well, exercise and sleep enough."),
+    ("Give three tips for staying healthy!", "Eat well, exercise, and sleep enough."),  # punctuation
+    ("Give three good tips for staying healthy.", "Eat well, exercise and sleep enough."),  # a word added
+    ("Translate the sentence into French.", "Je suis content."),
+    ("请解释什么是机器学习以及它的主要应用领域。", "机器学习是人工智能的一个分支，主要应用于图像识别和自然语言处理。"),
+    ("请解释什么是机器学习以及它的主要应用场景。", "机器学习是人工智能的一个分支，主要应用于图像识别和自然语言处理。"),
+    ("写一首关于春天的诗。", "春风拂面，花开满园。"),
+]
+
+
+def test_near_dedup_english_and_chinese():
+    new, removed, examples = clean.plan(table([{"instruction": i, "output": o} for i, o in NEAR]), dedup="near")
+    assert examples["duplicate_near"] == ["1", "2", "5"]
+    assert removed == {"duplicate_near": 3}
+    assert [r["id"] for r in new.to_pylist()] == ["0", "3", "4", "6"]
+
+
+def test_near_dedup_keeps_distinct_records():
+    rng = random.Random(0)
+    words = [f"word{i}" for i in range(2000)]
+    texts = [" ".join(rng.sample(words, 12)) for _ in range(300)]
+    assert clean.near_duplicate_rows(texts) == []
+
+
+def test_near_agrees_with_rouge_l_on_planted_pairs():
+    """The MinHash choice against self-instruct's ROUGE-L >= 0.7 on the same records."""
+    from rouge_score import rouge_scorer
+
+    rng = random.Random(1)
+    words = [f"w{i}" for i in range(500)]
+    base = [" ".join(rng.sample(words, 14)) for _ in range(60)]
+    planted = [b.replace(b.split()[rng.randrange(14)], "changed", 1) for b in base[:20]]
+    texts = base + planted
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    by_rouge = {j for j in range(len(texts)) for i in range(j)
+                if scorer.score(texts[i], texts[j])["rougeL"].fmeasure >= 0.7}
+    assert set(clean.near_duplicate_rows(texts)) == by_rouge == set(range(60, 80))
+
+
+def test_max_tokens_drops_long_records():
+    t = table([{"instruction": "short", "output": "a b"}, {"instruction": "long", "output": "w " * 300}])
+    new, removed, _ = clean.plan(t, max_tokens=100, tokenizer=stats.rough_counter())
+    assert removed == {"too_long": 1} and new.to_pylist()[0]["instruction"] == "short"
+
+
+def test_plan_is_pure_and_clean_commits_a_version(workspace):
+    store.commit("c", table([{"instruction": "a", "output": "b"}, {"instruction": "A ", "output": "b"},
+                             {"instruction": "x", "output": ""}]), "import")
+    before = store.read("c")
+    clean.plan(before, dedup="exact", drop_empty=True)
+    assert store.manifest("c")["head"] == 1
+    res = clean.clean("c", dedup="exact", drop_empty=True)
+    assert res["version"] == 2 and res["before"] == 3 and res["after"] == 1
+    assert res["removed"] == {"empty": 1, "duplicate_exact": 1}
+    entry = store.manifest("c")["versions"][-1]
+    assert entry["op"] == "clean" and entry["params"] == {"dedup": "exact", "drop_empty": True}
+    assert store.read("c", 1).num_rows == 3  # the old version is kept for undo

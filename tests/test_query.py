@@ -1,0 +1,108 @@
+"""Browse and full-text search over real Parquet versions with real DuckDB (fts extension)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunelab.data import query, store
+from tunelab.data.schema import to_table
+from tunelab.errors import TuneLabError
+
+RECORDS = [
+    {"id": "en1", "instruction": "Explain machine learning", "output": "Machine learning finds patterns in data."},
+    {"id": "en2", "instruction": "Write a poem about dogs", "input": "short", "output": "Dogs run in the park."},
+    {"id": "zh1", "instruction": "什么是机器学习？", "output": "机器学习是人工智能的一个分支。"},
+    {"id": "zh2", "instruction": "深度学习是什么", "output": "深度学习使用神经网络。", "history": [["你好", "你好！"]]},
+    {"id": "zh3", "instruction": "推荐一本书", "output": "我推荐《三体》。", "system": "你是图书管理员"},
+    {"id": "en3", "instruction": "Summarise the text", "input": "The cat sat on the mat.", "output": "A cat sat."},
+]
+
+
+@pytest.fixture
+def ds(workspace):
+    store.commit("ds", to_table(RECORDS), "import")
+    return "ds"
+
+
+def ids(result):
+    return [r["id"] for r in result["records"]]
+
+
+def test_show_pages_and_versions(ds):
+    page = query.show(ds, offset=2, limit=2)
+    assert page["total"] == 6
+    assert ids(page) == ["zh1", "zh2"]
+    assert set(page["records"][0]) == {"id", "instruction", "input", "output", "system", "history"}
+    assert page["records"][1]["history"] == [["你好", "你好！"]]
+    assert query.show(ds, offset=100)["records"] == []
+    store.commit(ds, to_table(RECORDS[:2]), "edit")
+    assert query.show(ds)["total"] == 2
+    assert query.show(ds, version=1)["total"] == 6
+
+
+def test_show_refuses_negative_offset(ds):
+    with pytest.raises(TuneLabError):
+        query.show(ds, offset=-1)
+
+
+def test_unknown_dataset_is_a_user_error(workspace):
+    with pytest.raises(TuneLabError, match="unknown dataset"):
+        query.show("nope")
+
+
+def test_english_search_is_ranked_and_stemmed(ds):
+    res = query.search(ds, "dog")  # "dogs" in the record: Porter stemming matches it
+    assert ids(res)[0] == "en2"
+    res = query.search(ds, "machine learning")
+    assert ids(res)[0] == "en1" and res["total"] == 1
+    assert res["scores"] == sorted(res["scores"], reverse=True)
+
+
+def test_chinese_query_finds_chinese_records(ds):
+    res = query.search(ds, "机器学习")
+    assert ids(res)[0] == "zh1"  # the whole phrase (all bigrams) ranks first
+    assert "zh2" in ids(res)  # shares the bigram 学习
+    assert "en1" not in ids(res)
+    assert ids(query.search(ds, "三体")) == ["zh3"]
+    assert ids(query.search(ds, "书")) == ["zh3"]  # one character still matches
+
+
+def test_search_by_field_and_history(ds):
+    assert ids(query.search(ds, "图书管理员", field="system")) == ["zh3"]
+    assert query.search(ds, "图书管理员", field="output")["total"] == 0
+    assert ids(query.search(ds, "你好")) == ["zh2"]  # history turns are searchable under any
+    assert ids(query.search(ds, "cat", field="input")) == ["en3"]
+
+
+def test_search_limit_total_and_no_match(ds):
+    res = query.search(ds, "学习", limit=1)
+    assert res["total"] == 2 and len(res["records"]) == 1
+    assert query.search(ds, "zzzunknownword")["total"] == 0
+    with pytest.raises(TuneLabError):
+        query.search(ds, "x", field="nope")
+    with pytest.raises(TuneLabError):
+        query.search(ds, "   ")
+
+
+def test_index_is_a_sidecar_per_version_and_reused(ds):
+    query.search(ds, "dog")
+    folder = query.index_dir(ds)
+    assert (folder / "index.duckdb").exists() and folder.name == "v1.search"
+    mtime = (folder / "index.duckdb").stat().st_mtime_ns
+    query.search(ds, "cat")
+    assert (folder / "index.duckdb").stat().st_mtime_ns == mtime
+    assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]
+    store.commit(ds, to_table(RECORDS[2:3]), "edit")
+    assert ids(query.search(ds, "学习")) == ["zh1"]  # the new head has its own index
+
+
+def test_scan_fallback_finds_the_same_records(ds):
+    for q in ("机器学习", "dogs", "图书管理员"):
+        assert set(ids(query.search(ds, q, method="scan"))) <= set(ids(query.search(ds, q))) | {"zh2"}
+        assert ids(query.search(ds, q, method="scan"))
+
+
+def test_segment_cjk():
+    assert query.segment("学习 abc") == " 学 习 学习  abc"
+    assert query.segment("机器学习", for_query=True).split() == ["机器", "器学", "学习"]
+    assert query.segment("hello") == "hello"
