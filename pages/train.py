@@ -1,4 +1,29 @@
+"""Train: configure a fine-tune, see what the model sees, launch it and watch it live."""
+
 import streamlit as st
 
+from tunelab.ui import train_widgets as tw
+from tunelab.ui.layout import show_error
+
 st.title("Train")
-st.info("This step is being built.")
+st.caption("Fine-tune a model on a dataset. Runs are background processes: closing or refreshing this page "
+           "does not stop them.")
+
+watching = tw.current_run()
+if watching:
+    tw.live(watching)
+
+new, past = st.tabs(["New run", "Past runs"])
+with new:
+    try:
+        cfg = tw.config_form()
+        if cfg is not None:
+            tw.estimate(cfg)
+            st.markdown("**The same run from a terminal**")
+            tw.command(cfg)
+            tw.launch_button(cfg)
+            tw.preview(cfg)
+    except Exception as exc:  # noqa: BLE001 - one sentence for user errors, a traceback for bugs
+        show_error(exc)
+with past:
+    tw.past_runs()

@@ -103,7 +103,8 @@ class TrainingArgs:
     epochs: float = _f(1.0, "How many times to go through the whole dataset.", beginner=True)
     max_steps: int = _f(0, "Stop after this many updates (overrides epochs); 0 means use epochs.",
                         beginner=True)
-    batch_size: int = _f(4, "Rows processed together in one forward pass. Larger uses more memory.")
+    batch_size: int = _f(2, "Rows processed together in one forward pass (with packing a row holds several short "
+                         "examples). Larger uses more memory and makes each step slower.")
     grad_accum: int = _f(1,
                          "Gradient accumulation: add up gradients of this many batches before one update, "
                          "to imitate a bigger batch without the memory.")

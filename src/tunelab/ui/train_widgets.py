@@ -1,0 +1,249 @@
+"""Train page widgets: the config form, the token preview, live run charts and past-run comparison.
+
+What is running is always read from the run folders (tunelab.train.runs), never from session
+state, so a refresh or a second tab re-attaches to a run instead of starting or losing one.
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+
+import streamlit as st
+
+from tunelab import jobs
+from tunelab.data import store
+from tunelab.errors import TuneLabError
+from tunelab.models import registry
+from tunelab.train import runs
+from tunelab.train.config import METHOD_DEFAULTS, TrainConfig, all_fields, to_flags
+
+SKIP = {"model", "data", "resume_from"}  # chosen with dedicated widgets / set by `runs resume`
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _model_names() -> list[str]:
+    names = [m["name"] for m in registry.list_models() if m["kind"] != "openai"]
+    return names + [r["run"] for r in runs.list_runs() if r["status"] in ("completed", "stopped")]
+
+
+def _on_method() -> None:
+    """Switching method resets the learning rate to that method's default."""
+    lr = METHOD_DEFAULTS[st.session_state["train.method"]]["learning_rate"]
+    st.session_state["train.learning_rate"] = lr
+
+
+def _init_defaults() -> None:
+    defaults = TrainConfig.for_method(st.session_state.get("train.method") or "lora").flat()
+    for name, value in defaults.items():
+        if name not in SKIP:
+            st.session_state.setdefault(f"train.{name}", value)
+    if st.session_state.get("train.model") is None:
+        st.session_state["train.model"] = st.session_state.get("compare.winner") or registry.DEFAULT_MODEL
+
+
+def _widget(f) -> None:
+    key, help_ = f"train.{f.name}", f.metadata["help"]
+    label = f.name.replace("_", " ")
+    typ = str(f.type)
+    if f.metadata.get("choices"):
+        kw = {"on_change": _on_method} if f.name == "method" else {}
+        st.selectbox(label, f.metadata["choices"], key=key, help=help_, **kw)
+    elif typ.startswith("bool"):
+        st.checkbox(label, key=key, help=help_)
+    elif typ.startswith("int"):
+        st.number_input(label, key=key, help=help_, step=1, min_value=0)
+    elif typ.startswith("float"):
+        st.number_input(label, key=key, help=help_, format="%g", min_value=0.0,
+                        step=1e-5 if f.name == "learning_rate" else 0.05)
+    else:
+        st.text_input(label, key=key, help=help_)
+
+
+def config_form() -> TrainConfig | None:
+    """The form: model + dataset, the few beginner knobs, the rest under Advanced. Returns the config."""
+    _init_defaults()
+    models = _model_names()
+    if st.session_state["train.model"] not in models:
+        models = [st.session_state["train.model"], *models]
+    datasets = [d["name"] for d in store.list_datasets()]
+    c1, c2 = st.columns(2)
+    c1.selectbox("model", models, key="train.model", help=all_fields()[0][1].metadata["help"])
+    if not datasets:
+        c2.info("No datasets yet: import one in the Data step.")
+        return None
+    if st.session_state.get("train.data") not in datasets:
+        st.session_state["train.data"] = datasets[0]
+    c2.selectbox("dataset", datasets, key="train.data", help="The dataset to learn from (see the Data step).")
+    beginner = [f for _, f in all_fields() if f.metadata.get("beginner") and f.name not in SKIP]
+    cols = st.columns(3)
+    for i, f in enumerate(beginner):
+        with cols[i % 3]:
+            _widget(f)
+    with st.expander("Advanced"):
+        cols = st.columns(3)
+        rest = [f for _, f in all_fields() if not f.metadata.get("beginner") and f.name not in SKIP]
+        for i, f in enumerate(rest):
+            with cols[i % 3]:
+                _widget(f)
+    cfg = TrainConfig.for_method(st.session_state["train.method"])
+    try:
+        cfg.set({f.name: st.session_state[f"train.{f.name}"] for _, f in all_fields() if f.name != "resume_from"})
+    except TuneLabError as exc:
+        st.error(str(exc))
+        return None
+    return cfg
+
+
+@st.cache_data(max_entries=16, show_spinner="Applying the chat template ...")
+def _preview(model: str, data: str, version: int, cutoff: int) -> list[dict]:
+    from tunelab.train.data import preview
+
+    return preview(model, store.read(data, version).slice(0, 3).to_pylist(), cutoff)
+
+
+def preview(cfg: TrainConfig) -> None:
+    """What the model sees: tokens after the chat template, loss tokens highlighted, the cutoff marked."""
+    st.subheader("What the model sees")
+    st.caption("Green tokens carry the loss (the answer the model learns to write); grey ones are context. "
+               "Anything after ✂ is cut off by the cutoff length.")
+    try:
+        items = _preview(cfg.model.model, cfg.data.data, store.resolve_version(cfg.data.data), cfg.data.cutoff_len)
+    except TuneLabError as exc:
+        st.error(str(exc))
+        return
+    for i, item in enumerate(items):
+        spans = []
+        for j, t in enumerate(item["tokens"]):
+            if item["truncated_at"] == j:
+                spans.append('<b style="color:#c00">✂ cutoff</b>')
+            style = "background:#c8f7c5" if t["loss"] else "background:#eee"
+            if item["truncated_at"] is not None and j >= item["truncated_at"]:
+                style += ";opacity:.35;text-decoration:line-through"
+            spans.append(f'<span style="{style}">{html.escape(t["text"])}</span>')
+        st.markdown(f"**Record {i + 1}** — {item['length']} tokens", help=None)
+        st.html('<div style="white-space:pre-wrap;font-family:monospace;font-size:12px;line-height:1.6">'
+                + "".join(spans) + "</div>")
+
+
+def estimate(cfg: TrainConfig) -> None:
+    """Trainable parameters, memory and time, before launching."""
+    from tunelab.train.estimate import estimate as est
+
+    try:
+        e = est(cfg)
+    except (TuneLabError, OSError, KeyError) as exc:
+        st.caption(f"No estimate: {exc}")
+        return
+    c = st.columns(4)
+    c[0].metric("trainable parameters", f"{e['trainable']:,}", f"{100 * e['trainable'] / e['total']:.2f}% of {e['total']:,}",
+                delta_color="off")
+    c[1].metric("memory (approx.)", f"{e['memory_gb']} GB")
+    c[2].metric("per step (approx.)", f"{e['seconds_per_step']} s")
+    c[3].metric("whole run (approx.)", f"{round(e['seconds'] / 60, 1)} min" if e["seconds"] else "—")
+
+
+def command(cfg: TrainConfig) -> str:
+    """The exact CLI command for this config, shown for copying."""
+    cmd = "tunelab train " + shlex.join(to_flags(cfg))
+    st.code(cmd, language="bash")
+    return cmd
+
+
+def launch_button(cfg: TrainConfig) -> None:
+    if st.button("Start training", key="train.start", type="primary"):
+        try:
+            run_id = runs.create(cfg)
+            runs.start(run_id)
+        except TuneLabError as exc:
+            st.error(str(exc))
+            return
+        st.session_state["train.run"] = run_id
+        st.toast(f"started {run_id}")
+
+
+def current_run() -> str | None:
+    """The run to watch: an active one from disk first, else the one last chosen in this tab."""
+    all_runs = runs.list_runs()
+    active = [r["run"] for r in all_runs if r["status"] in jobs.ACTIVE]
+    if active:
+        return active[-1]  # oldest active = the one training now (newest first order)
+    chosen = st.session_state.get("train.run")
+    return chosen if chosen in {r["run"] for r in all_runs} else (all_runs[0]["run"] if all_runs else None)
+
+
+def _charts(rows: list[dict]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=("loss", "learning rate", "grad norm", "tokens/s"))
+    steps = [r["step"] for r in rows]
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("loss") for r in rows], name="loss", mode="lines+markers"), 1, 1)
+    ev = [r for r in rows if r.get("eval_loss") is not None]  # 0.0 is a value: test for None only
+    if ev:
+        fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r["eval_loss"] for r in ev], name="eval loss",
+                                 mode="lines+markers"), 1, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("learning_rate") for r in rows], name="learning rate"), 1, 2)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("grad_norm") for r in rows], name="grad norm"), 2, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("tokens_per_s") for r in rows], name="tokens/s"), 2, 2)
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    return fig
+
+
+@st.fragment(run_every=2)
+def live(run_id: str) -> None:
+    """Status, charts, log tail and Stop/Resume of one run, re-read from its folder every 2 s."""
+    try:
+        st_ = runs.status(run_id)
+    except TuneLabError:
+        st.info(f"run {run_id} no longer exists")
+        return
+    rows = runs.metrics(run_id)
+    status, step, total = st_.get("status"), st_.get("step", 0), st_.get("max_steps")
+    st.markdown(f"**{run_id}** · `{status}` · step {step}/{total or '?'} · "
+                f"{st_.get('method')} on `{st_.get('data')}` from `{st_.get('model')}`")
+    if total:
+        st.progress(min(step / total, 1.0))
+    if st_.get("truncated"):
+        st.caption(f"{st_['truncated']} records were cut at the cutoff length; {st_.get('dropped', 0)} dropped.")
+    if st_.get("error"):
+        st.error(st_["error"])
+    b1, b2, _ = st.columns([1, 1, 6])
+    if status in jobs.ACTIVE and b1.button("Stop", key="train.stop"):
+        runs.stop(run_id)
+        st.toast("stopping: the run saves a checkpoint after this step")
+    if status in ("stopped", "interrupted", "failed") and b2.button("Resume", key="train.resume"):
+        try:
+            runs.resume(run_id)
+        except TuneLabError as exc:
+            st.error(str(exc))
+    if rows:
+        st.plotly_chart(_charts(rows), key=f"train.chart.{run_id}")
+    with st.expander("Log", expanded=status == "failed"):
+        st.code(runs.log_tail(run_id) or "(empty)", language=None)
+    if status == "completed":
+        st.success(f"Done: use `{run_id}` as a model anywhere, e.g. `tunelab chat {run_id} \"...\"`, "
+                   f"or export it with `tunelab export {run_id} OUT --merge`.")
+
+
+def past_runs() -> None:
+    """Every run in a table, and the loss curves of the chosen ones overlaid."""
+    import plotly.graph_objects as go
+
+    rows = runs.list_runs()
+    if not rows:
+        st.caption("No runs yet.")
+        return
+    st.dataframe([{k: r[k] for k in ("run", "status", "step", "max_steps", "method", "model", "data")} for r in rows],
+                 hide_index=True)
+    ids = [r["run"] for r in rows]
+    if st.session_state.get("train.run") not in ids:
+        st.session_state["train.run"] = ids[0]
+    st.selectbox("watch run (when none is active)", ids, key="train.run")
+    chosen = st.multiselect("compare loss curves", ids, default=ids[:3], key="train.overlay")
+    fig = go.Figure()
+    for rid in chosen:
+        m = runs.metrics(rid)
+        fig.add_trace(go.Scatter(x=[r["step"] for r in m], y=[r.get("loss") for r in m], name=rid, mode="lines"))
+    fig.update_layout(height=360, xaxis_title="step", yaxis_title="loss", margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, key="train.overlay_chart")
