@@ -20,26 +20,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: real code paths, fast."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tunelab.models.loading import load_tokenizer
-
-    tok = load_tokenizer(SMOL)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      initializer_range=0.5)  # large weights give decisive argmaxes, so fp32 noise cannot flip them
-    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture
 def tiny(tiny_model, workspace):
     generation.clear_cache()

@@ -1,0 +1,137 @@
+"""`tunelab serve` as a real subprocess on 127.0.0.1, driven with the official openai client and raw HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+KEY = "test-secret-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    """`tunelab serve <tiny model> --api-key KEY` on a free port; yields its base URL."""
+    port = _free_port()
+    env = dict(os.environ, TUNELAB_HOME=str(tmp_path_factory.mktemp("ws")), HF_HUB_OFFLINE="1")
+    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", tiny_model, "--port", str(port), "--api-key", KEY],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 180
+    while True:
+        try:
+            if httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            log.seek(0)
+            pytest.fail(f"server did not start: {log.read()[-2000:]}")
+        time.sleep(0.5)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.seek(0)
+    assert KEY not in log.read()  # the key is never logged
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server, api_key=KEY, max_retries=0)
+
+
+def test_models_list(client, tiny_model):
+    ids = [m.id for m in client.models.list()]
+    assert ids == [tiny_model]
+
+
+def test_chat_non_stream(client, tiny_model):
+    r = client.chat.completions.create(model=tiny_model, messages=[{"role": "user", "content": "Hello"}],
+                                       max_tokens=8, temperature=0)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content and r.choices[0].finish_reason in ("stop", "length")
+    assert 0 < r.usage.completion_tokens <= 8 and r.usage.prompt_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_stream_matches_non_stream(client, tiny_model):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story"}]
+    full = client.chat.completions.create(model=tiny_model, messages=msgs, max_tokens=10, temperature=0)
+    chunks = list(client.chat.completions.create(model=tiny_model, messages=msgs, max_tokens=10, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1
+    assert "".join(pieces) == full.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [full.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_completions(client, tiny_model):
+    r = client.completions.create(model=tiny_model, prompt=["Once upon a time", "The sky is"], max_tokens=5, temperature=0)
+    assert [c.index for c in r.choices] == [0, 1] and all(c.text for c in r.choices)
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=tiny_model, prompt="Once upon a time", max_tokens=5, temperature=0, stream=True) if c.choices)
+    assert streamed == r.choices[0].text
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}])
+def test_unauthorized(server, headers):
+    for method, path in (("GET", "/models"), ("POST", "/chat/completions")):
+        r = httpx.request(method, server + path, headers=headers, json={"messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+
+
+def test_openai_client_wrong_key(server):
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server, api_key="nope", max_retries=0).models.list()
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"{not json", 400),
+    (b'{"messages": []}', 422),
+    (b'{"messages": [{"role": "wizard", "content": "x"}]}', 422),
+    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 422),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": -3}', 422),
+    (b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', 422),
+    (b'[1, 2]', 422),
+])
+def test_bad_bodies(server, body, status):
+    r = httpx.post(server + "/chat/completions", content=body,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["message"]
+
+
+def test_bad_completion_stream(server):
+    r = httpx.post(server + "/completions", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"prompt": ["a", "b"], "stream": True})
+    assert r.status_code == 400 and "single prompt" in r.json()["error"]["message"]
+
+
+def test_fifty_concurrent_requests(client, tiny_model):
+    def ask(i):
+        kwargs = dict(model=tiny_model, messages=[{"role": "user", "content": f"Count to {i}"}], max_tokens=4, temperature=0)
+        if i % 2:
+            return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kwargs) if c.choices)
+        return client.chat.completions.create(**kwargs).choices[0].message.content
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(ask, range(50)))  # any 4xx/5xx raises from the client
+    assert all(answers)
+    # Each answer equals the same request made alone: concurrent requests did not corrupt each other.
+    for i in (3, 10):
+        assert answers[i] == ask(i)
