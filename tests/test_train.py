@@ -1,0 +1,190 @@
+"""Training runs end to end on a tiny llama (and once on SmolLM2): weights, loss, methods, kill/resume, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import tiny_model
+from tunelab import jobs
+from tunelab.cli import main as cli
+from tunelab.errors import TuneLabError
+from tunelab.train import runs, sft
+from tunelab.train.config import TrainConfig
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return str(tiny_model.build(tmp_path_factory.mktemp("tiny") / "tiny-llama"))
+
+
+def _cfg(model, method="lora", **kw) -> TrainConfig:
+    cfg = TrainConfig.for_method(method)
+    cfg.set({"model": model, "data": "tiny", "max_steps": 4, "save_steps": 2, "batch_size": 2, "cutoff_len": 128})
+    cfg.set(kw)
+    return cfg
+
+
+def _train(cfg) -> str:
+    """Create a run and train it in this process (the worker's own entry point)."""
+    run_id = runs.create(cfg)
+    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    return run_id
+
+
+def _wait(pred, timeout=240, every=0.5):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.mark.slow
+def test_lora_changes_adapter_not_base_and_loss_falls(workspace, tiny):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.models.loading import load_model
+
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, learning_rate=2e-2, max_steps=12, save_steps=4, lora_target="all-linear"))
+    show = runs.show(run_id)
+    assert show["status"] == "completed" and [m["step"] for m in show["metrics"]] == list(range(1, 13))
+    losses = [m["loss"] for m in show["metrics"]]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    base = AutoModelForCausalLM.from_pretrained(tiny).state_dict()
+    tuned, _ = load_model(run_id, device="cpu")
+    sd = tuned.state_dict()
+    lora_b = [v for k, v in sd.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # LoRA B starts at zero: it moved
+    for k, v in base.items():
+        key = next(x for x in sd if x.endswith(k.replace(".weight", ".base_layer.weight")) or x.endswith(k))
+        assert torch.equal(sd[key], v), k
+    out = json.loads((runs.run_dir(run_id) / "output.json").read_text())
+    assert out["adapter_dir"] == "adapter" and out["lineage"]["data_version"] == 1
+    assert sorted(p.name for p in (runs.run_dir(run_id) / "checkpoints").iterdir()) == ["step-12", "step-8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ptuning", "full"])
+def test_ptuning_and_full_complete(workspace, tiny, method):
+    from tunelab.models import registry
+
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, method, max_steps=3))
+    assert runs.show(run_id)["status"] == "completed" and len(runs.show(run_id)["metrics"]) == 3
+    ref = registry.resolve(run_id)
+    assert ref.kind == ("hf" if method == "full" else "run")
+
+
+def test_qlora_refused_on_cpu_before_loading(workspace, tiny, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    tiny_model.dataset()
+    rc = cli(["train", "--model", tiny, "--data", "tiny", "--method", "qlora", "--json"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err == ["error: " + sft.QLORA_CPU]
+    assert not (workspace / "runs").exists() or not list((workspace / "runs").iterdir())  # refused before a run folder
+
+
+def test_unknown_dataset_is_one_line(workspace, tiny, capsys):
+    assert cli(["train", "--model", tiny, "--data", "nope", "--detach"]) == 1
+    assert capsys.readouterr().err.strip() == "error: unknown dataset 'nope' (see `tunelab data list`)"
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_continues_steps(workspace, tiny):
+    tiny_model.dataset(repeat=8)
+    run_id = runs.create(_cfg(tiny, max_steps=400, save_steps=3))
+    runs.start(run_id)
+    d = runs.run_dir(run_id)
+    _wait(lambda: len(list((d / "checkpoints").glob("step-*"))) and len(runs.metrics(run_id)) >= 5)
+    os.kill(int(runs.status(run_id)["pid"]), signal.SIGKILL)
+    assert _wait(lambda: runs.status(run_id)["status"] == "interrupted")
+    last_ck = max(int(p.name[5:]) for p in (d / "checkpoints").glob("step-*"))
+    before = len(runs.metrics(run_id))
+    runs.resume(run_id)
+    _wait(lambda: runs.status(run_id)["status"] == "running" and len(runs.metrics(run_id)) >= before + 3)
+    runs.stop(run_id)  # SIGTERM: checkpoint after this step, then `stopped`
+    assert _wait(lambda: runs.status(run_id)["status"] == "stopped")
+    steps = [r["step"] for r in runs.metrics(run_id)]
+    assert steps == list(range(1, len(steps) + 1))  # continuing numbers, no duplicates
+    assert len(steps) > before and f"resumed from step-{last_ck}" in (d / "job.log").read_text()
+    assert max(int(p.name[5:]) for p in (d / "checkpoints").glob("step-*")) == steps[-1]
+
+
+@pytest.mark.slow
+def test_export_merge_and_gguf_give_the_same_greedy_output(workspace, tiny):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.models.loading import load_model
+
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, learning_rate=5e-2, max_steps=6, lora_target="all-linear"))
+    assert cli(["export", run_id, "merged", "--merge", "--gguf", "--json"]) == 0
+    out = workspace / "exports" / "merged"
+    tuned, tok = load_model(run_id, device="cpu")
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What colour is the sky?"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    gen = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        want = tuned.generate(**prompt, **gen)[0].tolist()
+        merged = AutoModelForCausalLM.from_pretrained(str(out))
+        assert merged.generate(**prompt, **gen)[0].tolist() == want
+        assert not any("lora" in k for k in merged.state_dict())
+        from_gguf = AutoModelForCausalLM.from_pretrained(str(out), gguf_file=f"{run_id}.gguf")
+        assert from_gguf.generate(**prompt, **gen)[0].tolist() == want
+    assert cli(["export", run_id, "adapter-only"]) == 0
+    assert (workspace / "exports" / "adapter-only" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_accelerate_launcher_one_process(workspace, tiny):
+    tiny_model.dataset()
+    env = dict(os.environ, TUNELAB_HOME=str(workspace))
+    p = subprocess.run([sys.executable, "-m", "tunelab", "train", "--model", tiny, "--data", "tiny", "--max-steps", "2",
+                        "--cutoff-len", "128", "--launcher", "accelerate", "--num-processes", "1", "--json"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads(p.stdout)
+    assert doc["status"] == "completed"
+    log = (workspace / "runs" / doc["run"] / "job.log").read_text()
+    assert "accelerate" in json.dumps(json.loads((workspace / "runs" / doc["run"] / "launch.json").read_text()))
+    assert len(runs.metrics(doc["run"])) == 2 and "step 2/2" in log
+
+
+@pytest.mark.slow
+def test_real_smollm2_lora_two_steps(workspace):
+    tiny_model.dataset()
+    cfg = TrainConfig.for_method("lora")
+    cfg.set({"model": "smollm2-135m-instruct", "data": "tiny", "max_steps": 2, "cutoff_len": 96,
+             "batch_size": 1, "threads": 1})
+    run_id = _train(cfg)
+    show = runs.show(run_id)
+    assert show["status"] == "completed" and len(show["metrics"]) == 2
+    assert 0.5 < show["metrics"][0]["loss"] < 6  # a trained chat model, not random weights (~10.8)
+    from tunelab.models import registry
+
+    assert registry.resolve(run_id).base.name == "smollm2-135m-instruct"
+
+
+def test_resume_refuses_active_and_completed(workspace, tiny):
+    tiny_model.dataset()
+    run_id = runs.create(_cfg(tiny))
+    with pytest.raises(TuneLabError, match="already queued"):
+        runs.resume(run_id)
+    jobs.write_status(runs.run_dir(run_id), status="completed")
+    with pytest.raises(TuneLabError, match="has completed"):
+        runs.resume(run_id)
