@@ -172,9 +172,9 @@ def child(kind: str, src: Path, qs_file: Path, n: int, home: Path) -> dict:
 
 
 def report(n: int, gen_s: float, ours: dict, base: dict) -> str:
-    def row(label, key, unit, lower_is_better=True):
+    def row(label, key, unit):
         v, b, target = ours[key], base.get(key), TARGETS.get(key)
-        ratio = f"{b / v:.1f}x faster" if b and v and lower_is_better else ""
+        ratio = f"{b / v:.2f}" if b and v else ""
         ok = "" if target is None else (" ✅" if v <= target else " ❌")
         b_text = f"{b:.1f} {unit}" if b is not None else "—"
         t_text = f"≤ {target:g} {unit}{ok}" if target else "—"
@@ -187,7 +187,7 @@ def report(n: int, gen_s: float, ours: dict, base: dict) -> str:
         f"- records: {n:,} Alpaca (Zipf vocabulary, 5% Chinese), JSONL generated in {gen_s:.0f} s",
         "- baseline: pandas `read_json(lines=True)` + `str.contains` over instruction/input/output",
         "",
-        "| figure | TuneLab | baseline | ratio | target |",
+        "| figure | TuneLab | baseline | baseline ÷ TuneLab (>1: TuneLab better) | target |",
         "|---|---|---|---|---|",
         row("import", "import_s", "s"),
         row("ranked search p95 (50 queries)", "search_p95_ms", "ms"),

@@ -106,3 +106,42 @@ def test_segment_cjk():
     assert query.segment("学习 abc") == " 学 习 学习  abc"
     assert query.segment("机器学习", for_query=True).split() == ["机器", "器学", "学习"]
     assert query.segment("hello") == "hello"
+
+
+def test_missing_fts_extension_falls_back_with_a_warning(ds, monkeypatch, capsys):
+    monkeypatch.setattr(query, "fts_extension", lambda: query.Path("/nonexistent/fts.duckdb_extension"))
+    query.fts_available.cache_clear()
+    try:
+        res = query.search(ds, "机器学习")
+    finally:
+        query.fts_available.cache_clear()
+    assert ids(res)[0] == "zh1"
+    assert "fts extension did not load" in capsys.readouterr().err
+    assert not query.index_dir(ds).exists()
+
+
+def _search_worker(home: str, out) -> None:
+    import os
+
+    os.environ["TUNELAB_HOME"] = home
+    from tunelab.data import query as q
+
+    out.put([r["id"] for r in q.search("ds", "机器学习")["records"]])
+
+
+def test_two_processes_search_a_fresh_dataset_at_once(ds, workspace):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_search_worker, args=(str(workspace), out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert results[0] == results[1] and results[0][0] == "zh1"
+    folder = query.index_dir(ds)
+    assert (folder / "index.duckdb").exists()
+    assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]

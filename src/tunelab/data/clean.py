@@ -37,7 +37,8 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-
 # Digit lookarounds, not \b: in Chinese text "电话13812345678" has no word boundary before the 1.
 CN_ID = re.compile(r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])")
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4 = re.compile(rf"(?<![\d.])(?:{_OCTET}\.){{3}}{_OCTET}(?![\d.])")
 PHONE = re.compile(
     r"(?<![\d+])(?:"
     r"(?:\+?86[ -]?)?1[3-9]\d{9}"  # Chinese mobile
@@ -125,7 +126,8 @@ def _map_texts(rec: dict, fn: Callable[[str], str], raw_too: bool) -> dict:
 
 
 def _is_empty(rec: dict) -> bool:
-    return not (rec.get("output") or "").strip() or not ((rec.get("instruction") or "") + (rec.get("input") or "")).strip()
+    prompt = (rec.get("instruction") or "") + (rec.get("input") or "")
+    return not (rec.get("output") or "").strip() or not prompt.strip()
 
 
 def shingles(text: str) -> set[str]:

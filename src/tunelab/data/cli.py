@@ -7,6 +7,7 @@ Heavy modules (DuckDB, pyarrow, tokenizers) are imported inside the commands so 
 from __future__ import annotations
 
 import sys
+import unicodedata
 
 from tunelab.cli import add_json, emit
 from tunelab.errors import TuneLabError
@@ -100,16 +101,25 @@ def _done(p, func) -> None:
 # ---------------------------------------------------------------- human output
 
 
+def _width(text: str) -> int:
+    """Terminal columns: CJK and other wide characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def _cell(value) -> str:
     text = " ".join(str("" if value is None else value).split())
-    return text if len(text) <= CELL else text[: CELL - 1] + "…"
+    if _width(text) <= CELL:
+        return text
+    while _width(text) > CELL - 1:
+        text = text[:-1]
+    return text + "…"
 
 
 def table(rows: list[list], columns: list[str]) -> str:
-    """A plain-text table with truncated cells."""
+    """A plain-text table with truncated cells, aligned for CJK text too."""
     cells = [[_cell(c) for c in columns]] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    widths = [max(_width(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -161,7 +171,8 @@ def _import_text(result: dict) -> str:
              for d in parts]
     for d in parts:
         lines += [f"  {d['name']} line {e['line']}: {e['error']}" for e in d.get("errors", [])[:20]]
-    lines += [f"skipped {s['name']}: {s['reason']}" for s in result.get("skipped", [])]
+    if "datasets" in result:
+        lines += [f"skipped {s['name']}: {s['reason']}" for s in result["skipped"]]
     return "\n".join(lines)
 
 
@@ -169,8 +180,8 @@ def cmd_list(args) -> int:
     from tunelab.data import store
 
     result = {"datasets": store.list_datasets()}
-    emit(result, args.json, lambda r: table([[d["name"], d["version"], d["records"]] for d in r["datasets"]],
-                                            ["name", "version", "records"]) if r["datasets"] else "no datasets yet")
+    rows = [[d["name"], d["version"], d["records"]] for d in result["datasets"]]
+    emit(result, args.json, lambda r: table(rows, ["name", "version", "records"]) if rows else "no datasets yet")
     return 0
 
 
@@ -226,7 +237,8 @@ def cmd_clean(args) -> int:
     result = clean.clean(args.name, args.dedup, args.strip, args.drop_empty, args.redact_pii,
                          args.max_tokens, tokenizer)
     out = {k: result[k] for k in ("version", "before", "after", "removed")}
-    emit(out, args.json, lambda r: f"v{r['version']}: {r['before']} -> {r['after']} records\n" + _kv(r["removed"]))
+    emit(out, args.json,
+         lambda r: f"v{r['version']}: {r['before']} -> {r['after']} records\n" + _kv(r["removed"]))
     return 0
 
 
@@ -234,7 +246,8 @@ def cmd_split(args) -> int:
     from tunelab.data import split
 
     result = split.split(args.name, args.test_size, args.seed)
-    emit(result, args.json, lambda r: "\n".join(f"{k}: {v['name']} ({v['records']} records)" for k, v in r.items()))
+    emit(result, args.json,
+         lambda r: "\n".join(f"{k}: {v['name']} ({v['records']} records)" for k, v in r.items()))
     return 0
 
 

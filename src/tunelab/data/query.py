@@ -1,18 +1,26 @@
 """Browse, search and SQL over dataset versions, with DuckDB in-process over the Parquet files.
 
-Search is BM25 from DuckDB's fts extension. Its index lives in a sidecar DuckDB file per version
-(datasets/<name>/v<N>.fts.duckdb), built once to a temporary name and renamed, then opened
-read-only so any number of processes can search at once (DuckDB allows one writer per file).
-The fts tokenizer splits on whitespace, so CJK runs are pre-segmented into characters plus
-character bigrams, in the index and in the query: a bigram hit ranks "机器学习" above records that
-merely share its characters, and single characters still match one-character queries.
+Search is BM25 from DuckDB's fts extension (offline: the file shipped in duckdb-extension-fts).
+The index of a version lives in a sidecar folder, datasets/<name>/v<N>.search/, built once on
+first search into a temporary folder and renamed, then opened read-only so that any number of
+processes can search at once (DuckDB allows one writer per file). It holds the extension's
+dictionary and statistics, its postings re-sorted by term, a word->stem vocabulary and the public
+records as JSON with byte offsets. The fts tokenizer splits on whitespace, so CJK runs are
+pre-segmented into characters plus character bigrams, in the index and in the query: a bigram hit
+ranks "机器学习" above records that merely share its characters, and single characters still
+match one-character queries.
 
-Why an index rather than an ILIKE scan (bench/data_bench.py, 1M records, 2 cores): a scored
-substring scan reads every text column of every row per query and is unranked beyond counting
-hits; BM25 over the index touches only the postings of the query terms. Figures in
-bench/RESULTS.md: FTS p95 ~ 1/10 of the scan's; the index costs a one-off build (reported
-separately) and about the dataset's size on disk. If the extension cannot load, search falls back
-to the scan with a warning.
+Why an index rather than an ILIKE scan: a scan reads and lower-cases every text column of every
+row per query, and can only count hits. On 1M records (2 shared cores, bench/RESULTS.md) the
+scored scan took seconds per query; BM25 over term-sorted postings reads only the row groups of
+the query's terms. Three measured costs shaped the sidecar: the extension's match_bm25 macro
+scans every posting (~300 ms); loading the extension costs ~180 ms (a signature check of its
+11 MB), so query words are stemmed through the stored vocabulary and the extension is loaded only
+for an a-z word the corpus never contains; fetching 20 hits scattered over a Parquet file decodes
+20 row groups (130-500 ms), so hits are read from the offset-indexed rows file. The index costs a
+one-off build (reported separately by the bench) and about 3.5 times the Parquet file on disk (1M records: 180 MB
+Parquet, 180 MB index, 500 MB rows).
+If the extension cannot load, search falls back to the scan with a warning.
 """
 
 from __future__ import annotations
@@ -200,7 +208,8 @@ def build_index(name: str, version: int | None = None) -> Path:
         with duckdb.connect(str(tmp / "build.duckdb")) as con:  # on disk: memory stays bounded
             _load_fts(con)
             _fill(con, source, tmp)
-            con.execute(f"PRAGMA create_fts_index('docs', 'rid', {', '.join(map(_sql_str, INDEXED))}, {FTS_OPTIONS})")
+            fields = ", ".join(map(_sql_str, INDEXED))
+            con.execute(f"PRAGMA create_fts_index('docs', 'rid', {fields}, {FTS_OPTIONS})")
             con.execute(f"ATTACH {_sql_str(tmp / 'index.duckdb')} AS out")
             con.execute(_INDEX_TABLES)
             con.execute("DETACH out")
@@ -217,7 +226,8 @@ def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> None:
     """Segmented text into table docs; public records into rows.bin with byte offsets in rows.idx."""
     con.execute(f"CREATE TABLE docs (rid BIGINT, {', '.join(f'{c} VARCHAR' for c in INDEXED)})")
     offset = 0
-    with duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows, open(folder / "rows.idx", "wb") as idx:
+    with (duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows,
+          open(folder / "rows.idx", "wb") as idx):
         # A second connection streams the source: an INSERT on `con` would cancel the stream.
         reader = src.execute(
             "SELECT file_row_number AS rid, id, instruction, input, output, system, history, "
@@ -225,7 +235,8 @@ def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> None:
             f"FROM read_parquet({_sql_str(source)}, file_row_number=true) ORDER BY rid"
         ).to_arrow_reader(BATCH)
         for batch in reader:
-            text = {c: _segment_column(batch.column("history_text" if c == "history" else c)) for c in INDEXED}
+            text = {c: _segment_column(batch.column("history_text" if c == "history" else c))
+                    for c in INDEXED}
             seg = pa.table({"rid": batch.column("rid"), **text})
             con.execute("INSERT INTO docs SELECT * FROM seg")
             blobs = [json.dumps(public(r), ensure_ascii=False).encode("utf-8")
@@ -286,10 +297,12 @@ def _query_terms(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[int, 
     terms |= {w for w, t in words if not t and not _STEMMABLE.fullmatch(w)}
     if unseen:  # a new form of a known stem ("runs" where only "running" occurs) still matches
         _load_fts(con)
-        terms |= {r[0] for r in con.execute("SELECT DISTINCT stem(unnest(?::VARCHAR[]), 'porter')", [unseen]).fetchall()}
+        stems = con.execute("SELECT DISTINCT stem(unnest(?::VARCHAR[]), 'porter')", [unseen]).fetchall()
+        terms |= {r[0] for r in stems}
     if not terms:
         return []
-    return con.execute("SELECT termid, df FROM dict WHERE term IN (SELECT unnest(?::VARCHAR[]))", [sorted(terms)]).fetchall()
+    return con.execute("SELECT termid, df FROM dict WHERE term IN (SELECT unnest(?::VARCHAR[]))",
+                       [sorted(terms)]).fetchall()
 
 
 def _fts_hits(name: str, query: str, field: str, limit: int, version: int | None) -> tuple[list, int]:
@@ -315,7 +328,9 @@ def _scan_hits(name: str, query: str, field: str, limit: int, version: int | Non
     if not terms:
         return [], 0
     cols = ["instruction", "input", "output", "system", "array_to_string(flatten(history), ' ')"]
-    text = " || ' ' || ".join(f"lower(coalesce({c}, ''))" for c in cols) if field == "any" else f"lower({field})"
+    text = f"lower({field})"
+    if field == "any":
+        text = " || ' ' || ".join(f"lower(coalesce({c}, ''))" for c in cols)
     score = " + ".join("CAST(contains(txt, ?) AS INTEGER)" for _ in terms)
     path = store.version_path(name, version)
     q = (

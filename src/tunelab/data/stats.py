@@ -96,7 +96,8 @@ def token_counter(model: str | None = None, tokenizer=None) -> TokenCounter:
         return hf_counter(load_tokenizer(model or DEFAULT_MODEL), model or DEFAULT_MODEL)
     except Exception as exc:  # any failure to load must still give stats, with the reason shown
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        sys.stderr.write(f"warning: tokenizer of {model or DEFAULT_MODEL} not available ({reason}); counting words\n")
+        sys.stderr.write(f"warning: tokenizer of {model or DEFAULT_MODEL} not available ({reason}); "
+                         "counting words\n")
         return rough_counter(reason)
 
 
@@ -124,7 +125,8 @@ def duplicate_rows(table: pa.Table) -> list[int]:
     """Row indices of records that repeat an earlier record (exact after normalisation)."""
     seen: set[str] = set()
     dups = []
-    for i, rec in enumerate(table.select(["system", "instruction", "input", "output", "history"]).to_pylist()):
+    rows = table.select(["system", "instruction", "input", "output", "history"]).to_pylist()
+    for i, rec in enumerate(rows):
         key = exact_key(rec)
         if key in seen:
             dups.append(i)
