@@ -176,3 +176,21 @@ def test_compare_shipped_models_cli(dataset):
     a, b = doc["models"]
     assert a["tokens_per_s"] > 0 and b["tokens_per_s"] > 0
     assert [ex["outputs"][a["name"]]["output"] for ex in doc["examples"]] != [ex["outputs"][b["name"]]["output"] for ex in doc["examples"]]
+
+
+def test_stop_keeps_what_was_finished(tiny_models, workspace):
+    import time
+
+    store.commit("long", schema.to_table([dict(r, id=f"{r['id']}{i}") for i in range(40) for r in RECORDS]), "import")
+    r = _cli("compare", "--models", ",".join(tiny_models), "--data", "long", "--max-new-tokens", "32",
+             "--batch-size", "1", "--detach", "--json")
+    rid = json.loads(r.stdout)["report"]
+    deadline = time.time() + 120
+    while evaluate.load_report(rid)["progress"]["done"] < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert _cli("reports", "stop", rid).returncode == 0
+    while evaluate.load_report(rid)["status"] in jobs.ACTIVE and time.time() < deadline:
+        time.sleep(0.2)
+    doc = evaluate.load_report(rid)
+    assert doc["status"] == "stopped"
+    assert 2 <= doc["models"][0]["examples"] < len(RECORDS) * 40

@@ -76,13 +76,11 @@ def _run(report_id: str) -> dict:
 
 def _start(args, models: list[str]) -> dict | None:
     """Create the report; run it here, or launch it in the background with --detach."""
-    report_id = evaluate.create_report(_config(args, models))
     if args.detach:
-        proc = jobs.launch(evaluate.KIND, report_id, ["reports", "run", report_id])
-        jobs.write_status(jobs.job_dir(evaluate.KIND, report_id), pid=proc.pid)
+        report_id = evaluate.launch_report(_config(args, models))
         emit({"report": report_id, "status": "queued"}, args.json, lambda d: f"started report {d['report']}")
         return None
-    return _run(report_id)
+    return _run(evaluate.create_report(_config(args, models)))
 
 
 def cmd_compare(args) -> int:

@@ -34,6 +34,9 @@ from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic, wr
 
 KIND = "reports"
 MIN_MODELS, MAX_MODELS = 2, 4
+# Summary columns and whether a higher value is better (for "best per column").
+HIGHER_IS_BETTER = {"rouge_l": True, "bleu": True, "exact_match": True, "tokens_per_s": True,
+                    "latency_s": False, "peak_rss_mb": False}
 
 
 @dataclass
@@ -119,6 +122,15 @@ def create_report(cfg: EvalConfig, report_id: str | None = None) -> str:
     jobs.write_status(d, status="queued", created=time.time(), kind="compare" if len(cfg.models) > 1 else "eval",
                       models=cfg.models, data=cfg.data, version=cfg.version,
                       done=0, total=len(items) * len(cfg.models), progress=f"0/{len(items) * len(cfg.models)}")
+    return report_id
+
+
+def launch_report(cfg: EvalConfig) -> str:
+    """Create a report and run it in a background process (`tunelab reports run ID`); returns its id."""
+    report_id = create_report(cfg)
+    proc = jobs.launch(KIND, report_id, ["reports", "run", report_id])
+    # The pid in status.json lets a reader notice a process that died before it started running.
+    jobs.write_status(_dir(report_id), pid=proc.pid)
     return report_id
 
 
@@ -286,6 +298,32 @@ def list_reports() -> list[dict]:
     """Every report, newest first: {"id", "status", "models", "data", "version", "progress", "created"}."""
     return [{k: j.get(k) for k in ("id", "status", "kind", "models", "data", "version", "progress", "created", "error")}
             for j in jobs.list_jobs(KIND)]
+
+
+def best_per_column(models: list[dict]) -> dict[str, str]:
+    """{column: name of the best model} over HIGHER_IS_BETTER's columns (models without a value skipped)."""
+    out = {}
+    for col, higher in HIGHER_IS_BETTER.items():
+        scored = [m for m in models if m.get(col) is not None]
+        if scored:
+            pick = max if higher else min
+            out[col] = pick(scored, key=lambda m: m[col])["name"]
+    return out
+
+
+def candidate_models() -> list[dict]:
+    """Models a comparison can use: the registry's, then finished training runs (base + adapter).
+
+    Returns:
+        [{"name", "kind", "label"}].
+    """
+    from tunelab.models.registry import list_models
+
+    out = [{"name": m["name"], "kind": m["kind"], "label": f"{m['name']} ({m['kind']})"} for m in list_models()]
+    for run in jobs.list_jobs("runs"):
+        if run.get("status") == "completed" and (jobs.job_dir("runs", run["id"]) / "output.json").exists():
+            out.append({"name": run["id"], "kind": "run", "label": f"{run['id']} (fine-tuned run)"})
+    return out
 
 
 def check_model_count(models: list[str]) -> list[str]:

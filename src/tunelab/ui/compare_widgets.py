@@ -1,0 +1,257 @@
+"""Widgets and charts for the Compare page; all state comes from report folders on disk."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from tunelab import jobs
+from tunelab.data import store
+from tunelab.evals import cost, evaluate
+from tunelab.evals.evaluate import HIGHER_IS_BETTER
+
+LABELS = {"rouge_l": "ROUGE-L", "bleu": "BLEU", "exact_match": "Exact match", "tokens_per_s": "Tokens/s",
+          "latency_s": "Latency (s)", "peak_rss_mb": "Peak RSS (MB)"}
+SORTS = ("disagreement (ROUGE-L spread)", "dataset order", "lowest mean ROUGE-L")
+
+
+def model_picker() -> list[str]:
+    """2-4 candidates from the registry and finished runs; key compare.models."""
+    cands = evaluate.candidate_models()
+    labels = {c["name"]: c["label"] for c in cands}
+    st.session_state.setdefault("compare.models", [c["name"] for c in cands if c["kind"] != "run"][:2])
+    return st.multiselect("Models (2–4)", list(labels), format_func=lambda n: labels.get(n, n),
+                          max_selections=evaluate.MAX_MODELS, key="compare.models",
+                          help="Shipped and added models, endpoints, and fine-tuned runs (base + adapter).")
+
+
+def data_picker() -> tuple[str | None, int | None]:
+    """A dataset (default: one ending in -test) and one of its versions; keys compare.data / compare.version."""
+    names = [d["name"] for d in store.list_datasets()]
+    if not names:
+        st.warning("No datasets yet: import one on the Data page and split off a test set.")
+        return None, None
+    if st.session_state.get("compare.data") not in names:
+        st.session_state["compare.data"] = next((n for n in names if n.endswith("-test")), names[0])
+    name = st.selectbox("Test data", names, key="compare.data",
+                        help="Each record's output is the reference answer. A held-out -test split is best.")
+    versions = [v["version"] for v in reversed(store.manifest(name)["versions"])]
+    if st.session_state.get("compare.version") not in versions:
+        st.session_state["compare.version"] = store.resolve_version(name)
+    version = st.selectbox("Version", versions, key="compare.version")
+    return name, version
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _estimate(model: str) -> dict:
+    return cost.estimate(model)
+
+
+def cost_table(models: list[str], key: str = "compare.cost") -> None:
+    """Size and estimated memory per candidate (a config-based estimate, stated as such)."""
+    rows = []
+    for m in models:
+        try:
+            rows.append(cost.table_row(_estimate(m)))
+        except Exception as exc:  # one unreadable model must not hide the others' rows
+            rows.append({"model": m, "params": f"n/a ({exc})"})
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key)
+        st.caption("Estimated from config.json: run = weights + 2k-token KV cache; tune full = 16 bytes/param "
+                   "(fp32 weights, grads, AdamW) + activations (seq 512, batch 1); LoRA/QLoRA = bf16/4-bit "
+                   "frozen weights + r=8 adapter on q,v with its AdamW states. Real use adds framework overhead.")
+
+
+def report_picker() -> str | None:
+    """Pick a report to show (default: the newest, so a refresh re-attaches to a running one); key compare.report."""
+    reports = evaluate.list_reports()
+    if not reports:
+        return None
+    ids = [r["id"] for r in reports]
+    info = {r["id"]: r for r in reports}
+    if st.session_state.get("compare.report") not in ids:
+        st.session_state["compare.report"] = ids[0]
+    return st.selectbox(
+        "Report", ids, key="compare.report",
+        format_func=lambda i: f"{i} · {info[i]['status']} · {', '.join(info[i]['models'] or [])} on {info[i]['data']}")
+
+
+def launch(models: list[str], data: str, version: int | None, limit: int, max_new_tokens: int) -> str:
+    """Start a comparison in the background and select its report."""
+    rid = evaluate.launch_report(evaluate.EvalConfig(models=models, data=data, version=version, limit=limit,
+                                                     max_new_tokens=max_new_tokens))
+    st.session_state["compare.report"] = rid
+    return rid
+
+
+@st.fragment(run_every=1.5)
+def progress(report_id: str) -> None:
+    """Live progress from status.json; the whole page reruns once the report finishes."""
+    status = jobs.read_status(jobs.job_dir(evaluate.KIND, report_id)) or {}
+    if status.get("status") not in jobs.ACTIVE:
+        st.rerun()
+    done, total = status.get("done", 0), status.get("total", 0) or 1
+    st.progress(done / total, text=f"{status.get('status')}: {status.get('model') or 'loading'} — {done}/{total} answers")
+    if st.button("Stop", key="compare.stop", icon=":material/stop:"):
+        jobs.stop(evaluate.KIND, report_id)
+    partial = evaluate.load_report(report_id)["models"]
+    if any(m["examples"] for m in partial):
+        st.dataframe(_metrics_frame(partial), hide_index=True, key="compare.partial")
+
+
+def _metrics_frame(models: list[dict]) -> pd.DataFrame:
+    cols = ["name", *HIGHER_IS_BETTER, "examples"]
+    return pd.DataFrame([{c: m.get(c) for c in cols} for m in models]).rename(columns=LABELS)
+
+
+def metrics_table(doc: dict) -> None:
+    """One row per model, the best value of each column highlighted."""
+    frame = _metrics_frame(doc["models"])
+    best = evaluate.best_per_column(doc["models"])
+    names = list(frame["name"])
+
+    def highlight(col: pd.Series) -> list[str]:
+        key = next((k for k, v in LABELS.items() if v == col.name), None)
+        winner = best.get(key)
+        return ["background-color: #c8f7c5; font-weight: bold" if winner == n else "" for n in names]
+
+    st.dataframe(frame.style.apply(highlight).format(precision=3, na_rep="n/a"), hide_index=True,
+                 width="stretch", key="compare.table")
+    st.caption("Best per column in green (lower is better for latency and memory). ROUGE-L and exact match "
+               "are means over examples; BLEU is corpus BLEU; latency is the time until an answer's batch was done.")
+
+
+def metric_bars(doc: dict) -> go.Figure:
+    """One bar chart per metric, models side by side."""
+    keys = list(HIGHER_IS_BETTER)
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[LABELS[k] for k in keys])
+    names = [m["name"] for m in doc["models"]]
+    for i, k in enumerate(keys, start=1):
+        fig.add_trace(go.Bar(x=names, y=[m.get(k) for m in doc["models"]], marker_color=_colors(len(names)),
+                             showlegend=False, hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=i)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(height=300, margin={"t": 40, "b": 10})
+    return fig
+
+
+def _colors(n: int) -> list[str]:
+    return ["#4C78A8", "#F58518", "#54A24B", "#E45756"][:n]
+
+
+def quality_speed(doc: dict, params: dict[str, int | None]) -> go.Figure:
+    """Tokens/s against ROUGE-L; marker area grows with parameter count."""
+    fig = go.Figure()
+    biggest = max([p for p in params.values() if p] or [1])
+    for m, color in zip(doc["models"], _colors(len(doc["models"]))):
+        p = params.get(m["name"])
+        size = 14 + 36 * math.sqrt(p / biggest) if p else 14
+        fig.add_trace(go.Scatter(x=[m.get("tokens_per_s")], y=[m.get("rouge_l")], mode="markers+text", text=[m["name"]],
+                                 textposition="top center", marker={"size": size, "color": color}, name=m["name"],
+                                 hovertemplate=f"{m['name']}<br>%{{x:.1f}} tokens/s<br>ROUGE-L %{{y:.3f}}"
+                                               f"<br>{p or 'n/a'} params<extra></extra>"))
+    fig.update_layout(xaxis_title="tokens/s (faster →)", yaxis_title="ROUGE-L (better ↑)", height=360,
+                      showlegend=False, margin={"t": 20})
+    return fig
+
+
+def charts(doc: dict) -> None:
+    st.plotly_chart(metric_bars(doc), key="compare.bars")
+    params = {}
+    for m in doc["models"]:
+        try:
+            params[m["name"]] = _estimate(m["name"])["params"]
+        except Exception:  # a model removed since the report: plot it without a size
+            params[m["name"]] = None
+    st.plotly_chart(quality_speed(doc, params), key="compare.scatter")
+
+
+def sorted_examples(doc: dict, order: str) -> list[dict]:
+    """Examples in the chosen order: biggest ROUGE-L spread first, dataset order, or hardest first."""
+    exs = list(doc["examples"])
+    if order == SORTS[0]:
+        return sorted(exs, key=lambda e: -e["spread"])
+    if order == SORTS[2]:
+        return sorted(exs, key=lambda e: sum(o["rouge_l"] for o in e["outputs"].values()) / max(len(e["outputs"]), 1))
+    return exs
+
+
+def examples_view(doc: dict) -> None:
+    """Per-example table (prompt, reference, each model's answer and ROUGE-L) and one example side by side."""
+    order = st.selectbox("Sort examples by", SORTS, key="compare.sort")
+    exs = sorted_examples(doc, order)
+    names = [m["name"] for m in doc["models"]]
+    rows = []
+    for e in exs:
+        row = {"#": e["index"], "spread": e["spread"], "prompt": e["prompt"], "reference": e["reference"]}
+        for n in names:
+            o = e["outputs"].get(n, {})
+            row[f"{n}"] = o.get("output")
+            row[f"{n} ROUGE-L"] = o.get("rouge_l")
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="compare.examples",
+                 column_config={"spread": st.column_config.NumberColumn(format="%.2f")})
+    if not exs:
+        return
+    pick = st.selectbox("Side by side", [e["index"] for e in exs], key="compare.example",
+                        format_func=lambda i: f"#{i} · {doc['examples'][i]['prompt'][:80]}")
+    ex = doc["examples"][pick]
+    st.markdown("**Prompt**")
+    st.text(ex["prompt"])
+    st.markdown("**Reference**")
+    st.text(ex["reference"])
+    for col, n in zip(st.columns(len(names)), names):
+        o = ex["outputs"].get(n)
+        with col:
+            st.markdown(f"**{n}**")
+            if o is None:
+                st.caption("not evaluated yet")
+                continue
+            st.caption(f"ROUGE-L {o['rouge_l']:.3f} · BLEU {o['bleu']:.3f} · exact {int(o['exact_match'])}")
+            st.text(o["output"])
+
+
+def before_after(doc: dict) -> None:
+    """A fine-tuned run next to its base model (from this report or the newest one on the same data)."""
+    pairs = evaluate.before_after(doc)
+    if not pairs:
+        return
+    st.subheader("Before / after fine-tuning")
+    rows = []
+    for p in pairs:
+        for label, entry in (("before: " + p["base"], p["before"]), ("after: " + p["run"], p["after"])):
+            rows.append({"model": label, **{LABELS[k]: (entry or {}).get(k) for k in HIGHER_IS_BETTER},
+                         "report": p["base_report"] if label.startswith("before") else doc["report"]})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="compare.before_after")
+    missing = [p["base"] for p in pairs if p["before"] is None]
+    if missing:
+        st.caption(f"No finished report of {', '.join(missing)} on this dataset yet: add it to a comparison.")
+
+
+def winner(doc: dict) -> None:
+    """Pick the model to fine-tune and carry it to the Train page."""
+    names = [m["name"] for m in doc["models"] if m["examples"]]
+    if not names:
+        return
+    best = evaluate.best_per_column(doc["models"]).get("rouge_l", names[0])
+    if st.session_state.get("compare.pick") not in names:
+        st.session_state["compare.pick"] = best
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    pick = c1.selectbox("Winner", names, key="compare.pick", help="Defaults to the best ROUGE-L.")
+    if c2.button("Use as base model", key="compare.use", type="primary", icon=":material/check:"):
+        st.session_state["compare.winner"] = pick
+        st.session_state["train.model"] = pick
+    if st.session_state.get("compare.winner"):
+        st.success(f"Base model for training: {st.session_state['compare.winner']}")
+        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+
+
+def downloads(doc: dict) -> None:
+    c1, c2 = st.columns(2)
+    c1.download_button("Download CSV", evaluate.export_text(doc, "csv"), f"{doc['report']}.csv", "text/csv",
+                       key="compare.download_csv")
+    c2.download_button("Download JSON", evaluate.export_text(doc, "json"), f"{doc['report']}.json",
+                       "application/json", key="compare.download_json")
