@@ -188,3 +188,15 @@ def test_resume_refuses_active_and_completed(workspace, tiny):
     jobs.write_status(runs.run_dir(run_id), status="completed")
     with pytest.raises(TuneLabError, match="has completed"):
         runs.resume(run_id)
+
+
+@pytest.mark.slow
+def test_new_run_continues_an_earlier_runs_adapter(workspace, tiny):
+    tiny_model.dataset()
+    parent = _train(_cfg(tiny, learning_rate=5e-2, max_steps=6))
+    child = _train(_cfg(parent, learning_rate=5e-2, max_steps=2))
+    out = json.loads((runs.run_dir(child) / "output.json").read_text())
+    assert out["base"] == tiny and out["lineage"] == {"init_adapter": parent, "data": "tiny", "data_version": 1}
+    first_child = runs.metrics(child)[0]["loss"]
+    first_parent = runs.metrics(parent)[0]["loss"]
+    assert first_child < first_parent  # it starts where the parent left off, not from scratch

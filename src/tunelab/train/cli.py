@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--launcher", choices=("python", "accelerate"), default="python",
                    help="accelerate: run through `accelerate launch` (multi-GPU, FSDP/DeepSpeed via its config)")
     p.add_argument("--num-processes", type=int, default=1, help="processes for --launcher accelerate")
+    p.add_argument("--accelerate-config", help="an `accelerate config` YAML (FSDP, DeepSpeed, multi-node) for --launcher accelerate")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: the launched process trains this run
     add_json(p)
     p.set_defaults(func=cmd_train)
@@ -55,7 +56,7 @@ def cmd_train(args) -> int:
         return runs.worker(args.worker)
     base = tconfig.TrainConfig.from_yaml(_config_path(args.config)) if args.config else None
     cfg = tconfig.from_flags(args, base)
-    run_id = runs.create(cfg, args.launcher, args.num_processes)
+    run_id = runs.create(cfg, args.launcher, args.num_processes, args.accelerate_config)
     runs.start(run_id)
     print(f"run {run_id} launched (log: {runs.run_dir(run_id) / 'job.log'})", file=sys.stderr)
     st = runs.status(run_id) if args.detach else _follow(run_id)

@@ -32,8 +32,18 @@ def run_dir(run_id: str) -> Path:
     return d
 
 
-def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1) -> str:
-    """Check the config cheaply, write a new run folder (status queued) and return its id."""
+def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
+           accelerate_config: str | None = None) -> str:
+    """Check the config cheaply, write a new run folder (status queued) and return its id.
+
+    Args:
+        cfg: the run's config (written to config.yaml).
+        launcher: "python" (one process) or "accelerate" (`accelerate launch`).
+        num_processes: processes for the accelerate launcher.
+        accelerate_config: an `accelerate config` YAML (FSDP, DeepSpeed...), copied into the run folder.
+    Returns:
+        The new run id.
+    """
     from tunelab.train.sft import check_method
 
     if launcher not in LAUNCHERS:
@@ -48,11 +58,15 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1) -
     cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
     if cfg.data.eval_data:
         store.manifest(cfg.data.eval_data)
+    if accelerate_config and not Path(accelerate_config).is_file():
+        raise TuneLabError(f"accelerate config {accelerate_config!r} not found")
     run_id = jobs.new_id("run")
     d = jobs.job_dir("runs", run_id)
     d.mkdir(parents=True)
     cfg.to_yaml(d / "config.yaml")
     write_json(d / "launch.json", {"launcher": launcher, "num_processes": int(num_processes)})
+    if accelerate_config:
+        (d / "accelerate.yaml").write_bytes(Path(accelerate_config).read_bytes())
     jobs.write_status(d, status="queued", created=time.time(), step=0, max_steps=cfg.training.max_steps or None,
                       model=cfg.model.model, data=cfg.data.data, method=cfg.method.method, error=None)
     return run_id
@@ -126,9 +140,12 @@ def _accelerate(d: Path, n: int) -> int:
     signal.signal(signal.SIGTERM, lambda *a: None)
     if not wait_turn(d, lambda: False):
         return 0
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if n == 1 or not _has_cuda():
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    if (d / "accelerate.yaml").exists():  # FSDP / DeepSpeed / multi-node settings live there
+        cmd += ["--config_file", str(d / "accelerate.yaml")]
+    else:
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if not _has_cuda():
         cmd.append("--cpu")
     cmd += ["-m", "tunelab", "train", "--worker", d.name]
     rc = subprocess.call(cmd, env=dict(os.environ, **{ACCEL_CHILD: "1"}))

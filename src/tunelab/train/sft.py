@@ -45,7 +45,7 @@ def check_method(method: str) -> None:
 
 
 def base_and_init(cfg: TrainConfig) -> tuple[str, str | None]:
-    """(base MODEL string, adapter folder to start from or None); a run id as model continues its adapter."""
+    """(base MODEL string, run id whose adapter to start from or None); a run id as model continues its adapter."""
     init = cfg.method.init_adapter or None
     ref = registry.resolve(cfg.model.model)
     if ref.kind == "run":
@@ -56,7 +56,7 @@ def base_and_init(cfg: TrainConfig) -> tuple[str, str | None]:
             raise TuneLabError(f"init_adapter {init!r} is not a run with an adapter")
         if cfg.method.method == "full":
             raise TuneLabError("full fine-tuning starts from whole weights: `tunelab export RUN OUT --merge` first")
-        return read_json(Path(parent.path) / "output.json")["base"], parent.adapter
+        return read_json(Path(parent.path) / "output.json")["base"], init
     m = cfg.model.model
     # A folder path is stored absolute so the run's output.json resolves from any working directory.
     return (m if ref.name == m or not Path(m).exists() else str(Path(m).resolve())), None
@@ -103,7 +103,7 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device):
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if init:
-        return PeftModel.from_pretrained(model, init, is_trainable=True)
+        return PeftModel.from_pretrained(model, registry.resolve(init).adapter, is_trainable=True)
     if m.method == "full":
         return model
     if m.method == "ptuning":
@@ -147,7 +147,8 @@ def evaluate(model, enc: tdata.Encoded, cfg: TrainConfig, pad_id: int, device) -
     return total / max(count, 1)
 
 
-def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: TrainConfig, base: str) -> None:
+def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: TrainConfig, base: str,
+                    init: str | None) -> None:
     """Write checkpoints/step-N atomically, publish its weights as the run's output, prune old ones."""
     import torch
 
@@ -173,7 +174,7 @@ def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: Train
     shutil.rmtree(old, ignore_errors=True)
     write_json(run_dir / "output.json", {"base": base, "method": cfg.method.method, "step": step,
                                          "adapter_dir": None if full else "adapter", "model_dir": "model" if full else None,
-                                         "lineage": {"init_adapter": cfg.method.init_adapter or None, "data": cfg.data.data,
+                                         "lineage": {"init_adapter": init, "data": cfg.data.data,
                                                      "data_version": cfg.data.data_version}})
     done = sorted((p for p in ck.parent.glob("step-*")), key=lambda p: int(p.name[5:]))
     for p in done[:-KEEP_CHECKPOINTS]:
@@ -295,10 +296,10 @@ def train(run_dir: Path, stopping) -> str:
             log(f"step {step}/{max_steps} loss {total:.4f} lr {lr:.2e} grad_norm {grad_norm:.3f} {row['tokens_per_s']} tok/s")
         due = step == max_steps or stopping() or (t.save_steps and step % t.save_steps == 0)
         if main and due:
-            save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base)
+            save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base, init)
             saved = step
     if main and stopping() and step > saved:
-        save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base)
+        save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base, init)
     return "stopped" if step < max_steps else "completed"
 
 
