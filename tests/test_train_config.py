@@ -49,3 +49,13 @@ def test_flags_override_yaml_and_reproduce_config():
     assert cfg.training.learning_rate == 2e-5  # the full fine-tune default, not LoRA's
     again = from_flags(p.parse_args(to_flags(cfg)))
     assert again == cfg
+
+
+def test_train_help_lists_every_field(capsys):
+    from tunelab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert all("--" + f.name.replace("_", "-") in out for _, f in all_fields())
+    assert "10%" in out

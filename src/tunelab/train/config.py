@@ -248,7 +248,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add one `--field-name` flag per config field; unset flags stay absent from the namespace."""
     for group, f in all_fields():
         flag = "--" + f.name.replace("_", "-")
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                              "help": f.metadata["help"].replace("%", "%%")}  # argparse formats help with %
         if _kind(f) is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
