@@ -112,10 +112,11 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
             entry = {"kind": "gguf", "path": str(p)}
         elif p.is_dir() and (p / "config.json").exists():
             entry = {"kind": "hf", "path": str(p)}
-        elif "/" in target and not p.exists():
+        elif target.count("/") == 1 and not target.startswith(("/", ".", "~")) and not p.exists():  # org/model
             raise TuneLabError(f"{target!r} is not a local folder; hub downloads are off (HF_HUB_OFFLINE). Download it first, then add the folder")
         else:
-            raise TuneLabError(f"{target!r} is neither a .gguf file, a Hugging Face model folder (with config.json), nor an http(s) endpoint")
+            raise TuneLabError(f"{target!r} is neither a .gguf file, a Hugging Face model folder (with config.json), nor an http(s) endpoint"
+                               + ("" if p.exists() else " (it does not exist)"))
     with locked(_registry_file().with_suffix(".lock")):
         reg = read_json(_registry_file()) or {}
         reg[name] = entry
