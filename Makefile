@@ -36,7 +36,7 @@ samples: install
 	$(BIN)/python -m tunelab.samples
 
 run: install samples
-	$(BIN)/python -m streamlit run app.py --server.port $(PORT) --server.headless true \
+	$(BIN)/python -m tunelab.ui.launch --server.port $(PORT) --server.headless true \
 	  --browser.gatherUsageStats false
 
 test: install browser

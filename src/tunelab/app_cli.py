@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
-
-APP = Path(__file__).resolve().parents[2] / "app.py"
 
 
 def register(sub) -> None:
@@ -18,7 +15,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
+    cmd = [sys.executable, "-m", "tunelab.ui.launch", "--server.port", str(args.port),
            "--server.address", args.host, "--server.headless", "true",
            "--browser.gatherUsageStats", "false"]
     return subprocess.call(cmd, env=os.environ.copy())

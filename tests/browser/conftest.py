@@ -31,7 +31,7 @@ def dashboard(tmp_path_factory):
     env = dict(os.environ, TUNELAB_HOME=str(home), HF_HUB_OFFLINE="1")
     log = open(home / "streamlit.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+        [sys.executable, "-m", "tunelab.ui.launch", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
