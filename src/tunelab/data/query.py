@@ -59,7 +59,9 @@ BATCH = 65536
 
 @functools.lru_cache(maxsize=1)
 def _memory_db() -> duckdb.DuckDBPyConnection:
-    return duckdb.connect()
+    con = duckdb.connect()
+    con.execute("SET parquet_metadata_cache=true")  # version files never change once written
+    return con
 
 
 def _reader() -> duckdb.DuckDBPyConnection:
@@ -94,10 +96,8 @@ def _records(con: duckdb.DuckDBPyConnection, query: str, params: list | None = N
     return [public(dict(zip(names, row))) for row in cur.fetchall()]
 
 
-def _total(name: str, version: int | None) -> int:
-    m = store.manifest(name)
-    v = store.resolve_version(name, version)
-    return next(e["records"] for e in m["versions"] if e["version"] == v)
+def _total(name: str, version: int) -> int:
+    return next(e["records"] for e in store.manifest(name)["versions"] if e["version"] == version)
 
 
 def show(name: str, offset: int = 0, limit: int = 20, version: int | None = None) -> dict:
@@ -114,6 +114,7 @@ def show(name: str, offset: int = 0, limit: int = 20, version: int | None = None
     """
     if offset < 0 or limit < 0:
         raise TuneLabError("--offset and --limit must be zero or more")
+    version = store.resolve_version(name, version)  # once: a concurrent commit may move the head
     path = store.version_path(name, version)
     # A file_row_number range lets DuckDB skip whole row groups; LIMIT/OFFSET would decode them.
     where = f"WHERE file_row_number >= {int(offset)} AND file_row_number < {int(offset) + int(limit)}"
@@ -368,6 +369,7 @@ def search(
         method = "fts" if fts_available() else "scan"
         if method == "scan":
             sys.stderr.write("warning: DuckDB's fts extension did not load; using an unindexed scan\n")
+    version = store.resolve_version(name, version)  # hits and records from the same version
     finder = _fts_hits if method == "fts" else _scan_hits
     hits, total = finder(name, query, field, int(limit), version)
     return {"total": int(total), "records": _fetch(name, [h[0] for h in hits], version),
