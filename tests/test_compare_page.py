@@ -114,3 +114,31 @@ def test_no_data_no_reports(workspace):
     at = open_page(PAGE)
     assert "No datasets yet" in texts(at) and "No comparisons yet" in texts(at)
     assert at.button(key="compare.run").disabled
+
+
+def _fake_run(run_id: str, base: str, base_dir: str) -> None:
+    """A finished LoRA run folder as the trainer leaves it: output.json + a (random) adapter."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    d = jobs.job_dir("runs", run_id)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(d / "adapter")
+    (d / "output.json").write_text('{"base": "%s", "method": "lora", "adapter_dir": "adapter", "model_dir": null}' % base)
+    jobs.write_status(d, status="completed", created=time.time())
+
+
+def test_tuned_run_is_shown_next_to_its_base(setup, tiny_dirs):
+    _fake_run("run-1", "tiny-a", tiny_dirs[0])
+    assert "run-1" in [c["name"] for c in evaluate.candidate_models()]
+    before = evaluate.run_report(evaluate.create_report(evaluate.EvalConfig(models=["tiny-a"], data="qa-test", limit=2, max_new_tokens=4)))
+    after = evaluate.run_report(evaluate.create_report(evaluate.EvalConfig(models=["run-1", "tiny-b"], data="qa-test", limit=2, max_new_tokens=4)))
+    pairs = evaluate.before_after(after)
+    assert [(p["run"], p["base"], p["base_report"]) for p in pairs] == [("run-1", "tiny-a", before["report"])]
+    assert pairs[0]["before"] == before["models"][0]
+    at = open_page(PAGE)
+    assert at.session_state["compare.report"] == after["report"]
+    table = frame(at, "report")
+    assert list(table["model"]) == ["before: tiny-a", "after: run-1"]
+    assert list(table["report"]) == [before["report"], after["report"]]

@@ -1,0 +1,97 @@
+"""Evaluation throughput: the batched evaluator against one example at a time, same model, same examples.
+
+Both passes run `tunelab.evals.evaluate.evaluate_batches` on the shipped SmolLM2-135M-Instruct
+(transformers backend, greedy) over the first 64 well-formed records of the alpaca_mixed sample;
+only the batch size differs (1 vs --batch-size). Reports examples/s of each, the speed-up, and
+how many answers agree between the two passes (greedy decoding should make them identical up to
+floating-point ties). Appends a dated section to bench/RESULTS.md (and bench/results/eval.json).
+
+    .venv/bin/python bench/eval_bench.py [--examples 64] [--batch-size 16] [--max-new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "samples" / "alpaca_mixed.jsonl"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TUNELAB_MODEL_CACHE", str(ROOT / "data" / "model-cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from _common import peak_rss_mb, record, row  # noqa: E402
+
+
+def records(n: int) -> list[dict]:
+    """The sample's first n well-formed records (the file deliberately holds a few broken lines)."""
+    out = []
+    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and isinstance(r.get("instruction"), str) and isinstance(r.get("output"), str) \
+                and isinstance(r.get("history", []), list):
+            out.append({k: r.get(k) for k in ("instruction", "input", "output", "system")} | {"id": str(len(out))})
+        if len(out) == n:
+            break
+    return out
+
+
+def timed_pass(backend, items, settings, batch_size: int) -> tuple[float, list[dict]]:
+    from tunelab.evals.evaluate import evaluate_batches
+
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    evaluate_batches(backend, items, settings, batch_size, rows.extend)
+    return time.perf_counter() - t0, rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    args = ap.parse_args()
+    os.environ["TUNELAB_HOME"] = tempfile.mkdtemp(prefix="eval-bench-")
+
+    from tunelab.data import schema, store
+    from tunelab.evals.evaluate import load_examples
+    from tunelab.models.generation import GenerationSettings, get_backend
+
+    store.commit("bench", schema.to_table(records(args.examples)), "import")
+    _, items = load_examples("bench")
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    backend = get_backend(f"local:{args.model}")  # transformers: the backend the evaluator batches
+    backend.chat([items[0]["messages"]], settings)  # warm-up: first-call allocations off the clock
+    batched_s, batched = timed_pass(backend, items, settings, args.batch_size)
+    print(f"batched (bs={args.batch_size}): {batched_s:.1f} s", file=sys.stderr, flush=True)
+    single_s, single = timed_pass(backend, items, settings, 1)
+    print(f"one at a time: {single_s:.1f} s", file=sys.stderr, flush=True)
+    n = len(items)
+    agree = sum(a["output"] == b["output"] for a, b in zip(batched, single))
+    tokens = sum(r["completion_tokens"] for r in batched)
+    record("eval", [
+        row(f"examples/s, {n} examples, batch {args.batch_size} vs 1", n / batched_s, n / single_s,
+            "examples/s", ">= 3x"),
+        row("generated tokens/s (batched vs 1)", tokens / batched_s,
+            sum(r["completion_tokens"] for r in single) / single_s, "tokens/s"),
+        row("answers identical between the passes", agree / n, None, "fraction", "1.0 (greedy)"),
+        row("peak RSS", peak_rss_mb(), None, "MB"),
+    ], notes=f"{args.model} via transformers (fp32, CPU threads: {__import__('torch').get_num_threads()}), greedy, "
+             f"max {args.max_new_tokens} new tokens, first {n} records of data/samples/alpaca_mixed.jsonl; "
+             f"batched {batched_s:.1f} s vs one at a time {single_s:.1f} s. The machine is shared, so both "
+             f"passes ran back to back in one process.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
