@@ -74,3 +74,14 @@ def test_reason_counts_groups_rules_into_advice_and_keeps_reviewer_text():
         {"status": "accepted", "rule": "", "reason": ""},
     ]
     assert filters.reason_counts(items) == [(filters.ADVICE["too_short"], 2), ("答案不对", 1)]
+
+
+def test_instruction_carrying_its_own_answer():
+    assert verdict("What's a fun game to play? Answer: chess.")[0] == "answer_inside"
+    assert verdict("How do I convert units?\nSolution: 1. multiply")[0] == "answer_inside"
+    assert verdict("今天吃什么好？答案：面条。")[0] == "answer_inside"
+    assert verdict("What is the answer to 2 + 2?") is None
+
+
+def test_model_chatter_is_blocked():
+    assert verdict("The first example is a riddle. Here's a list of 8 additional examples")[0] == "blocklist"

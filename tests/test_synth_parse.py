@@ -86,3 +86,9 @@ def test_a_lone_sentence_is_chatter_not_an_item():
     p = parse.parse("I'm ready to help. What's your next question or task?")
     assert p.items == [] and p.shape == "none"
     assert p.rejected[0]["reason"] == "not a list item, JSON value or Instruction: block"
+
+
+def test_question_prefixed_lines_are_list_items_and_intros_are_rejected():
+    p = parse.parse("1. Question: What is tea?\n2. Question: Why do cats purr?\n3. Here are 8 more examples:")
+    assert instructions(p) == ["What is tea?", "Why do cats purr?"]
+    assert p.rejected == [{"text": "Here are 8 more examples:", "reason": "not an item: an introduction (ends with ':')"}]

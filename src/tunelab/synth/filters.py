@@ -19,7 +19,11 @@ from tunelab.evals.metrics import rouge_l, tokenize
 DEFAULT_BLOCKLIST = (
     "image", "images", "graph", "graphs", "picture", "pictures", "photo", "video", "diagram",
     "flowchart", "draw", "in the competition", "图片", "图像", "照片", "视频", "画图",
+    # chatter small models write instead of items
+    "here's a list", "here is a list", "additional examples", "the first example",
 )
+# An instruction that carries its own answer ("...? Answer: ...") is two fields run together.
+ANSWER_INSIDE = re.compile(r"(?:(?:^|\s)(?:answer|solution|output|response)|答案|回答|解答)\s*[:：]", re.IGNORECASE)
 OUTPUT_FORMATS = ("any", "json", "single-line", "number")
 
 # What each automatic rule means as advice for the next prompt version.
@@ -31,6 +35,7 @@ ADVICE = {
     "blocklist": "Do not ask about images, graphs, pictures or anything a text model cannot see.",
     "format": "Give the answer in the required format.",
     "empty_output": "Every item needs an answer.",
+    "answer_inside": "Write only the question or task, not its answer.",
     "parse": "Write one item per line as a numbered list (1. 2. 3.), with no other commentary.",
 }
 
@@ -105,6 +110,8 @@ def check(item: dict, seeds: list[str], kept: list[str], cfg: FilterConfig) -> t
         return "too_short", f"too short ({n} tokens, minimum {cfg.min_tokens})"
     if n > cfg.max_tokens:
         return "too_long", f"too long ({n} tokens, maximum {cfg.max_tokens})"
+    if ANSWER_INSIDE.search(text):
+        return "answer_inside", "the instruction contains an answer (Answer:/Solution:)"
     word = blocked_word(" ".join([text, item.get("input", "")]), cfg.blocklist)
     if word:
         return "blocklist", f"contains the blocked keyword {word!r}"

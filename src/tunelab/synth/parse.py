@@ -138,7 +138,8 @@ def parse_json(text: str) -> Parsed | None:
 def parse_blocks(text: str) -> Parsed | None:
     """Parse "Instruction:/Input:/Output:" blocks; None when there is no such field line."""
     lines = text.splitlines()
-    if sum(1 for ln in lines if FIELD.match(ln) and FIELD_NAMES[FIELD.match(ln)["key"].lower()] == "instruction") == 0:
+    names = {FIELD_NAMES[m["key"].lower()] for m in map(FIELD.match, lines) if m}
+    if "instruction" not in names or names == {"instruction"}:  # bare "Question: X" lines are list items
         return None
     out, current, key, loose = Parsed(shape="blocks"), None, None, []
     for line in lines:
@@ -190,10 +191,12 @@ def parse_list(text: str) -> Parsed | None:
         if len(items) >= 2 or (items and not chunks):
             out = Parsed(shape=shape)
             for it in items:
-                if clean_text(it):
-                    out.items.append(record(it))
-                else:
+                if not clean_text(it):
                     out.reject(it or "(empty)", "empty list item")
+                elif clean_text(it).endswith((":", "：")):
+                    out.reject(it, "not an item: an introduction (ends with ':')")
+                else:
+                    out.items.append(record(it))
             for chunk in chunks:
                 out.reject(chunk, "not an item: commentary around the list")
             return out
