@@ -200,3 +200,13 @@ def test_new_run_continues_an_earlier_runs_adapter(workspace, tiny):
     first_child = runs.metrics(child)[0]["loss"]
     first_parent = runs.metrics(parent)[0]["loss"]
     assert first_child < first_parent  # it starts where the parent left off, not from scratch
+
+
+@pytest.mark.parametrize("method,target", [("lora", "q_proj,v_proj"), ("lora", "all-linear"), ("ptuning", ""), ("full", "")])
+def test_estimate_counts_trainable_parameters_exactly(workspace, tiny, method, target):
+    from tunelab.train.estimate import estimate
+
+    cfg = _cfg(tiny, method, lora_target=target or "all-linear")
+    model = sft.load_model(cfg, tiny, None, "cpu")
+    actual = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert estimate(cfg)["trainable"] == actual

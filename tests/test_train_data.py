@@ -38,10 +38,13 @@ def test_cutoff_truncates_and_counts(tok):
 
 
 def test_packing_fills_rows_and_restarts_positions(tok):
-    enc = tdata.encode(tok, RECORDS * 3, cutoff=128)
-    rows = tdata.plan_rows(enc, 128, packing=True)
+    long = {"instruction": "Count.", "input": "", "output": "one two three four " * 20}
+    enc = tdata.encode(tok, RECORDS * 3 + [long], cutoff=512)
+    rows, per_batch = tdata.plan_rows(enc, 512, packing=True, batch_size=2)
+    width = max(len(ids) for ids, _ in enc.examples)
     lengths = [sum(len(enc.examples[i][0]) for i in row) for row in rows]
-    assert max(lengths) <= 128 and len(rows) < len(enc.examples) / 2
+    assert max(lengths) <= width < 512 and len(rows) < len(enc.examples) / 2
+    assert per_batch == 2 * (512 // width)  # narrower rows, same token budget per batch
     assert sorted(i for row in rows for i in row) == list(range(len(enc.examples)))
     batch = tdata.collate(enc, rows[:2], tok.pad_token_id, packing=True)
     pos = batch["position_ids"][0].tolist()

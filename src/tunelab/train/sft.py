@@ -135,11 +135,11 @@ def evaluate(model, enc: tdata.Encoded, cfg: TrainConfig, pad_id: int, device) -
     if not enc.examples:
         return None
     packing = cfg.data.packing and cfg.method.method != "ptuning"
-    rows = tdata.plan_rows(enc, cfg.data.cutoff_len, packing)
+    rows, per_batch = tdata.plan_rows(enc, cfg.data.cutoff_len, packing, cfg.training.batch_size)
     total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for b in tdata.epoch_batches(rows, cfg.training.batch_size, 0, 0, packing):
+        for b in tdata.epoch_batches(rows, per_batch, 0, 0, packing):
             batch = tdata.collate(enc, b, pad_id, packing)
             total += float(batch_loss(model, batch, cfg.method.method == "ptuning", device))
             count += int((batch["labels"][:, 1:] != tdata.IGNORE).sum())
@@ -229,9 +229,9 @@ def train(run_dir: Path, stopping) -> str:
     params = [p for p in model.parameters() if p.requires_grad]
     log(f"trainable parameters: {sum(p.numel() for p in params):,} of {sum(p.numel() for p in model.parameters()):,}")
 
-    rows = tdata.plan_rows(enc, cfg.data.cutoff_len, packing)
+    rows, per_batch = tdata.plan_rows(enc, cfg.data.cutoff_len, packing, t.batch_size)
     world, ga = accel.num_processes, t.grad_accum
-    micro_per_epoch = math.ceil(len(rows) / t.batch_size)
+    micro_per_epoch = math.ceil(len(rows) / per_batch)
     steps_per_epoch = max(1, micro_per_epoch // (ga * world))
     max_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
     opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
@@ -261,7 +261,7 @@ def train(run_dir: Path, stopping) -> str:
         while True:
             epoch, j = divmod(k, micro_per_epoch)
             if cached[0] != epoch:
-                cached = (epoch, tdata.epoch_batches(rows, t.batch_size, epoch, t.seed, packing))
+                cached = (epoch, tdata.epoch_batches(rows, per_batch, epoch, t.seed, packing))
             if j % world == accel.process_index:
                 yield epoch, tdata.collate(enc, cached[1][j], tok.pad_token_id, packing)
             k += 1
