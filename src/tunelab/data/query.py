@@ -3,24 +3,25 @@
 Search is BM25 from DuckDB's fts extension (offline: the file shipped in duckdb-extension-fts).
 The index of a version lives in a sidecar folder, datasets/<name>/v<N>.search/, built once on
 first search into a temporary folder and renamed, then opened read-only so that any number of
-processes can search at once (DuckDB allows one writer per file). It holds the extension's
-dictionary and statistics, its postings re-sorted by term, a word->stem vocabulary and the public
-records as JSON with byte offsets. The fts tokenizer splits on whitespace, so CJK runs are
-pre-segmented into characters plus character bigrams, in the index and in the query: a bigram hit
-ranks "机器学习" above records that merely share its characters, and single characters still
-match one-character queries.
+processes can search at once (DuckDB allows one writer per file). create_fts_index tokenises and
+stems; the sidecar keeps its dictionary and statistics, BM25 precomputed per (term, field,
+record) sorted by term then score, a word->stem vocabulary, and the public records as JSON with
+byte offsets. The fts tokenizer splits on whitespace, so CJK runs are pre-segmented into
+characters plus character bigrams, in the index and in the query: a bigram hit ranks "机器学习"
+above records that merely share its characters, and one-character queries still match.
 
 Why an index rather than an ILIKE scan: a scan reads and lower-cases every text column of every
-row per query, and can only count hits. On 1M records (2 shared cores, bench/RESULTS.md) the
-scored scan took seconds per query; BM25 over term-sorted postings reads only the row groups of
-the query's terms. Three measured costs shaped the sidecar: the extension's match_bm25 macro
-scans every posting (~300 ms); loading the extension costs ~180 ms (a signature check of its
-11 MB), so query words are stemmed through the stored vocabulary and the extension is loaded only
-for an a-z word the corpus never contains; fetching 20 hits scattered over a Parquet file decodes
-20 row groups (130-500 ms), so hits are read from the offset-indexed rows file. The index costs a
-one-off build (reported separately by the bench) and about 3.5 times the Parquet file on disk (1M records: 180 MB
-Parquet, 180 MB index, 500 MB rows).
-If the extension cannot load, search falls back to the scan with a warning.
+row per query and can only count hits; on 1M records (2 shared cores, bench/RESULTS.md) the
+scored scan fallback took 4-18 s per query, pandas str.contains about 4 s. Measured costs shaped
+the sidecar: the extension's match_bm25 (and a plain aggregation over term-sorted postings) sums
+every posting of a common word — 1.7 s p50, 3.9 s p95 on a Zipf-distributed 1M corpus — so each
+query term contributes only its best TOP_PER_TERM postings (exact for one-word queries; `total`
+is estimated past EXACT_TOTAL_MAX postings); loading the extension costs ~180 ms (a signature
+check of its 11 MB), so query words are stemmed through the stored vocabulary and the extension
+is loaded only for an a-z word the corpus never contains; fetching 20 hits scattered over a
+Parquet file decodes 20 row groups (130-500 ms), so hits are read by offset from the rows file.
+The index costs a one-off build (bench: index build) and about 3-4 times the Parquet file on
+disk. If the extension cannot load, search falls back to the scan with a warning on stderr.
 """
 
 from __future__ import annotations
