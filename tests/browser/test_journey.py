@@ -81,3 +81,86 @@ def test_journey(dashboard, page, shot):
     no_exception(page)
     assert (home / "datasets" / "journey-test" / "manifest.json").exists()
     shot(page, "04-data-split")
+
+    # 4. Generate: a small batch from the shipped seeds with the shipped model, accept it.
+    goto(page, url, "generate")
+    select(page, "gen.seeds", "seeds.jsonl")
+    set_number(page, "gen.n", 3)
+    key(page, "gen.run").locator("button").click()
+    page.get_by_text("Accept into dataset").wait_for(timeout=420_000)
+    wait_idle(page)
+    no_exception(page)
+    shot(page, "05-generate-review")
+    key(page, "gen.accept_rest").locator("button").click()
+    wait_idle(page)
+    fill(page, "gen.target", "journey-grown")
+    key(page, "gen.accept").locator("button").click()
+    page.get_by_text("journey-grown v").first.wait_for()
+    no_exception(page)
+    shot(page, "06-generate-accepted")
+
+    # 5. Compare the two shipped models on the test split.
+    goto(page, url, "compare")
+    set_number(page, "compare.limit", 2)
+    set_number(page, "compare.max_new_tokens", 8)
+    key(page, "compare.run").locator("button").click()
+    key(page, "compare.table").wait_for(timeout=420_000)
+    wait_idle(page)
+    no_exception(page)
+    shot(page, "07-compare-report")
+
+    # 6. Train a short LoRA run and watch its loss curve appear.
+    goto(page, url, "train")
+    select(page, "train.data", "journey-train")
+    set_number(page, "train.max_steps", 4)
+    key(page, "train.start").locator("button").click()
+    page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)
+    shot(page, "08-train-running")
+    runs = home / "runs"
+    for _ in range(300):
+        done = [d for d in runs.iterdir() if '"completed"' in (d / "status.json").read_text()]
+        if done:
+            break
+        page.wait_for_timeout(1000)
+    assert done, "the training run did not complete"
+    run_id = done[0].name
+    goto(page, url, "train")
+    shot(page, "09-train-completed")
+
+    # 7. Chat with the tuned model in the Playground.
+    goto(page, url, "playground")
+    select(page, "play.model_a", run_id)
+    page.get_by_role("textbox").last.fill("Name a primary colour.")
+    page.get_by_role("textbox").last.press("Enter")
+    page.locator('[data-testid="stChatMessage"]').nth(1).wait_for(timeout=180_000)
+    wait_idle(page, 180_000)
+    no_exception(page)
+    shot(page, "10-playground")
+
+    # 8. Export the cleaned dataset from the Data page (a real download).
+    goto(page, url, "data")
+    page.get_by_role("tab", name="Export").click()
+    key(page, "data.export").locator("button").click()
+    wait_idle(page)
+    with page.expect_download() as dl:
+        key(page, "data.download").locator("button").click()
+    assert dl.value.suggested_filename
+    shot(page, "11-export")
+
+
+def fill(page, k: str, text: str) -> None:
+    box = key(page, k).locator("input")
+    box.fill(text)
+    box.press("Enter")
+    wait_idle(page)
+
+
+def set_number(page, k: str, value) -> None:
+    fill(page, k, str(value))
+
+
+def select(page, k: str, option: str) -> None:
+    """Pick an option of a selectbox by typing it (Streamlit's selectbox filters as you type)."""
+    key(page, k).click()
+    page.get_by_role("option", name=option, exact=False).first.click()
+    wait_idle(page)
