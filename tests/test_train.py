@@ -197,6 +197,7 @@ def test_new_run_continues_an_earlier_runs_adapter(workspace, tiny):
     child = _train(_cfg(parent, learning_rate=5e-2, max_steps=2))
     out = json.loads((runs.run_dir(child) / "output.json").read_text())
     assert out["base"] == tiny and out["lineage"] == {"init_adapter": parent, "data": "tiny", "data_version": 1}
+    assert runs.lineage(child)["init_adapter"] == parent and runs.lineage(child)["base"] == tiny
     first_child = runs.metrics(child)[0]["loss"]
     first_parent = runs.metrics(parent)[0]["loss"]
     assert first_child < first_parent  # it starts where the parent left off, not from scratch

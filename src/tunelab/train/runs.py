@@ -220,5 +220,13 @@ def log_tail(run_id: str, lines: int = 30) -> str:
         return "\n".join(fh.read().decode("utf-8", "replace").splitlines()[-lines:])
 
 
+def lineage(run_id: str) -> dict:
+    """Where a run came from: base model, parent run (when continuing an adapter), dataset version."""
+    out = read_json(run_dir(run_id) / "output.json") or {}
+    cfg = config(run_id)
+    return dict(out.get("lineage") or {"init_adapter": cfg.method.init_adapter or None, "data": cfg.data.data,
+                                       "data_version": cfg.data.data_version}, base=out.get("base") or cfg.model.model)
+
+
 def config(run_id: str) -> TrainConfig:
     return TrainConfig.from_yaml(run_dir(run_id) / "config.yaml")

@@ -202,6 +202,9 @@ def live(run_id: str) -> None:
     status, step, total = st_.get("status"), st_.get("step", 0), st_.get("max_steps")
     st.markdown(f"**{run_id}** · `{status}` · step {step}/{total or '?'} · "
                 f"{st_.get('method')} on `{st_.get('data')}` from `{st_.get('model')}`")
+    lin = runs.lineage(run_id)
+    st.caption(f"lineage: base `{lin['base']}`" + (f" + adapter of run `{lin['init_adapter']}`" if lin.get("init_adapter") else "")
+               + f" · data `{lin['data']}` v{lin.get('data_version')}")
     if total:
         st.progress(min(step / total, 1.0))
     if st_.get("truncated"):
