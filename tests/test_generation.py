@@ -121,3 +121,24 @@ def test_smollm2_batched_equals_single(workspace):
     single = [b.chat([c], s)[0].text for c in PROMPTS]
     assert [g.text for g in b.chat(PROMPTS, s, batch_size=4)] == single
     assert "Paris" in single[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not generation.llamacpp_available(), reason="llama-cpp-python not installed (optional extra)")
+def test_llamacpp_backend(workspace):
+    generation.clear_cache()
+    b = get_backend(SMOL)  # a plain GGUF goes to llama.cpp automatically when it is installed
+    assert type(b).__name__ == "LlamaCppBackend"
+    s = GenerationSettings(max_new_tokens=16)
+    g = b.chat([PROMPTS[0]], s)[0]
+    raw = b.llm.create_completion(b.format_prompt(PROMPTS[0]), max_tokens=16, temperature=0.0)
+    # Greedy answers equal raw llama-cpp-python's; they can differ from transformers' (llama.cpp
+    # quantises activations to 8 bits, which flips SmolLM2's close first-token choice here).
+    assert g.text == raw["choices"][0]["text"] and g.prompt_tokens == raw["usage"]["prompt_tokens"]
+    assert 0 < g.completion_tokens <= 16
+    stream = b.stream_chat(PROMPTS[0], s)
+    pieces = list(stream)
+    assert len(pieces) > 1 and "".join(pieces) == g.text
+    assert stream.generation.completion_tokens == g.completion_tokens
+    stop = g.text.split()[2]
+    assert b.chat([PROMPTS[0]], GenerationSettings(max_new_tokens=16, stop=[stop]))[0].text == g.text.split(stop)[0]

@@ -135,3 +135,25 @@ def test_fifty_concurrent_requests(client, tiny_model):
     # Each answer equals the same request made alone: concurrent requests did not corrupt each other.
     for i in (3, 10):
         assert answers[i] == ask(i)
+
+
+def test_openai_backend_against_server(server, monkeypatch, workspace):
+    """TuneLab's own OpenAI-compatible backend (used by Generate/Compare) talking to `tunelab serve`."""
+    from tunelab.errors import TuneLabError
+    from tunelab.models import generation
+    from tunelab.models.generation import GenerationSettings
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    generation.clear_cache()
+    b = generation.get_backend(f"openai:{server}")
+    s = GenerationSettings(max_new_tokens=6)
+    convs = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me more"}]]
+    gens = b.chat(convs, s, batch_size=2)
+    assert all(g.text and g.completion_tokens > 0 and g.prompt_tokens > 0 for g in gens)
+    stream = b.stream_chat(convs[0], s)
+    assert "".join(stream) == gens[0].text and stream.generation.completion_tokens == gens[0].completion_tokens
+    assert b.complete(["Once upon a time"], s)[0].text
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong")
+    generation.clear_cache()
+    with pytest.raises(TuneLabError, match="401"):
+        generation.get_backend(f"openai:{server}#x").chat(convs[:1], s)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from tunelab.errors import TuneLabError
 from tunelab.models.registry import ModelRef, resolve
@@ -66,9 +66,10 @@ class Backend(Protocol):
 class Stream:
     """An iterator of text pieces; `.generation` holds the totals once it is exhausted."""
 
-    def __init__(self, pieces: Iterable[str]):
-        self._it = iter(pieces)
+    def __init__(self, produce: Callable[["Stream"], Iterable[str]]):
+        """Args: produce: given this Stream, returns the pieces (a generator that sets `.generation` at its end)."""
         self.generation: Generation | None = None
+        self._it = iter(produce(self))
 
     def __iter__(self) -> "Stream":
         return self
@@ -178,6 +179,8 @@ class TransformersBackend:
         if templated and bos is not None and self.fallback_template and (not ids or ids[0] != bos):
             if self.tok("", add_special_tokens=True)["input_ids"][:1] == [bos]:
                 ids = [bos] + ids
+        if not ids:
+            raise TuneLabError("the prompt is empty")
         return ids
 
     def _gen_config(self, settings: GenerationSettings):
@@ -246,9 +249,7 @@ class TransformersBackend:
         return self._stream(prompt, False, settings)
 
     def _stream(self, text: str, templated: bool, settings: GenerationSettings) -> Stream:
-        stream = Stream(())
-        stream._it = self._stream_pieces(text, templated, settings, stream)
-        return stream
+        return Stream(lambda stream: self._stream_pieces(text, templated, settings, stream))
 
     def _stream_pieces(self, text: str, templated: bool, settings: GenerationSettings, stream: Stream) -> Iterator[str]:
         import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from typing import Iterator
@@ -74,24 +75,49 @@ class LlamaCppBackend:
         return self.stream_complete(self.format_prompt(conversation), settings)
 
     def stream_complete(self, prompt: str, settings: GenerationSettings) -> Stream:
-        stream = Stream(())
-        stream._it = self._pieces(prompt, settings, stream)
-        return stream
+        return Stream(lambda stream: self._pieces(prompt, settings, stream))
 
     def _pieces(self, prompt: str, s: GenerationSettings, stream: Stream) -> Iterator[str]:
-        with self._lock:
-            t0 = time.perf_counter()
-            prompt_tokens = len(self.llm.tokenize(prompt.encode("utf-8"), special=True))
-            text, n, reason = "", 0, "stop"
-            for chunk in self.llm.create_completion(prompt, stream=True, **self._sampling(s)):
-                choice = chunk["choices"][0]
-                reason = choice.get("finish_reason") or reason
-                if choice.get("text"):
-                    n += 1  # llama.cpp streams one token per chunk
-                    text += choice["text"]
-                    yield choice["text"]
-            latency = time.perf_counter() - t0
-        stream.generation = make_generation(text, prompt_tokens, n, latency, reason)
+        # Decoding runs in its own thread that holds the lock, as in the transformers backend: a
+        # consumer iterated from a server's thread pool must never hold the lock between pieces,
+        # or waiting requests could use up the pool and starve the stream that holds it.
+        pieces: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+        box: dict = {}
+
+        def work():
+            try:
+                with self._lock:
+                    t0 = time.perf_counter()
+                    box["prompt_tokens"] = len(self.llm.tokenize(prompt.encode("utf-8"), special=True))
+                    box["n"], box["reason"] = 0, "stop"
+                    for chunk in self.llm.create_completion(prompt, stream=True, **self._sampling(s)):
+                        choice = chunk["choices"][0]
+                        box["reason"] = choice.get("finish_reason") or box["reason"]
+                        if choice.get("text"):
+                            box["n"] += 1  # llama.cpp streams one token per chunk
+                            pieces.put(choice["text"])
+                        if cancelled.is_set():
+                            break
+                    box["latency"] = time.perf_counter() - t0
+            except Exception as exc:  # surfaced in the consumer's thread below
+                box["error"] = exc
+            finally:
+                pieces.put(None)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text = ""
+        try:
+            while (piece := pieces.get()) is not None:
+                text += piece
+                yield piece
+        finally:
+            cancelled.set()
+            thread.join()
+        if "error" in box:
+            raise box["error"]
+        stream.generation = make_generation(text, box["prompt_tokens"], box["n"], box["latency"], box["reason"])
 
 
 def _raise(message: str):

@@ -81,10 +81,8 @@ class OpenAIBackend:
     def stream_chat(self, conversation: list[dict], settings: GenerationSettings) -> Stream:
         """Stream the answer over SSE; the Stream's `.generation` has the totals once it is exhausted."""
         check_conversation(conversation)
-        stream = Stream(())
         body = dict(self._body(settings), messages=conversation, stream=True, stream_options={"include_usage": True})
-        stream._it = self._sse(body, stream)
-        return stream
+        return Stream(lambda stream: self._sse(body, stream))
 
     def _sse(self, body: dict, stream: Stream) -> Iterator[str]:
         import httpx
