@@ -211,3 +211,16 @@ def test_estimate_counts_trainable_parameters_exactly(workspace, tiny, method, t
     model = sft.load_model(cfg, tiny, None, "cpu")
     actual = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert estimate(cfg)["trainable"] == actual
+
+
+@pytest.mark.slow
+def test_second_run_waits_in_the_queue(workspace, tiny):
+    tiny_model.dataset()
+    first = runs.create(_cfg(tiny))
+    jobs.write_status(runs.run_dir(first), status="running", pid=os.getpid())  # a run holding the trainer
+    second = runs.create(_cfg(tiny, max_steps=2))
+    runs.start(second)
+    time.sleep(15)  # the worker has long started by now, and must still be waiting its turn
+    assert runs.status(second)["status"] == "queued" and not runs.metrics(second)
+    jobs.write_status(runs.run_dir(first), status="completed")
+    assert _wait(lambda: runs.status(second)["status"] == "completed")
