@@ -283,13 +283,14 @@ def train(run_dir: Path, stopping) -> str:
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
+        seconds = time.time() - t0  # before evaluation, so tokens/s is training speed
         eval_loss = None
         if eval_enc.examples and ((t.eval_steps and step % t.eval_steps == 0) or step == max_steps):
             eval_loss = evaluate(model, eval_enc, cfg, tok.pad_token_id, accel.device)
         tokens = sum(b["n_tokens"] for _, b in group) * world
         if main:
             row = {"step": step, "loss": round(total, 6), "eval_loss": eval_loss, "learning_rate": lr,
-                   "grad_norm": round(grad_norm, 6), "tokens_per_s": round(tokens / (time.time() - t0), 1),
+                   "grad_norm": round(grad_norm, 6), "tokens_per_s": round(tokens / seconds, 1),
                    "epoch": round(step / steps_per_epoch, 3), "time": time.time()}
             append_jsonl(run_dir / "metrics.jsonl", row)
             jobs.write_status(run_dir, step=step, progress=f"{step}/{max_steps}")
