@@ -114,7 +114,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
 def _generate_json(workspace, *args: str) -> dict:
     env = dict(os.environ, TUNELAB_HOME=str(workspace))
     out = subprocess.run([*TUNELAB, "generate", "--seeds", str(SEEDS), "--json", *args],
-                         capture_output=True, text=True, env=env, timeout=900)
+                         capture_output=True, text=True, env=env, timeout=1800)  # a loaded 2-core box
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
