@@ -213,3 +213,76 @@ def test_deep_nesting_is_reported(workspace, tmp_path, depth):
     path.write_text('{"instruction": "ok", "output": "fine"}\n' + "[" * depth + "]" * depth + "\n")
     result = import_path(str(path))
     assert result["imported"] == 1 and result["errors"][0]["line"] == 2
+
+
+# --------------------------------------------------------------------------- OpenAI messages, Parquet, dataset_info.json
+
+role = st.sampled_from(["system", "user", "assistant", "tool", "wizard", "", None])
+message = st.one_of(
+    st.fixed_dictionaries({"role": role, "content": st.one_of(text, st.none(), st.integers())}),
+    wrong_type,
+)
+
+
+@SETTINGS
+@given(convs=st.lists(st.one_of(st.lists(message, max_size=5), wrong_type), min_size=1, max_size=20))
+def test_openai_messages_fuzz(workspace, tmp_path, convs):
+    """Arbitrary message lists: never a crash; every line is imported or reported, never both or neither."""
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": c}) for c in convs) + "\n", encoding="utf-8")
+    try:
+        result = import_path(str(path), name="fz", fmt="messages")
+    except TuneLabError as exc:
+        assert "nothing imported" in str(exc) or "\n" not in str(exc)
+        return
+    assert result["imported"] + result["skipped"] == len(convs)
+    assert len({e["line"] for e in result["errors"]}) == result["skipped"]
+    assert store.read("fz").num_rows == result["imported"]
+
+
+@SETTINGS
+@given(rows=st.lists(st.fixed_dictionaries({"instruction": st.one_of(text, st.none()),
+                                            "output": st.one_of(text, st.none())}), min_size=1, max_size=20))
+def test_parquet_fuzz(workspace, tmp_path, rows):
+    """Parquet with nulls in either column: rows with both texts are kept, the others reported by index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"instruction": [r["instruction"] for r in rows],
+                             "output": [r["output"] for r in rows]}), path)
+    try:
+        result = import_path(str(path), name="fz")
+    except TuneLabError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert result["imported"] + result["skipped"] == len(rows)
+    assert store.read("fz").num_rows == result["imported"]
+
+
+entry = st.one_of(
+    wrong_type,
+    st.fixed_dictionaries({}, optional={
+        "file_name": st.one_of(st.sampled_from(["a.jsonl", "missing.json", "../a.jsonl", ""]), st.integers()),
+        "hf_hub_url": text, "formatting": st.one_of(st.sampled_from(["alpaca", "sharegpt", "bogus"]), st.integers()),
+        "columns": st.one_of(st.dictionaries(st.sampled_from(["prompt", "response", "query", "messages"]), text),
+                             wrong_type)}),
+)
+
+
+@SETTINGS
+@given(entries=st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True), entry, min_size=1, max_size=6))
+def test_dataset_info_fuzz(workspace, tmp_path, entries):
+    """Malformed LLaMA-Factory entries: never a crash; each entry is imported or named as skipped."""
+    folder = tmp_path / "lf"
+    folder.mkdir(exist_ok=True)
+    (folder / "a.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n", encoding="utf-8")
+    (folder / "dataset_info.json").write_text(json.dumps(entries), encoding="utf-8")
+    try:
+        result = import_path(str(folder / "dataset_info.json"))
+    except TuneLabError as exc:
+        assert "\n" not in str(exc)
+        return
+    named = {d["name"] for d in result["datasets"]} | {s["name"] for s in result["skipped"]}
+    assert named == set(entries)
+    assert all(s["reason"] for s in result["skipped"])
