@@ -8,7 +8,7 @@
    (target >= 3x).
 Runs alternate TuneLab / baseline and keep each side's best, because the machine is shared.
 
-    .venv/bin/python bench/generate_bench.py [--max-new-tokens 32] [--rounds 2]
+    .venv/bin/python bench/generate_bench.py [--max-new-tokens 32] [--rounds 2] [--parts llamacpp,transformers]
 """
 
 from __future__ import annotations
@@ -144,9 +144,11 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--parts", default="llamacpp,transformers", help="comma-separated: llamacpp, transformers")
     args = ap.parse_args()
-    rows, notes = bench_llamacpp(args.max_new_tokens, args.rounds)
-    t_rows, t_notes = bench_transformers(args.max_new_tokens, args.rounds, args.batch)
+    parts = args.parts.split(",")
+    rows, notes = bench_llamacpp(args.max_new_tokens, args.rounds) if "llamacpp" in parts else ([], "")
+    t_rows, t_notes = bench_transformers(args.max_new_tokens, args.rounds, args.batch) if "transformers" in parts else ([], "")
     notes = "\n".join(n for n in (notes, t_notes) if n)
     record("generate", rows + t_rows,
            f"{notes}\nModel {MODEL}, greedy, max_new_tokens={args.max_new_tokens}, fp32 CPU; peak RSS {peak_rss_mb():.0f} MB.")
