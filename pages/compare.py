@@ -5,49 +5,50 @@ import streamlit as st
 from tunelab import jobs
 from tunelab.evals import evaluate
 from tunelab.ui import compare_widgets as w
+from tunelab.ui.i18n import t
 from tunelab.ui.layout import show_error
 
-st.title("Compare")
-st.caption("Run 2–4 candidates on the same held-out examples with greedy decoding, then pick the base "
-           "model to fine-tune by quality, speed and what your hardware can hold.")
+st.title(t("Compare"))
+st.caption(t("Run 2–4 candidates on the same held-out examples with greedy decoding, then pick the base "
+             "model to fine-tune by quality, speed and what your hardware can hold."))
 
 try:
-    with st.expander("1 · Candidates and test data", expanded=True):
+    with st.expander(t("1 · Candidates and test data"), expanded=True):
         models = w.model_picker()
         data, version = w.data_picker()
         c1, c2 = st.columns(2)
-        limit = c1.number_input("Examples (limit)", 1, 100_000, 20, key="compare.limit",
-                                help="The first N examples of the dataset version; every model answers the same ones.")
-        max_new = c2.number_input("Max new tokens", 1, 4096, 128, key="compare.max_new_tokens",
-                                  help="Longest answer per example. Longer answers cost time on a CPU.")
+        limit = c1.number_input(t("Examples (limit)"), 1, 100_000, 20, key="compare.limit",
+                                help=t("The first N examples of the dataset version; every model answers the same ones."))
+        max_new = c2.number_input(t("Max new tokens"), 1, 4096, 128, key="compare.max_new_tokens",
+                                  help=t("Longest answer per example. Longer answers cost time on a CPU."))
         w.cost_table(models)
         ready = data is not None and evaluate.MIN_MODELS <= len(models) <= evaluate.MAX_MODELS
-        if st.button("Run comparison", key="compare.run", type="primary", disabled=not ready,
+        if st.button(t("Run comparison"), key="compare.run", type="primary", disabled=not ready,
                      icon=":material/play_arrow:"):
             rid = w.launch(models, data, version, int(limit), int(max_new))
-            st.toast(f"Started {rid}. It runs in the background: `tunelab reports show {rid}`")
+            st.toast(t("Started {id}. It runs in the background: `tunelab reports show {id}`", id=rid))
 
-    st.subheader("2 · Results")
+    st.subheader(t("2 · Results"))
     report_id = w.report_picker()
     if report_id is None:
-        st.info("No comparisons yet: choose candidates above and run one.")
+        st.info(t("No comparisons yet: choose candidates above and run one."))
     else:
         doc = evaluate.load_report(report_id)
-        st.caption(f"{doc['data']['name']} v{doc['data']['version']} · {len(doc['examples'])} examples · "
-                   f"greedy, max {doc['generation']['max_new_tokens']} new tokens · "
-                   f"`tunelab reports show {report_id}`")
+        st.caption(t("{data} v{version} · {n} examples · greedy, max {max_new} new tokens · "
+                     "`tunelab reports show {id}`", data=doc["data"]["name"], version=doc["data"]["version"],
+                     n=len(doc["examples"]), max_new=doc["generation"]["max_new_tokens"], id=report_id))
         if doc["status"] in jobs.ACTIVE:
             w.progress(report_id)
         else:
             if doc["status"] != "completed":
-                st.warning(f"This report is {doc['status']}: {doc.get('error') or 'it did not finish'}. "
-                           "It shows what it finished.")
+                st.warning(t("This report is {status}: {error}. It shows what it finished.", status=doc["status"],
+                             error=doc.get("error") or t("it did not finish")))
             w.metrics_table(doc)
             w.charts(doc)
             w.cost_table([m["name"] for m in doc["models"]], key="compare.report_cost")
             w.before_after(doc)
             w.winner(doc)
-            st.subheader("3 · Examples")
+            st.subheader(t("3 · Examples"))
             w.examples_view(doc)
             w.downloads(doc)
 except Exception as exc:  # a user error is one sentence; a bug shows its traceback

@@ -7,30 +7,31 @@ from tunelab.data import formats, store
 from tunelab.ui import data_actions as act
 from tunelab.ui import data_widgets as w
 from tunelab.ui import layout
+from tunelab.ui.i18n import t
 
 layout.init_state()
-st.title("Data")
-st.caption("Bring in instruction records, look at them, fix them, and split off a test set. "
-           "Every change writes a new version; nothing is overwritten, and Undo goes back.")
+st.title(t("Data"))
+st.caption(t("Bring in instruction records, look at them, fix them, and split off a test set. "
+             "Every change writes a new version; nothing is overwritten, and Undo goes back."))
 act.show_flash()
 
 datasets = store.list_datasets()
-with st.expander("Import a file", icon=":material/upload:", expanded=not datasets):
-    st.file_uploader("Alpaca / ShareGPT / OpenAI messages (JSON or JSONL), CSV or Parquet",
+with st.expander(t("Import a file"), icon=":material/upload:", expanded=not datasets):
+    st.file_uploader(t("Alpaca / ShareGPT / OpenAI messages (JSON or JSONL), CSV or Parquet"),
                      type=["json", "jsonl", "csv", "tsv", "parquet"], key="data.upload")
     c1, c2, c3 = st.columns(3)
-    c1.text_input("Dataset name", key="data.upload_name", placeholder="default: the file's name")
-    c2.selectbox("Format", formats.FORMATS, key="data.upload_format")
-    c3.text_input("Column mapping (CSV/Parquet)", key="data.upload_map",
+    c1.text_input(t("Dataset name"), key="data.upload_name", placeholder=t("default: the file's name"))
+    c2.selectbox(t("Format"), formats.FORMATS, key="data.upload_format")
+    c3.text_input(t("Column mapping (CSV/Parquet)"), key="data.upload_map",
                   placeholder="instruction=question,output=answer")
-    st.button("Import", key="data.import", on_click=act.import_upload, type="primary",
+    st.button(t("Import"), key="data.import", on_click=act.import_upload, type="primary",
               disabled=st.session_state.get("data.upload") is None)
     act.show_import_result()
 
 if not datasets:
-    st.info("The workspace has no dataset yet. Upload a file above, or start with the samples: "
-            "English and Chinese instruction records, some with a system prompt and earlier turns.")
-    st.button("Import the shipped samples", key="data.samples", on_click=act.import_samples,
+    st.info(t("The workspace has no dataset yet. Upload a file above, or start with the samples: "
+              "English and Chinese instruction records, some with a system prompt and earlier turns."))
+    st.button(t("Import the shipped samples"), key="data.samples", on_click=act.import_samples,
               icon=":material/download:")
     st.stop()
 
@@ -42,22 +43,25 @@ versions = {v["version"]: v for v in manifest["versions"]}
 if st.session_state["data.version"] not in versions:
     st.session_state["data.version"] = manifest["head"]
 
+# Option labels are translated here, in the run: AppTest also calls format_func outside it.
+dataset_labels = {d["name"]: t("{name} ({records} records)", name=d["name"], records=d["records"]) for d in datasets}
+version_labels = {v: w.version_label(entry, manifest["head"]) for v, entry in versions.items()}
 c1, c2 = st.columns(2)
-name = c1.selectbox("Dataset", names, key="data.dataset", on_change=act.reset_view,
-                    format_func=lambda n: f"{n} ({next(d['records'] for d in datasets if d['name'] == n)} records)")
-version = c2.selectbox("Version", sorted(versions, reverse=True), key="data.version", on_change=act.reset_page,
-                       format_func=lambda v: w.version_label(versions[v], manifest["head"]))
-with st.expander("Lineage: every version of this dataset", icon=":material/account_tree:"):
+name = c1.selectbox(t("Dataset"), names, key="data.dataset", on_change=act.reset_view, format_func=dataset_labels.get)
+version = c2.selectbox(t("Version"), sorted(versions, reverse=True), key="data.version", on_change=act.reset_page,
+                       format_func=version_labels.get)
+with st.expander(t("Lineage: every version of this dataset"), icon=":material/account_tree:"):
     st.dataframe(w.lineage(name), hide_index=True, width="stretch")
 
-browse, clean_tab, split_tab, export_tab, undo_tab = st.tabs(["Browse & search", "Clean", "Split", "Export", "Undo"])
+browse, clean_tab, split_tab, export_tab, undo_tab = st.tabs(
+    [t("Browse & search"), t("Clean"), t("Split"), t("Export"), t("Undo")])
 
 with browse:
     c1, c2, c3 = st.columns([3, 1, 1])
-    text = c1.text_input("Search", key="data.query", on_change=act.reset_page,
-                         placeholder="words to find (English or 中文); empty = browse all")
-    c2.selectbox("In field", ("any", "instruction", "input", "output", "system"), key="data.field")
-    size = c3.selectbox("Per page", w.PAGE_SIZES, key="data.page_size", on_change=act.reset_page)
+    text = c1.text_input(t("Search"), key="data.query", on_change=act.reset_page,
+                         placeholder=t("words to find (English or 中文); empty = browse all"))
+    c2.selectbox(t("In field"), ("any", "instruction", "input", "output", "system"), key="data.field")
+    size = c3.selectbox(t("Per page"), w.PAGE_SIZES, key="data.page_size", on_change=act.reset_page)
     try:
         if text.strip():
             # Search returns the best hits first; pages slice the top SEARCH_MAX of them.
@@ -74,35 +78,36 @@ with browse:
         layout.show_error(exc)
         st.stop()
     if text.strip():
-        st.caption(f"{shown['total']} matching record(s), best first"
-                   + (f"; the top {w.SEARCH_MAX} can be paged through." if shown["total"] > w.SEARCH_MAX else "."))
+        st.caption(t("{n} matching record(s), best first; the top {max} can be paged through.",
+                     n=shown["total"], max=w.SEARCH_MAX) if shown["total"] > w.SEARCH_MAX
+                   else t("{n} matching record(s), best first.", n=shown["total"]))
     records = shown["records"]
     st.dataframe(w.records_frame(records), hide_index=True, width="stretch", key="data.table")
     if records:
         if st.session_state.get("data.record", 0) not in range(len(records)):
             st.session_state["data.record"] = 0
-        st.selectbox("Open a record", range(len(records)), key="data.record",
+        st.selectbox(t("Open a record"), range(len(records)), key="data.record",
                      format_func=lambda i: f"{offset + i + 1}. {(records[i]['instruction'] or records[i]['input'])[:90]}")
         record = records[st.session_state["data.record"]]
-        st.caption(f"id `{record['id']}`" + (" — search terms are marked" if text.strip() else ""))
+        st.caption(f"id `{record['id']}`" + (t(" — search terms are marked") if text.strip() else ""))
         w.conversation(record, text)
     elif text.strip():
-        st.info("No record matches. Try fewer words or the field `any`.")
+        st.info(t("No record matches. Try fewer words or the field `any`."))
 
 with clean_tab:
     head = manifest["head"]
-    st.caption(f"Cleaning reads the head version (v{head}) and writes a new one; preview first.")
+    st.caption(t("Cleaning reads the head version (v{head}) and writes a new one; preview first.", head=head))
     c1, c2 = st.columns(2)
-    c1.selectbox("Remove duplicates", ("no", "exact", "near"), key="data.clean_dedup",
-                 format_func=lambda d: {"no": "no", "exact": "exact (same text after normalising)",
-                                        "near": "near (MinHash, ≥ 0.8 similar) + exact"}[d])
-    c1.number_input("Drop records longer than (tokens, 0 = keep all)", min_value=0, step=128,
+    c1.selectbox(t("Remove duplicates"), ("no", "exact", "near"), key="data.clean_dedup",
+                 format_func={"no": t("no"), "exact": t("exact (same text after normalising)"),
+                              "near": t("near (MinHash, ≥ 0.8 similar) + exact")}.get)
+    c1.number_input(t("Drop records longer than (tokens, 0 = keep all)"), min_value=0, step=128,
                     key="data.clean_max_tokens")
-    c2.checkbox("Strip whitespace around every field", key="data.clean_strip")
-    c2.checkbox("Drop records with an empty output or prompt", key="data.clean_drop_empty")
-    c2.checkbox("Redact personal data (emails, phones, IPs, card and ID numbers)", key="data.clean_redact")
+    c2.checkbox(t("Strip whitespace around every field"), key="data.clean_strip")
+    c2.checkbox(t("Drop records with an empty output or prompt"), key="data.clean_drop_empty")
+    c2.checkbox(t("Redact personal data (emails, phones, IPs, card and ID numbers)"), key="data.clean_redact")
     opts = act.clean_options()
-    st.button("Preview", key="data.clean_preview", on_click=act.request_preview, args=(name, head))
+    st.button(t("Preview"), key="data.clean_preview", on_click=act.request_preview, args=(name, head))
     if st.session_state.get("data.preview") == (name, head, opts):
         try:
             preview = w.clean_preview(name, head, **opts)
@@ -110,24 +115,25 @@ with clean_tab:
             layout.show_error(exc)
         else:
             act.show_preview(preview)
-            st.button(f"Apply: write v{max(versions) + 1}", key="data.clean_apply", type="primary",
+            st.button(t("Apply: write v{version}", version=max(versions) + 1), key="data.clean_apply", type="primary",
                       on_click=act.apply_clean, disabled=not preview["counts"])
 
 with split_tab:
-    st.caption(f"Writes two datasets, `{name}-train` and `{name}-test`, from the head version; "
-               f"`{name}` itself is unchanged. The same seed gives the same split.")
+    st.caption(t("Writes two datasets, `{name}-train` and `{name}-test`, from the head version; "
+                 "`{name}` itself is unchanged. The same seed gives the same split.", name=name))
     c1, c2 = st.columns(2)
-    c1.number_input("Test size (a fraction below 1, or a number of records)", min_value=0.0,
+    c1.number_input(t("Test size (a fraction below 1, or a number of records)"), min_value=0.0,
                     step=0.05, key="data.split_test")
-    c2.number_input("Seed", min_value=0, step=1, key="data.split_seed")
-    st.button("Split", key="data.split", on_click=act.split, args=(name,), type="primary")
+    c2.number_input(t("Seed"), min_value=0, step=1, key="data.split_seed")
+    st.button(t("Split"), key="data.split", on_click=act.split, args=(name,), type="primary")
 
 with export_tab:
     c1, c2 = st.columns(2)
-    c1.selectbox("Format", exporter.FORMATS, key="data.export_format",
-                 help="llamafactory: a folder with the file and a dataset_info.json (downloaded as .zip)")
+    c1.selectbox(t("Format"), exporter.FORMATS, key="data.export_format",
+                 help=t("llamafactory: a folder with the file and a dataset_info.json (downloaded as .zip)"))
     fmt = st.session_state["data.export_format"]
-    c2.button(f"Export v{version}", key="data.export", on_click=act.export, args=(name, version, fmt))
+    c2.button(t("Export v{version}", version=version), key="data.export", on_click=act.export,
+              args=(name, version, fmt))
     act.show_download(name, version, fmt)
 
 with undo_tab:

@@ -6,29 +6,31 @@ import streamlit as st
 from tunelab.data import store
 from tunelab.ui import data_widgets as w
 from tunelab.ui import layout
+from tunelab.ui.i18n import t
 
 layout.init_state()
-st.title("SQL")
-st.caption("Ask questions of your data in SQL (DuckDB dialect). Each dataset is a table named after "
-           "it, holding its head version. **Read-only**: only SELECT/WITH queries run; anything that "
-           "writes, reads other files or changes settings is refused.")
+st.title(t("SQL"))
+st.caption(t("Ask questions of your data in SQL (DuckDB dialect). Each dataset is a table named after "
+             "it, holding its head version. **Read-only**: only SELECT/WITH queries run; anything that "
+             "writes, reads other files or changes settings is refused."))
 
 datasets = store.list_datasets()
 if not datasets:
-    st.info("No dataset yet: import one on the Data page first.")
-    st.page_link("pages/data.py", label="Go to Data", icon=":material/table:")
+    st.info(t("No dataset yet: import one on the Data page first."))
+    st.page_link("pages/data.py", label=t("Go to Data"), icon=":material/table:")
     st.stop()
 
-st.markdown("**Tables:** " + ", ".join(f"`{d['name']}` ({d['records']})" for d in datasets)
-            + " — columns `id, instruction, input, output, system, history, conversations, tools`")
-st.caption("Examples (click to put one in the editor):")
+st.markdown(t("**Tables:** {tables} — columns `id, instruction, input, output, system, history, conversations, tools`",
+              tables=", ".join(f"`{d['name']}` ({d['records']})" for d in datasets)))
+st.caption(t("Examples (click to put one in the editor):"))
 examples = w.sql_examples([d["name"] for d in datasets])
 for col, (label, example) in zip(st.columns(len(examples)), examples.items()):
-    col.button(label, key=f"sql.example_{label.split()[0].lower()}", on_click=w.fill_sql, args=(example,),
+    col.button(t(label), key=f"sql.example_{label.split()[0].lower()}", on_click=w.fill_sql, args=(example,),
                width="stretch")
 
-st.text_area("Query", key="sql.query", height=140, placeholder=f"SELECT count(*) FROM {w.quote_ident(datasets[0]['name'])}")
-st.button("Run", key="sql.run", type="primary", icon=":material/play_arrow:")
+st.text_area(t("Query"), key="sql.query", height=140,
+             placeholder=f"SELECT count(*) FROM {w.quote_ident(datasets[0]['name'])}")
+st.button(t("Run"), key="sql.run", type="primary", icon=":material/play_arrow:")
 
 text = st.session_state["sql.query"].strip()
 if text:
@@ -38,5 +40,5 @@ if text:
         layout.show_error(exc)
     else:
         frame = pd.DataFrame(result["rows"], columns=result["columns"])
-        st.caption(f"{len(frame)} row(s)" + (" (first 10,000 shown)" if len(frame) >= 10000 else ""))
+        st.caption(t("{n} row(s)", n=len(frame)) + (t(" (first 10,000 shown)") if len(frame) >= 10000 else ""))
         st.dataframe(frame, hide_index=True, width="stretch", key="sql.result")

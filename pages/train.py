@@ -3,23 +3,24 @@
 import streamlit as st
 
 from tunelab.ui import train_widgets as tw
+from tunelab.ui.i18n import t
 from tunelab.ui.layout import show_error
 
-st.title("Train")
-st.caption("Fine-tune a model on a dataset. Runs are background processes: closing or refreshing this page "
-           "does not stop them.")
+st.title(t("Train"))
+st.caption(t("Fine-tune a model on a dataset. Runs are background processes: closing or refreshing this page "
+             "does not stop them."))
 
 watching = tw.current_run()
 if watching:
     tw.live(watching)
 
-new, past = st.tabs(["New run", "Past runs"])
+new, past = st.tabs([t("New run"), t("Past runs")])
 with new:
     try:
         cfg = tw.config_form()
         if cfg is not None:
             tw.estimate(cfg)
-            st.markdown("**The same run from a terminal**")
+            st.markdown(t("**The same run from a terminal**"))
             tw.command(cfg)
             tw.launch_button(cfg)
             tw.preview(cfg)

@@ -13,6 +13,7 @@ from tunelab import jobs
 from tunelab.data import store
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
+from tunelab.ui.i18n import t
 
 LABELS = {"rouge_l": "ROUGE-L", "bleu": "BLEU", "exact_match": "Exact match", "tokens_per_s": "Tokens/s",
           "latency_s": "Latency (s)", "peak_rss_mb": "Peak RSS (MB)"}
@@ -24,25 +25,25 @@ def model_picker() -> list[str]:
     cands = evaluate.candidate_models()
     labels = {c["name"]: c["label"] for c in cands}
     st.session_state.setdefault("compare.models", [c["name"] for c in cands if c["kind"] != "run"][:2])
-    return st.multiselect("Models (2–4)", list(labels), format_func=lambda n: labels.get(n, n),
+    return st.multiselect(t("Models (2–4)"), list(labels), format_func=lambda n: labels.get(n, n),
                           max_selections=evaluate.MAX_MODELS, key="compare.models",
-                          help="Shipped and added models, endpoints, and fine-tuned runs (base + adapter).")
+                          help=t("Shipped and added models, endpoints, and fine-tuned runs (base + adapter)."))
 
 
 def data_picker() -> tuple[str | None, int | None]:
     """A dataset (default: one ending in -test) and one of its versions; keys compare.data / compare.version."""
     names = [d["name"] for d in store.list_datasets()]
     if not names:
-        st.warning("No datasets yet: import one on the Data page and split off a test set.")
+        st.warning(t("No datasets yet: import one on the Data page and split off a test set."))
         return None, None
     if st.session_state.get("compare.data") not in names:
         st.session_state["compare.data"] = next((n for n in names if n.endswith("-test")), names[0])
-    name = st.selectbox("Test data", names, key="compare.data",
-                        help="Each record's output is the reference answer. A held-out -test split is best.")
+    name = st.selectbox(t("Test data"), names, key="compare.data",
+                        help=t("Each record's output is the reference answer. A held-out -test split is best."))
     versions = [v["version"] for v in reversed(store.manifest(name)["versions"])]
     if st.session_state.get("compare.version") not in versions:
         st.session_state["compare.version"] = store.resolve_version(name)
-    version = st.selectbox("Version", versions, key="compare.version")
+    version = st.selectbox(t("Version"), versions, key="compare.version")
     return name, version
 
 
@@ -61,9 +62,9 @@ def cost_table(models: list[str], key: str = "compare.cost") -> None:
             rows.append({"model": m, "params": f"n/a ({exc})"})
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key)
-        st.caption("Estimated from config.json: run = weights + 2k-token KV cache; tune full = 16 bytes/param "
-                   "(fp32 weights, grads, AdamW) + activations (seq 512, batch 1); LoRA/QLoRA = bf16/4-bit "
-                   "frozen weights + r=8 adapter on q,v with its AdamW states. Real use adds framework overhead.")
+        st.caption(t("Estimated from config.json: run = weights + 2k-token KV cache; tune full = 16 bytes/param "
+                     "(fp32 weights, grads, AdamW) + activations (seq 512, batch 1); LoRA/QLoRA = bf16/4-bit "
+                     "frozen weights + r=8 adapter on q,v with its AdamW states. Real use adds framework overhead."))
 
 
 def report_picker() -> str | None:
@@ -76,8 +77,9 @@ def report_picker() -> str | None:
     if st.session_state.get("compare.report") not in ids:
         st.session_state["compare.report"] = ids[0]
     return st.selectbox(
-        "Report", ids, key="compare.report",
-        format_func=lambda i: f"{i} · {info[i]['status']} · {', '.join(info[i]['models'] or [])} on {info[i]['data']}")
+        t("Report"), ids, key="compare.report",
+        format_func={i: t("{id} · {status} · {models} on {data}", id=i, status=info[i]["status"],
+                          models=", ".join(info[i]["models"] or []), data=info[i]["data"]) for i in ids}.get)
 
 
 def launch(models: list[str], data: str, version: int | None, limit: int, max_new_tokens: int) -> str:
@@ -95,8 +97,9 @@ def progress(report_id: str) -> None:
     if status.get("status") not in jobs.ACTIVE:
         st.rerun()
     done, total = status.get("done", 0), status.get("total", 0) or 1
-    st.progress(done / total, text=f"{status.get('status')}: {status.get('model') or 'loading'} — {done}/{total} answers")
-    if st.button("Stop", key="compare.stop", icon=":material/stop:"):
+    st.progress(done / total, text=t("{status}: {model} — {done}/{total} answers", status=status.get("status"),
+                                     model=status.get("model") or t("loading"), done=done, total=total))
+    if st.button(t("Stop"), key="compare.stop", icon=":material/stop:"):
         jobs.stop(evaluate.KIND, report_id)
     partial = evaluate.load_report(report_id)["models"]
     if any(m["examples"] for m in partial):
@@ -105,7 +108,12 @@ def progress(report_id: str) -> None:
 
 def _metrics_frame(models: list[dict]) -> pd.DataFrame:
     cols = ["name", *HIGHER_IS_BETTER, "examples"]
-    return pd.DataFrame([{c: m.get(c) for c in cols} for m in models]).rename(columns=LABELS)
+    return pd.DataFrame([{c: m.get(c) for c in cols} for m in models]).rename(columns=_labels())
+
+
+def _labels() -> dict[str, str]:
+    """LABELS in the session's language (column headers and chart titles)."""
+    return {k: t(v) for k, v in LABELS.items()}
 
 
 def metrics_table(doc: dict) -> None:
@@ -115,20 +123,20 @@ def metrics_table(doc: dict) -> None:
     names = list(frame["name"])
 
     def highlight(col: pd.Series) -> list[str]:
-        key = next((k for k, v in LABELS.items() if v == col.name), None)
+        key = next((k for k, v in _labels().items() if v == col.name), None)
         winner = best.get(key)
         return ["background-color: #c8f7c5; font-weight: bold" if winner == n else "" for n in names]
 
     st.dataframe(frame.style.apply(highlight).format(precision=3, na_rep="n/a"), hide_index=True,
                  width="stretch", key="compare.table")
-    st.caption("Best per column in green (lower is better for latency and memory). ROUGE-L and exact match "
-               "are means over examples; BLEU is corpus BLEU; latency is the time until an answer's batch was done.")
+    st.caption(t("Best per column in green (lower is better for latency and memory). ROUGE-L and exact match "
+                 "are means over examples; BLEU is corpus BLEU; latency is the time until an answer's batch was done."))
 
 
 def metric_bars(doc: dict) -> go.Figure:
     """One bar chart per metric, models side by side."""
     keys = list(HIGHER_IS_BETTER)
-    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[LABELS[k] for k in keys])
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[_labels()[k] for k in keys])
     names = [m["name"] for m in doc["models"]]
     for i, k in enumerate(keys, start=1):
         fig.add_trace(go.Bar(x=names, y=[m.get(k) for m in doc["models"]], marker_color=_colors(len(names)),
@@ -151,9 +159,9 @@ def quality_speed(doc: dict, params: dict[str, int | None]) -> go.Figure:
         size = 14 + 36 * math.sqrt(p / biggest) if p else 14
         fig.add_trace(go.Scatter(x=[m.get("tokens_per_s")], y=[m.get("rouge_l")], mode="markers+text", text=[m["name"]],
                                  textposition="top center", marker={"size": size, "color": color}, name=m["name"],
-                                 hovertemplate=f"{m['name']}<br>%{{x:.1f}} tokens/s<br>ROUGE-L %{{y:.3f}}"
-                                               f"<br>{p or 'n/a'} params<extra></extra>"))
-    fig.update_layout(xaxis_title="tokens/s (faster →)", yaxis_title="ROUGE-L (better ↑)", height=360,
+                                 hovertemplate=f"{m['name']}<br>%{{x:.1f}} tokens/s<br>ROUGE-L %{{y:.3f}}<br>"
+                                               + t("{n} params", n=p or "n/a") + "<extra></extra>"))
+    fig.update_layout(xaxis_title=t("tokens/s (faster →)"), yaxis_title=t("ROUGE-L (better ↑)"), height=360,
                       showlegend=False, margin={"t": 20})
     return fig
 
@@ -181,7 +189,7 @@ def sorted_examples(doc: dict, order: str) -> list[dict]:
 
 def examples_view(doc: dict) -> None:
     """Per-example table (prompt, reference, each model's answer and ROUGE-L) and one example side by side."""
-    order = st.selectbox("Sort examples by", SORTS, key="compare.sort")
+    order = st.selectbox(t("Sort examples by"), SORTS, key="compare.sort", format_func={s: t(s) for s in SORTS}.get)
     exs = sorted_examples(doc, order)
     names = [m["name"] for m in doc["models"]]
     rows = []
@@ -196,21 +204,22 @@ def examples_view(doc: dict) -> None:
                  column_config={"spread": st.column_config.NumberColumn(format="%.2f")})
     if not exs:
         return
-    pick = st.selectbox("Side by side", [e["index"] for e in exs], key="compare.example",
+    pick = st.selectbox(t("Side by side"), [e["index"] for e in exs], key="compare.example",
                         format_func=lambda i: f"#{i} · {doc['examples'][i]['prompt'][:80]}")
     ex = doc["examples"][pick]
-    st.markdown("**Prompt**")
+    st.markdown(t("**Prompt**"))
     st.text(ex["prompt"])
-    st.markdown("**Reference**")
+    st.markdown(t("**Reference**"))
     st.text(ex["reference"])
     for col, n in zip(st.columns(len(names)), names):
         o = ex["outputs"].get(n)
         with col:
             st.markdown(f"**{n}**")
             if o is None:
-                st.caption("not evaluated yet")
+                st.caption(t("not evaluated yet"))
                 continue
-            st.caption(f"ROUGE-L {o['rouge_l']:.3f} · BLEU {o['bleu']:.3f} · exact {int(o['exact_match'])}")
+            st.caption(t("ROUGE-L {rouge:.3f} · BLEU {bleu:.3f} · exact {exact}", rouge=o["rouge_l"], bleu=o["bleu"],
+                         exact=int(o["exact_match"])))
             st.text(o["output"])
 
 
@@ -219,16 +228,18 @@ def before_after(doc: dict) -> None:
     pairs = evaluate.before_after(doc)
     if not pairs:
         return
-    st.subheader("Before / after fine-tuning")
+    st.subheader(t("Before / after fine-tuning"))
     rows = []
     for p in pairs:
-        for label, entry in (("before: " + p["base"], p["before"]), ("after: " + p["run"], p["after"])):
-            rows.append({"model": label, **{LABELS[k]: (entry or {}).get(k) for k in HIGHER_IS_BETTER},
-                         "report": p["base_report"] if label.startswith("before") else doc["report"]})
+        for before, label, entry in ((True, t("before: {model}", model=p["base"]), p["before"]),
+                                     (False, t("after: {model}", model=p["run"]), p["after"])):
+            rows.append({"model": label, **{_labels()[k]: (entry or {}).get(k) for k in HIGHER_IS_BETTER},
+                         "report": p["base_report"] if before else doc["report"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="compare.before_after")
     missing = [p["base"] for p in pairs if p["before"] is None]
     if missing:
-        st.caption(f"No finished report of {', '.join(missing)} on this dataset yet: add it to a comparison.")
+        st.caption(t("No finished report of {models} on this dataset yet: add it to a comparison.",
+                     models=", ".join(missing)))
 
 
 def winner(doc: dict) -> None:
@@ -240,18 +251,18 @@ def winner(doc: dict) -> None:
     if st.session_state.get("compare.pick") not in names:
         st.session_state["compare.pick"] = best
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    pick = c1.selectbox("Winner", names, key="compare.pick", help="Defaults to the best ROUGE-L.")
-    if c2.button("Use as base model", key="compare.use", type="primary", icon=":material/check:"):
+    pick = c1.selectbox(t("Winner"), names, key="compare.pick", help=t("Defaults to the best ROUGE-L."))
+    if c2.button(t("Use as base model"), key="compare.use", type="primary", icon=":material/check:"):
         st.session_state["compare.winner"] = pick
         st.session_state["train.model"] = pick
     if st.session_state.get("compare.winner"):
-        st.success(f"Base model for training: {st.session_state['compare.winner']}")
-        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        st.success(t("Base model for training: {model}", model=st.session_state["compare.winner"]))
+        st.page_link("pages/train.py", label=t("Go to Train"), icon=":material/model_training:")
 
 
 def downloads(doc: dict) -> None:
     c1, c2 = st.columns(2)
-    c1.download_button("Download CSV", evaluate.export_text(doc, "csv"), f"{doc['report']}.csv", "text/csv",
+    c1.download_button(t("Download CSV"), evaluate.export_text(doc, "csv"), f"{doc['report']}.csv", "text/csv",
                        key="compare.download_csv")
-    c2.download_button("Download JSON", evaluate.export_text(doc, "json"), f"{doc['report']}.json",
+    c2.download_button(t("Download JSON"), evaluate.export_text(doc, "json"), f"{doc['report']}.json",
                        "application/json", key="compare.download_json")

@@ -19,6 +19,7 @@ from tunelab.data import export as exporter
 from tunelab.data.cli import parse_map
 from tunelab.data.importer import import_path
 from tunelab.errors import TuneLabError
+from tunelab.ui.i18n import t
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "samples" / "alpaca_mixed.jsonl"
 REASONS = {
@@ -78,12 +79,13 @@ def pager(total: int, size: int) -> int:
     st.session_state["data.page"] = min(max(1, st.session_state["data.page"]), pages)
     offset = (st.session_state["data.page"] - 1) * size
     c1, c2, c3, c4 = st.columns([1, 2, 1, 4], vertical_alignment="bottom")
-    c1.button("◀ Prev", key="data.prev", on_click=turn_page, args=(-1, pages),
+    c1.button(t("◀ Prev"), key="data.prev", on_click=turn_page, args=(-1, pages),
               disabled=st.session_state["data.page"] <= 1)
-    c2.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="data.page")
-    c3.button("Next ▶", key="data.next", on_click=turn_page, args=(1, pages),
+    c2.number_input(t("Page (of {pages})", pages=pages), min_value=1, max_value=pages, key="data.page")
+    c3.button(t("Next ▶"), key="data.next", on_click=turn_page, args=(1, pages),
               disabled=st.session_state["data.page"] >= pages)
-    c4.caption(f"Records {min(total, offset + 1)}–{min(total, offset + size)} of {total}")
+    c4.caption(t("Records {first}–{last} of {total}", first=min(total, offset + 1), last=min(total, offset + size),
+                 total=total))
     return offset
 
 
@@ -127,13 +129,14 @@ def show_import_result() -> None:
     if not result:
         return
     for r in result.get("datasets", [result]):
-        st.success(f"`{r['name']}` v{r['version']}: imported {r['imported']} record(s), "
-                   f"skipped {r['skipped']}.", icon=":material/check_circle:")
+        st.success(t("`{name}` v{version}: imported {imported} record(s), skipped {skipped}.", name=r["name"],
+                     version=r["version"], imported=r["imported"], skipped=r["skipped"]),
+                   icon=":material/check_circle:")
         if r["errors"]:
-            with st.expander(f"{len(r['errors'])} skipped record(s) in {r['name']}: why"):
+            with st.expander(t("{n} skipped record(s) in {name}: why", n=len(r["errors"]), name=r["name"])):
                 st.dataframe(pd.DataFrame(r["errors"]), hide_index=True, width="stretch")
     for s in result.get("skipped", []) if "datasets" in result else []:
-        st.warning(f"`{s['name']}` not imported: {s['reason']}")
+        st.warning(t("`{name}` not imported: {reason}", name=s["name"], reason=s["reason"]))
 
 
 # ---------------------------------------------------------------- clean
@@ -156,17 +159,24 @@ def request_preview(name: str, head: int) -> None:
 def show_preview(preview: dict) -> None:
     """Counts per reason and examples of the records a clean would remove or change."""
     if not preview["counts"]:
-        st.info("Nothing to change with these options.")
+        st.info(t("Nothing to change with these options."))
         return
     removed = preview["before"] - preview["after"]
-    st.markdown(f"**{preview['before']} → {preview['after']} records** ({removed} removed)")
-    rows = [{"reason": REASONS.get(r, r.replace("redacted_", "personal data redacted: ") + " (kept)"),
-             "records": n} for r, n in preview["counts"].items()]
+    st.markdown(t("**{before} → {after} records** ({removed} removed)", before=preview["before"],
+                  after=preview["after"], removed=removed))
+    rows = [{t("reason"): _reason(r), t("records"): n} for r, n in preview["counts"].items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     for reason, examples in preview["examples"].items():
         if examples:
-            with st.expander(f"Examples: {REASONS.get(reason, reason)}"):
+            with st.expander(t("Examples: {reason}", reason=t(REASONS[reason]) if reason in REASONS else reason)):
                 st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch")
+
+
+def _reason(reason: str) -> str:
+    """A clean reason as the preview table shows it; every reason outside REASONS is redacted_<kind>."""
+    if reason in REASONS:
+        return t(REASONS[reason])
+    return t("personal data redacted: {kind} (kept)", kind=reason.replace("redacted_", ""))
 
 
 def apply_clean() -> None:
@@ -177,7 +187,8 @@ def apply_clean() -> None:
         r = clean.clean(name, **opts)
         st.session_state.pop("data.preview", None)
         _select(name, r["version"])
-        _flash("success", f"Wrote {name} v{r['version']}: {r['before']} → {r['after']} records.")
+        _flash("success", t("Wrote {name} v{version}: {before} → {after} records.", name=name, version=r["version"],
+                            before=r["before"], after=r["after"]))
 
     _guarded(run)
 
@@ -188,8 +199,9 @@ def apply_clean() -> None:
 def split(name: str) -> None:
     def run() -> None:
         r = splitter.split(name, float(st.session_state["data.split_test"]), int(st.session_state["data.split_seed"]))
-        _flash("success", f"Wrote {r['train']['name']} ({r['train']['records']} records) and "
-                          f"{r['test']['name']} ({r['test']['records']} records).")
+        _flash("success", t("Wrote {train} ({train_n} records) and {test} ({test_n} records).",
+                            train=r["train"]["name"], train_n=r["train"]["records"],
+                            test=r["test"]["name"], test_n=r["test"]["records"]))
 
     _guarded(run)
 
@@ -215,9 +227,9 @@ def show_download(name: str, version: int, fmt: str) -> None:
     if not made or made["key"] != (name, version, fmt):
         return
     path = Path(made["path"])
-    st.caption(f"{made['records']} records written to `{path}`")
+    st.caption(t("{n} records written to `{path}`", n=made["records"], path=path))
     # Deferred: the file is read when the button is pressed, not on every rerun.
-    st.download_button(f"Download {path.name}", data=lambda: path.read_bytes(), file_name=path.name,
+    st.download_button(t("Download {file}", file=path.name), data=lambda: path.read_bytes(), file_name=path.name,
                        key="data.download", icon=":material/download:")
 
 
@@ -227,19 +239,21 @@ def undo_panel(name: str, manifest: dict) -> None:
     head = versions[manifest["head"]]
     parent = versions.get(head.get("parent"))
     if not parent:
-        st.info(f"`{name}` is at its first version (v{head['version']}); there is nothing to undo.")
+        st.info(t("`{name}` is at its first version (v{version}); there is nothing to undo.", name=name,
+                  version=head["version"]))
         return
-    st.markdown(f"The head is **v{head['version']}** ({head['op']}, {head['records']} records). "
-                f"Undo goes back to **v{parent['version']}** ({parent['op']}, {parent['records']} records); "
-                f"v{head['version']} stays on disk and in the lineage.")
+    st.markdown(t("The head is **v{head}** ({head_op}, {head_n} records). Undo goes back to **v{parent}** "
+                  "({parent_op}, {parent_n} records); v{head} stays on disk and in the lineage.",
+                  head=head["version"], head_op=head["op"], head_n=head["records"],
+                  parent=parent["version"], parent_op=parent["op"], parent_n=parent["records"]))
     if st.session_state.get("data.undo_confirm") != (name, head["version"]):
-        st.button("Undo…", key="data.undo", on_click=_ask_undo, args=(name, head["version"]))
+        st.button(t("Undo…"), key="data.undo", on_click=_ask_undo, args=(name, head["version"]))
         return
-    st.warning(f"Go back from v{head['version']} to v{parent['version']}?")
+    st.warning(t("Go back from v{head} to v{parent}?", head=head["version"], parent=parent["version"]))
     c1, c2 = st.columns(2)
-    c1.button(f"Yes, go back to v{parent['version']}", key="data.undo_yes", type="primary",
+    c1.button(t("Yes, go back to v{version}", version=parent["version"]), key="data.undo_yes", type="primary",
               on_click=_undo, args=(name,))
-    c2.button("Cancel", key="data.undo_no", on_click=st.session_state.pop, args=("data.undo_confirm", None))
+    c2.button(t("Cancel"), key="data.undo_no", on_click=st.session_state.pop, args=("data.undo_confirm", None))
 
 
 def _ask_undo(name: str, head: int) -> None:
@@ -251,7 +265,8 @@ def _undo(name: str) -> None:
         st.session_state.pop("data.undo_confirm", None)
         entry = store.undo(name)
         _select(name, entry["version"])
-        _flash("success", f"{name} is back at v{entry['version']} ({entry['records']} records).")
+        _flash("success", t("{name} is back at v{version} ({records} records).", name=name, version=entry["version"],
+                            records=entry["records"]))
 
     _guarded(run)
 

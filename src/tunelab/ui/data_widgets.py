@@ -17,6 +17,7 @@ import streamlit as st
 
 from tunelab.data import clean, highlight, query, stats, store
 from tunelab.data.schema import TEXT_FIELDS
+from tunelab.ui.i18n import t
 
 PAGE_SIZES = (10, 20, 50, 100)
 SEARCH_MAX = 1000  # hits that can be paged through; BM25 ranks the rest lower anyway
@@ -35,9 +36,15 @@ def search(name: str, version: int, text: str, field: str, limit: int) -> dict:
     return query.search(name, text, field=field, limit=limit, version=version)
 
 
-@st.cache_data(max_entries=16, show_spinner="Counting tokens…")
 def dataset_stats(name: str, version: int, model: str | None) -> dict:
     """Statistics of one version with one model's tokenizer (stats.stats)."""
+    # The spinner is shown here, not by cache_data, so its text follows the session's language.
+    with st.spinner(t("Counting tokens…")):
+        return _dataset_stats(name, version, model)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _dataset_stats(name: str, version: int, model: str | None) -> dict:
     return stats.stats(name, model=model, version=version)
 
 
@@ -54,10 +61,16 @@ def field_lengths(name: str, version: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@st.cache_data(max_entries=16, show_spinner="Working out what would change…")
 def clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
                   redact_pii: bool, max_tokens: int | None) -> dict:
     """What clean() would do to a version: counts per reason and example records per reason."""
+    with st.spinner(t("Working out what would change…")):
+        return _clean_preview(name, version, dedup, strip, drop_empty, redact_pii, max_tokens)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
+                   redact_pii: bool, max_tokens: int | None) -> dict:
     table = store.read(name, version)
     new, counts, examples = clean.plan(table, dedup=dedup, strip=strip, drop_empty=drop_empty,
                                        redact_pii=redact_pii, max_tokens=max_tokens)
@@ -134,8 +147,9 @@ def _source(lineage: dict | None) -> str:
 
 def version_label(entry: dict, head: int) -> str:
     """How a version reads in the picker: v3 · clean · 280 records (head)."""
-    mark = " (head)" if entry["version"] == head else ""
-    return f"v{entry['version']} · {entry.get('op', '')} · {entry.get('records')} records{mark}"
+    mark = t(" (head)") if entry["version"] == head else ""
+    return t("v{version} · {op} · {records} records", version=entry["version"], op=entry.get("op", ""),
+             records=entry.get("records")) + mark
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
@@ -165,4 +179,4 @@ def conversation(record: dict, query_text: str = "") -> None:
             if text:
                 text_block(text, query_text)
             else:
-                st.caption("(empty)")
+                st.caption(t("(empty)"))

@@ -54,7 +54,8 @@ def sidebar() -> None:
         if active:
             st.markdown(f"**{t('Running jobs')}**")
             for j in active:
-                st.caption(f"{j['kind'][:-1]} `{j['id']}` — {j.get('status')} {j.get('progress', '')}")
+                # Kinds are jobs.KINDS minus their plural s: "run", "report", "generation".
+                st.caption(f"{t(j['kind'][:-1])} `{j['id']}` — {j.get('status')} {j.get('progress', '')}")
         else:
             st.caption(t("No jobs running."))
 

@@ -17,6 +17,7 @@ from tunelab.errors import TuneLabError
 from tunelab.models import registry
 from tunelab.train import runs
 from tunelab.train.config import METHOD_DEFAULTS, TrainConfig, all_fields, to_flags
+from tunelab.ui.i18n import t
 
 SKIP = {"model", "data", "resume_from"}  # chosen with dedicated widgets / set by `runs resume`
 
@@ -43,8 +44,8 @@ def _init_defaults() -> None:
 
 
 def _widget(f) -> None:
-    key, help_ = f"train.{f.name}", f.metadata["help"]
-    label = f.name.replace("_", " ")
+    key, help_ = f"train.{f.name}", t(f.metadata["help"])
+    label = t(f.name.replace("_", " "))
     typ = str(f.type)
     if f.metadata.get("choices"):
         kw = {"on_change": _on_method} if f.name == "method" else {}
@@ -68,19 +69,19 @@ def config_form() -> TrainConfig | None:
         models = [st.session_state["train.model"], *models]
     datasets = [d["name"] for d in store.list_datasets()]
     c1, c2 = st.columns(2)
-    c1.selectbox("model", models, key="train.model", help=all_fields()[0][1].metadata["help"])
+    c1.selectbox(t("model"), models, key="train.model", help=t(all_fields()[0][1].metadata["help"]))
     if not datasets:
-        c2.info("No datasets yet: import one in the Data step.")
+        c2.info(t("No datasets yet: import one in the Data step."))
         return None
     if st.session_state.get("train.data") not in datasets:
         st.session_state["train.data"] = datasets[0]
-    c2.selectbox("dataset", datasets, key="train.data", help="The dataset to learn from (see the Data step).")
+    c2.selectbox(t("dataset"), datasets, key="train.data", help=t("The dataset to learn from (see the Data step)."))
     beginner = [f for _, f in all_fields() if f.metadata.get("beginner") and f.name not in SKIP]
     cols = st.columns(3)
     for i, f in enumerate(beginner):
         with cols[i % 3]:
             _widget(f)
-    with st.expander("Advanced"):
+    with st.expander(t("Advanced")):
         cols = st.columns(3)
         rest = [f for _, f in all_fields() if not f.metadata.get("beginner") and f.name not in SKIP]
         for i, f in enumerate(rest):
@@ -95,7 +96,7 @@ def config_form() -> TrainConfig | None:
     return cfg
 
 
-@st.cache_data(max_entries=16, show_spinner="Applying the chat template ...")
+@st.cache_data(max_entries=16, show_spinner=False)  # preview() shows a spinner in the session's language
 def _preview(model: str, data: str, version: int, cutoff: int) -> list[dict]:
     from tunelab.train.data import preview
 
@@ -104,24 +105,25 @@ def _preview(model: str, data: str, version: int, cutoff: int) -> list[dict]:
 
 def preview(cfg: TrainConfig) -> None:
     """What the model sees: tokens after the chat template, loss tokens highlighted, the cutoff marked."""
-    st.subheader("What the model sees")
-    st.caption("Green tokens carry the loss (the answer the model learns to write); grey ones are context. "
-               "Anything after ✂ is cut off by the cutoff length.")
+    st.subheader(t("What the model sees"))
+    st.caption(t("Green tokens carry the loss (the answer the model learns to write); grey ones are context. "
+                 "Anything after ✂ is cut off by the cutoff length."))
     try:
-        items = _preview(cfg.model.model, cfg.data.data, store.resolve_version(cfg.data.data), cfg.data.cutoff_len)
+        with st.spinner(t("Applying the chat template ...")):
+            items = _preview(cfg.model.model, cfg.data.data, store.resolve_version(cfg.data.data), cfg.data.cutoff_len)
     except TuneLabError as exc:
         st.error(str(exc))
         return
     for i, item in enumerate(items):
         spans = []
-        for j, t in enumerate(item["tokens"]):
+        for j, tok in enumerate(item["tokens"]):
             if item["truncated_at"] == j:
-                spans.append('<b style="color:#c00">✂ cutoff</b>')
-            style = "background:#c8f7c5" if t["loss"] else "background:#eee"
+                spans.append(f'<b style="color:#c00">{html.escape(t("✂ cutoff"))}</b>')
+            style = "background:#c8f7c5" if tok["loss"] else "background:#eee"
             if item["truncated_at"] is not None and j >= item["truncated_at"]:
                 style += ";opacity:.35;text-decoration:line-through"
-            spans.append(f'<span style="{style}">{html.escape(t["text"])}</span>')
-        st.markdown(f"**Record {i + 1}** — {item['length']} tokens", help=None)
+            spans.append(f'<span style="{style}">{html.escape(tok["text"])}</span>')
+        st.markdown(t("**Record {n}** — {length} tokens", n=i + 1, length=item["length"]), help=None)
         st.html('<div style="white-space:pre-wrap;font-family:monospace;font-size:12px;line-height:1.6">'
                 + "".join(spans) + "</div>")
 
@@ -133,14 +135,15 @@ def estimate(cfg: TrainConfig) -> None:
     try:
         e = est(cfg)
     except (TuneLabError, OSError, KeyError) as exc:
-        st.caption(f"No estimate: {exc}")
+        st.caption(t("No estimate: {reason}", reason=exc))
         return
     c = st.columns(4)
-    c[0].metric("trainable parameters", f"{e['trainable']:,}", f"{100 * e['trainable'] / e['total']:.2f}% of {e['total']:,}",
+    c[0].metric(t("trainable parameters"), f"{e['trainable']:,}",
+                t("{share}% of {total}", share=f"{100 * e['trainable'] / e['total']:.2f}", total=f"{e['total']:,}"),
                 delta_color="off")
-    c[1].metric("memory (approx.)", f"{e['memory_gb']} GB")
-    c[2].metric("per step (approx.)", f"{e['seconds_per_step']} s")
-    c[3].metric("whole run (approx.)", f"{round(e['seconds'] / 60, 1)} min" if e["seconds"] else "—")
+    c[1].metric(t("memory (approx.)"), f"{e['memory_gb']} GB")
+    c[2].metric(t("per step (approx.)"), f"{e['seconds_per_step']} s")
+    c[3].metric(t("whole run (approx.)"), t("{n} min", n=round(e["seconds"] / 60, 1)) if e["seconds"] else "—")
 
 
 def command(cfg: TrainConfig) -> str:
@@ -151,7 +154,7 @@ def command(cfg: TrainConfig) -> str:
 
 
 def launch_button(cfg: TrainConfig) -> None:
-    if st.button("Start training", key="train.start", type="primary"):
+    if st.button(t("Start training"), key="train.start", type="primary"):
         try:
             run_id = runs.create(cfg)
             runs.start(run_id)
@@ -159,7 +162,7 @@ def launch_button(cfg: TrainConfig) -> None:
             st.error(str(exc))
             return
         st.session_state["train.run"] = run_id
-        st.toast(f"started {run_id}")
+        st.toast(t("started {run}", run=run_id))
 
 
 def current_run() -> str | None:
@@ -176,16 +179,16 @@ def _charts(rows: list[dict]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("loss", "learning rate", "grad norm", "tokens/s"))
+    fig = make_subplots(rows=2, cols=2, subplot_titles=(t("loss"), t("learning rate"), t("grad norm"), t("tokens/s")))
     steps = [r["step"] for r in rows]
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("loss") for r in rows], name="loss", mode="lines+markers"), 1, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("loss") for r in rows], name=t("loss"), mode="lines+markers"), 1, 1)
     ev = [r for r in rows if r.get("eval_loss") is not None]  # 0.0 is a value: test for None only
     if ev:
-        fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r["eval_loss"] for r in ev], name="eval loss",
+        fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r["eval_loss"] for r in ev], name=t("eval loss"),
                                  mode="lines+markers"), 1, 1)
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("learning_rate") for r in rows], name="learning rate"), 1, 2)
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("grad_norm") for r in rows], name="grad norm"), 2, 1)
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("tokens_per_s") for r in rows], name="tokens/s"), 2, 2)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("learning_rate") for r in rows], name=t("learning rate")), 1, 2)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("grad_norm") for r in rows], name=t("grad norm")), 2, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("tokens_per_s") for r in rows], name=t("tokens/s")), 2, 2)
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
     return fig
 
@@ -196,37 +199,40 @@ def live(run_id: str) -> None:
     try:
         st_ = runs.status(run_id)
     except TuneLabError:
-        st.info(f"run {run_id} no longer exists")
+        st.info(t("run {run} no longer exists", run=run_id))
         return
     rows = runs.metrics(run_id)
     status, step, total = st_.get("status"), st_.get("step", 0), st_.get("max_steps")
-    st.markdown(f"**{run_id}** · `{status}` · step {step}/{total or '?'} · "
-                f"{st_.get('method')} on `{st_.get('data')}` from `{st_.get('model')}`")
+    st.markdown(t("**{run}** · `{status}` · step {step}/{total} · {method} on `{data}` from `{model}`", run=run_id,
+                  status=status, step=step, total=total or "?", method=st_.get("method"), data=st_.get("data"),
+                  model=st_.get("model")))
     lin = runs.lineage(run_id)
-    st.caption(f"lineage: base `{lin['base']}`" + (f" + adapter of run `{lin['init_adapter']}`" if lin.get("init_adapter") else "")
-               + f" · data `{lin['data']}` v{lin.get('data_version')}")
+    adapter = t(" + adapter of run `{run}`", run=lin["init_adapter"]) if lin.get("init_adapter") else ""
+    st.caption(t("lineage: base `{base}`", base=lin["base"]) + adapter
+               + t(" · data `{data}` v{version}", data=lin["data"], version=lin.get("data_version")))
     if total:
         st.progress(min(step / total, 1.0))
     if st_.get("truncated"):
-        st.caption(f"{st_['truncated']} records were cut at the cutoff length; {st_.get('dropped', 0)} dropped.")
+        st.caption(t("{n} records were cut at the cutoff length; {dropped} dropped.", n=st_["truncated"],
+                     dropped=st_.get("dropped", 0)))
     if st_.get("error"):
         st.error(st_["error"])
     b1, b2, _ = st.columns([1, 1, 6])
-    if status in jobs.ACTIVE and b1.button("Stop", key="train.stop"):
+    if status in jobs.ACTIVE and b1.button(t("Stop"), key="train.stop"):
         runs.stop(run_id)
-        st.toast("stopping: the run saves a checkpoint after this step")
-    if status in ("stopped", "interrupted", "failed") and b2.button("Resume", key="train.resume"):
+        st.toast(t("stopping: the run saves a checkpoint after this step"))
+    if status in ("stopped", "interrupted", "failed") and b2.button(t("Resume"), key="train.resume"):
         try:
             runs.resume(run_id)
         except TuneLabError as exc:
             st.error(str(exc))
     if rows:
         st.plotly_chart(_charts(rows), key=f"train.chart.{run_id}")
-    with st.expander("Log", expanded=status == "failed"):
-        st.code(runs.log_tail(run_id) or "(empty)", language=None)
+    with st.expander(t("Log"), expanded=status == "failed"):
+        st.code(runs.log_tail(run_id) or t("(empty)"), language=None)
     if status == "completed":
-        st.success(f"Done: use `{run_id}` as a model anywhere, e.g. `tunelab chat {run_id} \"...\"`, "
-                   f"or export it with `tunelab export {run_id} OUT --merge`.")
+        st.success(t("Done: use `{run}` as a model anywhere, e.g. `tunelab chat {run} \"...\"`, "
+                     "or export it with `tunelab export {run} OUT --merge`.", run=run_id))
 
 
 def past_runs() -> None:
@@ -235,18 +241,18 @@ def past_runs() -> None:
 
     rows = runs.list_runs()
     if not rows:
-        st.caption("No runs yet.")
+        st.caption(t("No runs yet."))
         return
     st.dataframe([{k: r[k] for k in ("run", "status", "step", "max_steps", "method", "model", "data")} for r in rows],
                  hide_index=True)
     ids = [r["run"] for r in rows]
     if st.session_state.get("train.run") not in ids:
         st.session_state["train.run"] = ids[0]
-    st.selectbox("watch run (when none is active)", ids, key="train.run")
-    chosen = st.multiselect("compare loss curves", ids, default=ids[:3], key="train.overlay")
+    st.selectbox(t("watch run (when none is active)"), ids, key="train.run")
+    chosen = st.multiselect(t("compare loss curves"), ids, default=ids[:3], key="train.overlay")
     fig = go.Figure()
     for rid in chosen:
         m = runs.metrics(rid)
         fig.add_trace(go.Scatter(x=[r["step"] for r in m], y=[r.get("loss") for r in m], name=rid, mode="lines"))
-    fig.update_layout(height=360, xaxis_title="step", yaxis_title="loss", margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(height=360, xaxis_title=t("step"), yaxis_title=t("loss"), margin=dict(l=10, r=10, t=10, b=10))
     st.plotly_chart(fig, key="train.overlay_chart")

@@ -1,0 +1,156 @@
+"""Chinese UI: each translated page runs in Chinese, and every string passed to t() has a zh.json entry."""
+
+from __future__ import annotations
+
+import ast
+import string
+from pathlib import Path
+
+import pytest
+from pagetest import APP, TIMEOUT, texts
+from streamlit.testing.v1 import AppTest
+
+from tunelab import i18n
+from tunelab.data import schema, store
+from tunelab.evals import evaluate
+from tunelab.models import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+# Files other helpers are still translating: remove an entry once its strings are in zh.json.
+NOT_YET_TRANSLATED = {"pages/generate.py", "pages/playground.py", "src/tunelab/ui/generate_widgets.py",
+                      "src/tunelab/ui/chat.py"}
+RECORDS = [
+    {"instruction": "What is 2 + 2?", "input": "", "output": "4"},
+    {"instruction": "Name a colour.", "input": "", "output": "Blue."},
+    {"instruction": "什么是机器学习？", "input": "", "output": "机器学习是人工智能的一个分支。"},
+    {"instruction": "What is 2 + 2?", "input": "", "output": "4"},  # a duplicate for the Clean preview
+    {"instruction": "Greet me.", "input": "", "output": "Hello!", "system": "Be brief.", "history": [["Hi", "Hi!"]]},
+]
+ZH = i18n.catalog("zh")
+
+
+@pytest.fixture
+def data(workspace):
+    store.commit("toy", schema.to_table(RECORDS), "import")
+    store.commit("toy-test", schema.to_table(RECORDS[:3]), "import")
+    return "toy"
+
+
+def _zh(page: str, **state) -> AppTest:
+    """Run app.py in Chinese, switch to page and check it ran cleanly."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["lang"] = "zh"
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _untranslated_since(before: set[str]) -> list[str]:
+    """Strings that went through t() after `before` was taken and have no Chinese entry."""
+    return [s for s in i18n.missing("zh") if s not in before]
+
+
+def test_data_page_in_chinese(data):
+    before = set(i18n.missing("zh"))
+    at = _zh("pages/data.py")
+    assert at.title[0].value == "数据"
+    assert [tab.label for tab in at.tabs] == ["浏览与搜索", "清洗", "划分", "导出", "撤销"]
+    assert at.selectbox(key="data.dataset").value == "toy"  # values stay data, only labels translate
+    assert at.selectbox(key="data.dataset").options == ["toy（5 条记录）", "toy-test（3 条记录）"]
+    at.selectbox(key="data.clean_dedup").set_value("exact").run()  # a rerun in Chinese works too
+    at.button(key="data.clean_preview").click().run()
+    assert not at.exception, at.exception
+    reasons = next(df.value for df in at.dataframe if "原因" in df.value.columns)
+    assert reasons.set_index("原因")["记录数"].to_dict() == {"完全重复": 1}
+    at.button(key="data.clean_apply").click().run()
+    assert "已写入 toy v2：5 → 4 条记录。" in texts(at)
+    assert _untranslated_since(before) == []
+
+
+def test_sql_page_in_chinese(data):
+    at = _zh("pages/sql.py")
+    assert at.title[0].value == "SQL" and "**只读**" in texts(at)
+    assert [b.label for b in at.button if b.key.startswith("sql.example_")][0] == "各数据集记录数"
+    at.button(key="sql.example_count").click().run()
+    at.button(key="sql.run").click().run()
+    assert not at.exception, at.exception
+    assert "2 行" in texts(at)
+
+
+def test_stats_page_in_chinese(data):
+    at = _zh("pages/stats.py")
+    assert at.title[0].value == "统计"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["记录数"] == "5" and metrics["完全重复"] == "1"
+
+
+def test_compare_page_in_chinese(data, tiny_model):
+    for name in ("tiny-a", "tiny-b"):
+        registry.add_model(name, tiny_model)
+    rid = evaluate.create_report(evaluate.EvalConfig(models=["tiny-a", "tiny-b"], data="toy-test", limit=2,
+                                                     max_new_tokens=2))
+    evaluate.run_report(rid)
+    before = set(i18n.missing("zh"))
+    at = _zh("pages/compare.py")
+    assert at.title[0].value == "对比"
+    assert at.selectbox(key="compare.sort").value == "disagreement (ROUGE-L spread)"  # the option value is unchanged
+    assert at.selectbox(key="compare.sort").options[0] == "分歧程度（ROUGE-L 差异）"
+    at.selectbox(key="compare.sort").set_value("dataset order").run()
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "ROUGE-L" in df.value.columns)
+    assert list(table["name"]) == ["tiny-a", "tiny-b"] and "精确匹配" in table.columns
+    assert at.selectbox(key="compare.pick").label == "胜出模型"
+    assert _untranslated_since(before) == []
+
+
+def test_train_page_in_chinese(data, tiny_model):
+    before = set(i18n.missing("zh"))
+    at = _zh("pages/train.py", **{"train.model": tiny_model})
+    assert at.title[0].value == "训练"
+    assert [tab.label for tab in at.tabs] == ["新建训练", "历史训练"]
+    assert at.number_input(key="train.learning_rate").label == "学习率"
+    assert at.selectbox(key="train.method").help.startswith("lora：训练小型附加矩阵")
+    assert any(m.value.startswith("**记录 1**") for m in at.markdown)  # the token preview rendered
+    assert _untranslated_since(before) == []
+
+
+def _t_literals(path: Path) -> list[str]:
+    """First arguments of t("...") calls that are string literals."""
+    return [node.args[0].value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "t"
+            and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)]
+
+
+def test_every_literal_passed_to_t_has_a_chinese_entry():
+    files = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "src/tunelab/ui").glob("*.py"))]
+    checked = [p for p in files if p.relative_to(ROOT).as_posix() not in NOT_YET_TRANSLATED]
+    literals = {s: p.relative_to(ROOT).as_posix() for p in checked for s in _t_literals(p)}
+    assert len(literals) > 200  # the scan found the pages' strings, not nothing
+    assert {s: f for s, f in literals.items() if s not in ZH} == {}
+
+
+def test_strings_translated_at_display_have_chinese_entries():
+    """Strings t() receives from variables: config help texts, option labels, table headers."""
+    from tunelab import jobs
+    from tunelab.train.config import all_fields
+    from tunelab.ui import compare_widgets, data_actions, data_widgets
+
+    dynamic = [f.metadata["help"] for _, f in all_fields()]
+    dynamic += [f.name.replace("_", " ") for _, f in all_fields()]
+    dynamic += [*data_actions.REASONS.values(), *compare_widgets.SORTS, *compare_widgets.LABELS.values()]
+    dynamic += list(data_widgets.sql_examples(["toy"]))
+    dynamic += [k[:-1] for k in jobs.KINDS]
+    assert [s for s in dynamic if s not in ZH and s not in ("data", "resume from")] == []
+
+
+def _fields(text: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+
+
+def test_translations_keep_their_placeholders():
+    keys = [k for k in ZH if "{" in k and "%{" not in k]
+    assert len(keys) > 50 and [k for k in keys if _fields(ZH[k]) != _fields(k)] == []
