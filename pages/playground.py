@@ -4,19 +4,23 @@ import streamlit as st
 
 from tunelab.errors import TuneLabError
 from tunelab.ui import cache, chat, layout
+from tunelab.ui.i18n import t
 
 layout.init_state()
-st.title("Playground")
-st.caption("Ask a question and watch the answer appear. Pick a second model to compare base and tuned side by side.")
+st.title(t("Playground"))
+st.caption(t("Ask a question and watch the answer appear. Pick a second model to compare base and tuned side by side."))
 
 choices = chat.model_choices()
 c1, c2 = st.columns(2)
-model_a = c1.selectbox("Model", choices, key="play.model_a", help="A shipped model, one you added, or a finished training run.")
-model_b = c2.selectbox("Compare with", [chat.NO_MODEL] + choices, key="play.model_b",
-                       help="Optional second model: both answer the same prompt, side by side.")
-system = st.text_area("System prompt", key="play.system", height=68, placeholder="You are a helpful assistant.",
-                      help="Standing instructions the model sees before every message (its role, tone, rules).")
-with st.expander("Generation settings"):
+model_a = c1.selectbox(t("Model"), choices, key="play.model_a",
+                       help=t("A shipped model, one you added, or a finished training run."))
+# Option labels built in the run: AppTest calls format_func outside it, where t() has no session.
+labels_b = {chat.NO_MODEL: t(chat.NO_MODEL)} | {c: c for c in choices}
+model_b = c2.selectbox(t("Compare with"), [chat.NO_MODEL] + choices, key="play.model_b", format_func=labels_b.get,
+                       help=t("Optional second model: both answer the same prompt, side by side."))
+system = st.text_area(t("System prompt"), key="play.system", height=68, placeholder=t("You are a helpful assistant."),
+                      help=t("Standing instructions the model sees before every message (its role, tone, rules)."))
+with st.expander(t("Generation settings")):
     try:
         settings = chat.settings_form()
     except TuneLabError as exc:
@@ -27,18 +31,18 @@ slots = {"A": model_a} | ({"B": model_b} if model_b != chat.NO_MODEL else {})
 backends = {}
 for slot, model in slots.items():
     try:
-        with st.spinner(f"Loading {model} (the first time takes a while) ..."):
+        with st.spinner(t("Loading {model} (the first time takes a while) ...", model=model)):
             backends[slot] = cache.backend(model)
     except TuneLabError as exc:
         layout.show_error(exc)
         st.stop()
     if getattr(backends[slot], "fallback_template", False):
-        st.info(f"**{model}** is a base model without a chat template: TuneLab wraps your messages in a simple "
-                "Instruction/Response template. Answers can be rough; fine-tuning teaches it to chat.",
+        st.info(t("**{model}** is a base model without a chat template: TuneLab wraps your messages in a simple "
+                  "Instruction/Response template. Answers can be rough; fine-tuning teaches it to chat.", model=model),
                 icon=":material/info:")
 
 log = st.session_state["play.history"]
-prompt = st.chat_input("Message", key="play.prompt")
+prompt = st.chat_input(t("Message"), key="play.prompt")
 if prompt:
     log.append({"user": prompt, "replies": {}})
 
@@ -63,17 +67,19 @@ for slot, model in slots.items():
 if log and log[-1]["replies"]:
     st.divider()
     s1, s2, s3, s4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
-    dataset = s1.text_input("Dataset", value="playground", key="play.save_dataset",
-                            help="Saving adds the last question and answer as one training record (a new dataset version).")
+    dataset = s1.text_input(t("Dataset"), value="playground", key="play.save_dataset",
+                            help=t("Saving adds the last question and answer as one training record "
+                                   "(a new dataset version)."))
     answered = list(log[-1]["replies"])
-    slot = s2.radio("Answer", answered, key="play.save_slot", horizontal=True,
+    slot = s2.radio(t("Answer"), answered, key="play.save_slot", horizontal=True,
                     format_func=lambda s: slots.get(s, s)) if len(answered) > 1 else answered[0]
-    if s3.button("Save as training record", key="play.save", icon=":material/bookmark_add:"):
+    if s3.button(t("Save as training record"), key="play.save", icon=":material/bookmark_add:"):
         try:
             entry = chat.save_exchange(dataset, log, slot, system)
-            st.success(f"Saved to **{dataset}**, version {entry['version']} ({entry['records']} records).")
+            st.success(t("Saved to **{dataset}**, version {version} ({records} records).", dataset=dataset,
+                         version=entry["version"], records=entry["records"]))
         except TuneLabError as exc:
             layout.show_error(exc)
-    if s4.button("Clear conversation", key="play.clear", icon=":material/delete_sweep:"):
+    if s4.button(t("Clear conversation"), key="play.clear", icon=":material/delete_sweep:"):
         log.clear()
         st.rerun()

@@ -14,6 +14,7 @@ from tunelab import jobs
 from tunelab.data import store
 from tunelab.models.generation import Generation, GenerationSettings
 from tunelab.models.registry import list_models
+from tunelab.ui.i18n import t
 
 NO_MODEL = "(none)"
 
@@ -65,20 +66,21 @@ def reply_entry(model: str, g: Generation) -> dict:
 
 
 def stats_caption(reply: dict) -> str:
-    cut = " · cut at the token limit" if reply.get("finish_reason") == "length" else ""
-    return (f"{reply['tokens_per_s']:.1f} tokens/s · {reply['latency_s']:.2f} s · "
-            f"{reply['completion_tokens']} tokens{cut}")
+    cut = t(" · cut at the token limit") if reply.get("finish_reason") == "length" else ""
+    return t("{speed} tokens/s · {latency} s · {tokens} tokens", speed=f"{reply['tokens_per_s']:.1f}",
+             latency=f"{reply['latency_s']:.2f}", tokens=reply["completion_tokens"]) + cut
 
 
 def settings_form() -> GenerationSettings:
-    """Generation settings widgets; tooltips come from GenerationSettings' field help."""
-    helps = {f.name: f.metadata["help"] for f in fields(GenerationSettings)}
+    """Generation settings widgets; tooltips come from GenerationSettings' field help, translated here."""
+    helps = {f.name: t(f.metadata["help"]) for f in fields(GenerationSettings)}
     c1, c2, c3, c4 = st.columns(4)
-    max_new = c1.number_input("Max new tokens", 1, 2048, 200, step=50, key="play.max_new_tokens", help=helps["max_new_tokens"])
-    temp = c2.slider("Temperature", 0.0, 2.0, 0.0, 0.05, key="play.temperature", help=helps["temperature"])
-    top_p = c3.slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="play.top_p", help=helps["top_p"])
-    seed = c4.number_input("Seed", 0, 2**31 - 1, 0, key="play.seed",
-                           help=helps["seed"] + " Used only when temperature is above 0.")
+    max_new = c1.number_input(t("Max new tokens"), 1, 2048, 200, step=50, key="play.max_new_tokens",
+                              help=helps["max_new_tokens"])
+    temp = c2.slider(t("Temperature"), 0.0, 2.0, 0.0, 0.05, key="play.temperature", help=helps["temperature"])
+    top_p = c3.slider(t("Top-p"), 0.05, 1.0, 1.0, 0.05, key="play.top_p", help=helps["top_p"])
+    seed = c4.number_input(t("Seed"), 0, 2**31 - 1, 0, key="play.seed",
+                           help=helps["seed"] + t(" Used only when temperature is above 0."))
     return GenerationSettings(max_new_tokens=int(max_new), temperature=float(temp), top_p=float(top_p),
                               seed=int(seed) if temp > 0 else None)
 
@@ -90,5 +92,5 @@ def render_thread(log: list[dict], slot: str) -> None:
         reply = ex["replies"].get(slot)
         if reply is not None:
             with st.chat_message("assistant"):
-                st.markdown(reply["text"] or "_(empty answer)_")
+                st.markdown(reply["text"] or t("_(empty answer)_"))
                 st.caption(stats_caption(reply))

@@ -13,6 +13,7 @@ import streamlit as st
 from tunelab import jobs
 from tunelab.data import store
 from tunelab.synth import filters, generate, prompts
+from tunelab.ui.i18n import t
 
 SAMPLES = Path(__file__).resolve().parents[3] / "data" / "samples"
 ENDPOINT = "OpenAI-compatible endpoint"
@@ -43,9 +44,9 @@ def seed_sources() -> list[str]:
 
 def seeds_picker() -> str:
     sources = seed_sources()
-    st.selectbox("Seed examples", sources, key="gen.seeds", index=0 if sources else None,
-                 help="A dataset, or a seed file (Alpaca JSON/JSONL or self-instruct seed_tasks.jsonl).")
-    path = st.text_input("…or a seed file path", key="gen.seeds_path")
+    st.selectbox(t("Seed examples"), sources, key="gen.seeds", index=0 if sources else None,
+                 help=t("A dataset, or a seed file (Alpaca JSON/JSONL or self-instruct seed_tasks.jsonl)."))
+    path = st.text_input(t("…or a seed file path"), key="gen.seeds_path")
     return path.strip() or st.session_state.get("gen.seeds") or ""
 
 
@@ -62,25 +63,27 @@ def template_editor() -> dict:
     if st.session_state.get("gen.template") not in names:
         st.session_state["gen.template"] = names[0]
     c1, c2 = st.columns([2, 1])
-    name = c1.selectbox("Prompt template", names, key="gen.template")
+    name = c1.selectbox(t("Prompt template"), names, key="gen.template")
     numbers = [v["version"] for v in prompts.versions(name)]
     if st.session_state.get("gen.version") not in numbers:
         st.session_state["gen.version"] = numbers[-1]
-    number = c2.selectbox("Version", numbers, key="gen.version", format_func=lambda v: f"v{v}")
+    number = c2.selectbox(t("Version"), numbers, key="gen.version", format_func=lambda v: f"v{v}")
     version = prompts.get(name, number)
     if st.session_state.get("gen.loaded") != (name, number):
         _load_version_into_editor(version)
     if version.get("note"):
-        st.caption(f"v{number}: {version['note']} (parent: {version.get('parent') or '—'})")
-    st.text_area("Template", key="gen.text", height=220,
-                 help="Variables: {seed_examples} {n} {task_description} {mistakes}")
-    st.text_input("Task description ({task_description})", key="gen.task")
-    st.text_area("Mistakes to avoid ({mistakes}), one per line", key="gen.mistakes_text", height=90)
+        st.caption(t("v{number}: {note} (parent: {parent})", number=number, note=version["note"],
+                     parent=version.get("parent") or "—"))
+    # No format arguments: t() leaves the {placeholders} of these labels as they are.
+    st.text_area(t("Template"), key="gen.text", height=220,
+                 help=t("Variables: {seed_examples} {n} {task_description} {mistakes}"))
+    st.text_input(t("Task description ({task_description})"), key="gen.task")
+    st.text_area(t("Mistakes to avoid ({mistakes}), one per line"), key="gen.mistakes_text", height=90)
     c1, c2 = st.columns([2, 1])
-    c1.text_input("Note for the new version", key="gen.note", placeholder="what you changed and why")
-    c2.button("Save as new version", key="gen.save", on_click=_save_version, args=(name, number))
+    c1.text_input(t("Note for the new version"), key="gen.note", placeholder=t("what you changed and why"))
+    c2.button(t("Save as new version"), key="gen.save", on_click=_save_version, args=(name, number))
     if _edited(version):
-        st.warning("Unsaved edits: a batch uses the saved version shown above.", icon=":material/edit:")
+        st.warning(t("Unsaved edits: a batch uses the saved version shown above."), icon=":material/edit:")
     return version
 
 
@@ -98,7 +101,7 @@ def _save_version(name: str, parent: int) -> None:
     saved = prompts.save(name, st.session_state["gen.text"], st.session_state.get("gen.task", ""),
                          _mistakes_lines(), parent=parent, note=st.session_state.get("gen.note", ""))
     _select(saved)
-    _flash(f"Saved {name} v{saved['version']}.")
+    _flash(t("Saved {name} v{version}.", name=name, version=saved["version"]))
 
 
 def _select(version: dict) -> None:
@@ -114,9 +117,10 @@ def backend_picker() -> str:
     from tunelab.models.registry import list_models
 
     names = [m["name"] for m in list_models()] + [ENDPOINT]
-    model = st.selectbox("Model", names, key="gen.model")
+    labels = {n: n for n in names} | {ENDPOINT: t(ENDPOINT)}  # built in the run: AppTest calls format_func outside it
+    model = st.selectbox(t("Model"), names, key="gen.model", format_func=labels.get)
     if model == ENDPOINT:
-        url = st.text_input("Endpoint base URL (…/v1)", key="gen.endpoint", placeholder="http://127.0.0.1:8000/v1")
+        url = st.text_input(t("Endpoint base URL (…/v1)"), key="gen.endpoint", placeholder="http://127.0.0.1:8000/v1")
         return f"openai:{url.strip()}"
     return f"local:{model}"
 
@@ -124,13 +128,13 @@ def backend_picker() -> str:
 def strategy_picker() -> list[str]:
     picked = []
     c1, c2, c3 = st.columns(3)
-    if c1.checkbox("New instructions", value=True, key="gen.s_new"):
+    if c1.checkbox(t("New instructions"), value=True, key="gen.s_new"):
         picked.append("new")
-    if c2.checkbox("Fill missing outputs", key="gen.s_fill"):
+    if c2.checkbox(t("Fill missing outputs"), key="gen.s_fill"):
         picked.append("fill")
-    if c3.checkbox("Paraphrase records", key="gen.s_para"):
+    if c3.checkbox(t("Paraphrase records"), key="gen.s_para"):
         picked.append("paraphrase")
-    st.checkbox("Also write outputs for new instructions (a second call)", value=True, key="gen.outputs")
+    st.checkbox(t("Also write outputs for new instructions (a second call)"), value=True, key="gen.outputs")
     return picked
 
 
@@ -140,7 +144,7 @@ def launch(cfg: generate.GenerateConfig) -> None:
     batch_id = generate.create(cfg)
     jobs.launch("generations", batch_id, ["generate", "--job", batch_id, "--no-accept", "--json"])
     st.session_state["gen.batch"] = batch_id
-    _flash(f"Started batch {batch_id} (`tunelab generate --job {batch_id}`).")
+    _flash(t("Started batch {id} (`tunelab generate --job {id}`).", id=batch_id))
 
 
 @st.fragment(run_every=2.0)
@@ -160,17 +164,18 @@ def progress(batch_id: str) -> None:
 def batch_picker() -> str | None:
     batches = jobs.list_jobs("generations")
     if not batches:
-        st.info("No batches yet: generate one above.")
+        st.info(t("No batches yet: generate one above."))
         return None
     labels = {b["id"]: _label(b) for b in batches}
     if st.session_state.get("gen.batch") not in labels:
         st.session_state["gen.batch"] = batches[0]["id"]
-    return st.selectbox("Batch", list(labels), key="gen.batch", format_func=labels.get)
+    return st.selectbox(t("Batch"), list(labels), key="gen.batch", format_func=labels.get)
 
 
 def _label(b: dict) -> str:
     c = b.get("counts") or {}
-    got = f"{c.get('accepted', 0)}/{c.get('generated', 0)} accepted" if c else ""
+    got = t("{accepted}/{generated} accepted", accepted=c.get("accepted", 0),
+            generated=c.get("generated", 0)) if c else ""
     return f"{b['id']} · {b.get('template', '')} v{b.get('prompt_version') or '?'} · {b.get('status')} {got}"
 
 
@@ -211,18 +216,21 @@ def _edits(items: list[dict]) -> list[dict]:
 
 def card(i: int, item: dict) -> None:
     added = item.get("added_to")
+    # Built in the run: AppTest calls format_func outside it, where t() has no session.
+    status_labels = {"accepted": t("accepted"), "rejected": t("rejected"), "pending": t("pending")}
     with st.container(border=True):
         c1, c2 = st.columns([3, 1])
-        c1.text_area("Instruction", key=_key("instruction", i), height=68, disabled=bool(added))
-        c2.radio("Status", STATUSES, key=_key("status", i), horizontal=False, disabled=bool(added))
+        c1.text_area(t("Instruction"), key=_key("instruction", i), height=68, disabled=bool(added))
+        c2.radio(t("Status"), STATUSES, key=_key("status", i), horizontal=False, disabled=bool(added),
+                 format_func=status_labels.get)
         if item.get("input") or item.get("strategy") == "paraphrase":
-            st.text_input("Input", key=_key("input", i), disabled=bool(added))
-        st.text_area("Output", key=_key("output", i), height=68, disabled=bool(added))
-        st.text_input("Reason (when rejected)", key=_key("reason", i), disabled=bool(added),
-                      placeholder="why this item is wrong — it can become a 'mistake to avoid'")
-        note = [item.get("strategy", ""), f"added to {added}" if added else ""]
+            st.text_input(t("Input"), key=_key("input", i), disabled=bool(added))
+        st.text_area(t("Output"), key=_key("output", i), height=68, disabled=bool(added))
+        st.text_input(t("Reason (when rejected)"), key=_key("reason", i), disabled=bool(added),
+                      placeholder=t("why this item is wrong — it can become a 'mistake to avoid'"))
+        note = [item.get("strategy", ""), t("added to {dataset}", dataset=added) if added else ""]
         if item.get("source"):
-            note.append(f"from: {item['source'][:80]}")
+            note.append(t("from: {source}", source=item["source"][:80]))
         st.caption(" · ".join(n for n in note if n))
 
 
@@ -231,12 +239,13 @@ def review(batch_id: str) -> list[dict]:
     items = generate.load_items(batch_id)
     _sync_widgets(batch_id, items)
     c = generate.counts(items)
-    m = st.columns(4)
-    for col, key in zip(m, ("generated", "accepted", "rejected", "pending")):
-        col.metric(key.capitalize(), c.get(key, 0))
-    st.button("Accept all pending", key="gen.accept_rest", on_click=_accept_rest, args=(items,))
+    titles = {"generated": t("Generated"), "accepted": t("Accepted"), "rejected": t("Rejected"),
+              "pending": t("Pending")}
+    for col, (key, title) in zip(st.columns(4), titles.items()):
+        col.metric(title, c.get(key, 0))
+    st.button(t("Accept all pending"), key="gen.accept_rest", on_click=_accept_rest, args=(items,))
     if len(items) > MAX_CARDS:
-        st.caption(f"Showing the first {MAX_CARDS} of {len(items)} items.")
+        st.caption(t("Showing the first {shown} of {total} items.", shown=MAX_CARDS, total=len(items)))
     for i, it in enumerate(items[:MAX_CARDS]):
         card(i, it)
     edited = _edits(items)
@@ -255,11 +264,12 @@ def reasons_panel(batch_id: str, items: list[dict]) -> None:
     """Rejection reasons, most common first, and the button that feeds them into the prompt."""
     counted = filters.reason_counts(items)
     if not counted:
-        st.caption("No rejected items in this batch.")
+        st.caption(t("No rejected items in this batch."))
         return
-    st.dataframe([{"reason": r, "items": n} for r, n in counted], hide_index=True, use_container_width=True)
-    st.multiselect("Mistakes to add", [r for r, _ in counted], default=[r for r, _ in counted], key="gen.reasons")
-    st.button("Add these mistakes to the next prompt version", key="gen.mistakes",
+    reason, n_items = t("reason"), t("items")
+    st.dataframe([{reason: r, n_items: n} for r, n in counted], hide_index=True, use_container_width=True)
+    st.multiselect(t("Mistakes to add"), [r for r, _ in counted], default=[r for r, _ in counted], key="gen.reasons")
+    st.button(t("Add these mistakes to the next prompt version"), key="gen.mistakes",
               on_click=_add_mistakes, args=(batch_id,))
 
 
@@ -268,7 +278,8 @@ def _add_mistakes(batch_id: str) -> None:
     latest = prompts.get(cfg.template)  # newest, so edits saved since the batch are kept
     saved = prompts.new_version_with_mistakes(latest, st.session_state.get("gen.reasons") or [])
     _select(saved)
-    _flash(f"Saved {saved['name']} v{saved['version']} with {len(saved['mistakes'])} mistake(s) to avoid.")
+    _flash(t("Saved {name} v{version} with {n} mistake(s) to avoid.", name=saved["name"], version=saved["version"],
+             n=len(saved["mistakes"])))
 
 
 def accept_panel(batch_id: str) -> None:
@@ -276,14 +287,16 @@ def accept_panel(batch_id: str) -> None:
     default = f"{Path(cfg.seeds).stem if '/' in cfg.seeds else cfg.seeds}-generated"
     st.session_state.setdefault("gen.target", default[:64])
     c1, c2 = st.columns([2, 1])
-    c1.text_input("Target dataset", key="gen.target", help="Created when it does not exist; each accept adds a version.")
-    c2.button("Accept into dataset", key="gen.accept", type="primary", on_click=_accept, args=(batch_id,))
+    c1.text_input(t("Target dataset"), key="gen.target",
+                  help=t("Created when it does not exist; each accept adds a version."))
+    c2.button(t("Accept into dataset"), key="gen.accept", type="primary", on_click=_accept, args=(batch_id,))
 
 
 def _accept(batch_id: str) -> None:
     result = generate.accept(batch_id, st.session_state["gen.target"].strip())
     st.session_state.pop("gen.reviewing", None)  # reload cards: accepted items are now marked as added
-    _flash(f"Added {result['added']} record(s) to {result['name']} v{result['version']}.")
+    _flash(t("Added {n} record(s) to {name} v{version}.", n=result["added"], name=result["name"],
+             version=result["version"]))
 
 
 def acceptance_chart() -> None:
@@ -295,6 +308,6 @@ def acceptance_chart() -> None:
         return
     data = [dict(r, label=f"{r['template']} v{r['version']}", text=f"{r['accepted']}/{r['items']}") for r in rows]
     fig = px.bar(data, x="label", y="rate", text="text", range_y=[0, 1],
-                 labels={"label": "prompt version", "rate": "acceptance rate"})
+                 labels={"label": t("prompt version"), "rate": t("acceptance rate")})
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10))
     st.plotly_chart(fig, use_container_width=True, key="gen.chart")
