@@ -104,7 +104,7 @@ def test_journey(dashboard, page, shot):
     set_number(page, "compare.limit", 2)
     set_number(page, "compare.max_new_tokens", 8)
     key(page, "compare.run").locator("button").click()
-    key(page, "compare.table").wait_for(timeout=420_000)
+    key(page, "compare.use").wait_for(timeout=420_000)
     wait_idle(page)
     no_exception(page)
     shot(page, "07-compare-report")
@@ -161,6 +161,8 @@ def set_number(page, k: str, value) -> None:
 
 def select(page, k: str, option: str) -> None:
     """Pick an option of a selectbox by typing it (Streamlit's selectbox filters as you type)."""
-    key(page, k).click()
+    box = key(page, k).locator("input")
+    box.click()
+    box.fill(option)
     page.get_by_role("option", name=option, exact=False).first.click()
     wait_idle(page)
