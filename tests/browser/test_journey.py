@@ -114,16 +114,16 @@ def test_journey(dashboard, page, shot):
     select(page, "train.data", "journey-train")
     set_number(page, "train.max_steps", 4)
     key(page, "train.start").locator("button").click()
-    page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)
+    page.locator('[class*="st-key-train-chart-"]').first.wait_for(timeout=300_000)
     shot(page, "08-train-running")
     runs = home / "runs"
     for _ in range(300):
-        done = [d for d in runs.iterdir() if '"completed"' in (d / "status.json").read_text()]
+        done = [d for d in runs.glob("*/status.json") if '"completed"' in d.read_text()]
         if done:
             break
         page.wait_for_timeout(1000)
     assert done, "the training run did not complete"
-    run_id = done[0].name
+    run_id = done[0].parent.name
     goto(page, url, "train")
     shot(page, "09-train-completed")
 

@@ -198,7 +198,7 @@ def list_runs() -> list[dict]:
     out = []
     for st in jobs.list_jobs("runs"):
         if st.get("status") == "queued":
-            st = status(st["id"])
+            st = dict(status(st["id"]), id=st["id"])  # status() re-reads the folder, without the id
         out.append({"run": st["id"], "status": st.get("status"), "step": st.get("step", 0),
                     "max_steps": st.get("max_steps"), "model": st.get("model"), "data": st.get("data"),
                     "method": st.get("method"), "created": st.get("created"), "error": st.get("error")})

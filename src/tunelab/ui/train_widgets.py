@@ -163,6 +163,7 @@ def launch_button(cfg: TrainConfig) -> None:
             return
         st.session_state["train.run"] = run_id
         st.toast(t("started {run}", run=run_id))
+        st.rerun()  # the live panel at the top of the page was drawn before this click: draw it again
 
 
 def current_run() -> str | None:
