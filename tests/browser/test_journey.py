@@ -130,8 +130,9 @@ def test_journey(dashboard, page, shot):
     # 7. Chat with the tuned model in the Playground.
     goto(page, url, "playground")
     select(page, "play.model_a", run_id)
-    page.get_by_role("textbox").last.fill("Name a primary colour.")
-    page.get_by_role("textbox").last.press("Enter")
+    box = page.locator('[data-testid="stChatInputTextArea"]')
+    box.fill("Name a primary colour.")
+    box.press("Enter")
     page.locator('[data-testid="stChatMessage"]').nth(1).wait_for(timeout=180_000)
     wait_idle(page, 180_000)
     no_exception(page)
