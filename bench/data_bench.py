@@ -233,6 +233,24 @@ def main() -> None:
     if not args.no_write:
         with open(RESULTS, "a", encoding="utf-8") as fh:
             fh.write(("\n" if RESULTS.exists() and RESULTS.stat().st_size else "# Benchmark results\n\n") + text)
+        _overview_rows(ours, base)
+
+
+def _overview_rows(ours: dict, base: dict) -> None:
+    """The same figures as rows for `make bench`'s overview table (bench/results/data.json)."""
+    sys.path.insert(0, str(RESULTS.parent))
+    from _common import row
+
+    rows = [row("import", ours["import_s"], base.get("import_s"), "s", "≤ 60 s", higher_is_better=False),
+            row("ranked search p95", ours["search_p95_ms"], base.get("search_p95_ms"), "ms", "≤ 200 ms",
+                higher_is_better=False),
+            row("data show page p95", ours["show_p95_ms"], base.get("show_p95_ms"), "ms", "≤ 50 ms",
+                higher_is_better=False),
+            row("peak RSS", ours["rss_mb"], base.get("rss_mb"), "MB", "", higher_is_better=False)]
+    out = RESULTS.parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "data.json").write_text(json.dumps({"name": "data", "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+                                               "machine": machine(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
