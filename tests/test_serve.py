@@ -2,51 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 
+from servers import serve
+
 KEY = "test-secret-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     """`tunelab serve <tiny model> --api-key KEY` on a free port; yields its base URL."""
-    port = _free_port()
-    env = dict(os.environ, TUNELAB_HOME=str(tmp_path_factory.mktemp("ws")), HF_HUB_OFFLINE="1")
-    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", tiny_model, "--port", str(port), "--api-key", KEY],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 180
-    while True:
-        try:
-            if httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            log.seek(0)
-            pytest.fail(f"server did not start: {log.read()[-2000:]}")
-        time.sleep(0.5)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.seek(0)
-    assert KEY not in log.read()  # the key is never logged
+    with serve(tiny_model, tmp_path_factory.mktemp("serve"), api_key=KEY) as (base, log):
+        yield base
+    assert KEY not in log.read_text()  # the key is never logged
 
 
 @pytest.fixture
