@@ -14,6 +14,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_data_caches():
+    """Clear st.cache_data between tests: its keys are (dataset, version), and every test has its
+    own workspace holding a different `toy` v1 — one dashboard process only ever has one workspace."""
+    yield
+    import sys
+
+    if "streamlit" in sys.modules:
+        import streamlit as st
+
+        st.cache_data.clear()
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """An empty TUNELAB_HOME for one test."""
