@@ -15,6 +15,24 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SAMPLE = HERE.parent / "data" / "samples" / "alpaca_mixed.jsonl"
+
+
+def sample_records(n: int | None = None) -> list[dict]:
+    """The sample's first n records the importer accepts (it deliberately holds a few broken lines).
+
+    Read with TuneLab's own JSONL reader, so the benches use exactly what `data import` keeps.
+    """
+    from tunelab.data import formats
+
+    out = []
+    with open(SAMPLE, "rb") as fh:
+        for _, rec in formats.read_jsonl(fh, "alpaca", formats.Columns()):
+            if isinstance(rec, dict):
+                out.append(dict(rec, id=str(len(out))))
+                if len(out) == n:
+                    break
+    return out
 
 
 def machine() -> str:

@@ -12,7 +12,6 @@ floating-point ties). Appends a dated section to bench/RESULTS.md (and bench/res
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -20,29 +19,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "samples" / "alpaca_mixed.jsonl"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TUNELAB_MODEL_CACHE", str(ROOT / "data" / "model-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import peak_rss_mb, record, row  # noqa: E402
-
-
-def records(n: int) -> list[dict]:
-    """The sample's first n well-formed records (the file deliberately holds a few broken lines)."""
-    out = []
-    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and isinstance(r.get("instruction"), str) and isinstance(r.get("output"), str) \
-                and isinstance(r.get("history", []), list):
-            out.append({k: r.get(k) for k in ("instruction", "input", "output", "system")} | {"id": str(len(out))})
-        if len(out) == n:
-            break
-    return out
+from _common import peak_rss_mb, record, row, sample_records  # noqa: E402
 
 
 def timed_pass(backend, items, settings, batch_size: int) -> tuple[float, list[dict]]:
@@ -67,7 +49,7 @@ def main() -> int:
     from tunelab.evals.evaluate import load_examples
     from tunelab.models.generation import GenerationSettings, get_backend
 
-    store.commit("bench", schema.to_table(records(args.examples)), "import")
+    store.commit("bench", schema.to_table(sample_records(args.examples)), "import")
     _, items = load_examples("bench")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     backend = get_backend(f"local:{args.model}")  # transformers: the backend the evaluator batches

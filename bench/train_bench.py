@@ -24,35 +24,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "samples" / "alpaca_mixed.jsonl"
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
 LR = 2e-4
 
 
-def records() -> list[dict]:
-    """The sample's well-formed records (the file deliberately holds a few broken lines)."""
-    out = []
-    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and isinstance(r.get("instruction"), str) and isinstance(r.get("output"), str):
-            hist = r.get("history") if isinstance(r.get("history"), list) else []
-            out.append({"instruction": r["instruction"], "input": str(r.get("input") or ""), "output": r["output"],
-                        "system": str(r.get("system") or ""), "history": hist})
-    return out
-
-
 def run_tunelab(model: str, steps: int, method: str, device_mem: bool) -> dict:
-    from _common import peak_rss_mb
+    from _common import peak_rss_mb, sample_records
 
     from tunelab.data import store
     from tunelab.data.schema import to_table
     from tunelab.train import runs, sft
     from tunelab.train.config import TrainConfig
 
-    store.commit("bench", to_table([dict(r, id=str(i)) for i, r in enumerate(records())]), op="bench")
+    store.commit("bench", to_table(sample_records()), op="bench")
     cfg = TrainConfig.for_method(method)
     cfg.set({"model": model, "data": "bench", "max_steps": steps, "batch_size": 1, "cutoff_len": 512,
              "save_steps": 0, "wait_for_others": False, "lora_r": LORA["r"], "lora_alpha": LORA["lora_alpha"],
@@ -78,10 +62,10 @@ def run_baseline(model: str, steps: int) -> dict:
 
     from tunelab.models.loading import hf_dir, load_tokenizer
     from tunelab.train.data import IGNORE, encode
-    from _common import peak_rss_mb
+    from _common import peak_rss_mb, sample_records
 
     tok = load_tokenizer(model)
-    enc = encode(tok, records(), 512)
+    enc = encode(tok, sample_records(), 512)
     ds = Dataset.from_list([{"input_ids": i, "labels": lab} for i, lab in enc.examples])
     counted: list[int] = []
 
