@@ -29,9 +29,16 @@ def goto(page, url: str, path: str) -> None:
 
 
 def wait_idle(page, timeout: float = 120_000) -> None:
-    """Wait until the script run finished (Streamlit shows a status widget while running)."""
-    page.wait_for_timeout(300)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout)
+    """Wait until the script run finished: the app root says notRunning twice, 300 ms apart.
+
+    Streamlit marks the root with data-test-script-state; the status widget alone can be hidden for
+    a moment between a rerun request and the run starting.
+    """
+    idle = page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    for _ in range(2):
+        page.wait_for_timeout(300)
+        idle.wait_for(timeout=timeout)
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout)
 
 
 def no_exception(page) -> None:
@@ -161,9 +168,23 @@ def set_number(page, k: str, value) -> None:
 
 
 def select(page, k: str, option: str) -> None:
-    """Pick an option of a selectbox by typing it (Streamlit's selectbox filters as you type)."""
+    """Pick an option of a selectbox by typing it (Streamlit's selectbox filters as you type).
+
+    The list can be redrawn under the pointer (a rerun that loads a model); then open it again.
+    """
     box = key(page, k).locator("input")
-    box.click()
-    box.fill(option)
-    page.get_by_role("option", name=option, exact=False).first.click()
-    wait_idle(page)
+    shown = ""
+    for _ in range(5):
+        wait_idle(page)
+        box.click()
+        box.fill(option)
+        try:
+            page.get_by_role("option", name=option, exact=False).first.click(timeout=10_000)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; retry with a fresh list
+            page.keyboard.press("Escape")
+            continue
+        wait_idle(page)
+        shown = box.input_value() + key(page, k).inner_text()
+        if option in shown:
+            return
+    raise AssertionError(f"could not pick {option!r} in {k}: it shows {shown!r}")
