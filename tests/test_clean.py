@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import random
 
 import pytest
@@ -82,6 +84,17 @@ def test_strip_and_drop_empty():
     assert new.to_pylist()[0]["output"] == "x"
     assert removed == {"stripped": 2, "empty": 2}
     assert examples["empty"] == ["1", "2"]
+
+
+def test_strip_trims_the_stored_sharegpt_turns_too():
+    turns = [{"from": "human", "value": "  hi "}, {"from": "function_call", "value": " {\"name\": \"f\"} "},
+             {"from": "observation", "value": "42\n"}, {"from": "gpt", "value": " done "}]
+    t = table([{"instruction": "  hi ", "output": " done ", "conversations": json.dumps(turns)}])
+    new, removed, _ = clean.plan(t, strip=True)
+    stored = json.loads(new.to_pylist()[0]["conversations"])
+    assert [x["value"] for x in stored] == ["hi", '{"name": "f"}', "42", "done"]
+    assert [x["from"] for x in stored] == ["human", "function_call", "observation", "gpt"]
+    assert removed == {"stripped": 1}
 
 
 def test_exact_dedup_normalises_whitespace_and_case():

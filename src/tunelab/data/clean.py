@@ -17,6 +17,7 @@ records are short: with word 3-grams alone one edit in a 10-word sentence falls 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Callable
 
@@ -125,6 +126,20 @@ def _map_texts(rec: dict, fn: Callable[[str], str], raw_too: bool) -> dict:
     return out
 
 
+def _strip_turns(raw: str) -> str:
+    """Trim the text of each stored ShareGPT turn ({"from", "value"}); other keys stay as they are."""
+    try:
+        turns = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(turns, list):
+        return raw
+    for turn in turns:
+        if isinstance(turn, dict) and isinstance(turn.get("value"), str):
+            turn["value"] = turn["value"].strip()
+    return json.dumps(turns, ensure_ascii=False)
+
+
 def _is_empty(rec: dict) -> bool:
     prompt = (rec.get("instruction") or "") + (rec.get("input") or "")
     return not (rec.get("output") or "").strip() or not prompt.strip()
@@ -209,6 +224,8 @@ def plan(
     if strip:
         for i, rec in enumerate(records):
             new = _map_texts(rec, str.strip, raw_too=False)
+            if rec.get("conversations"):  # the turns a ShareGPT export writes back must match
+                new["conversations"] = _strip_turns(rec["conversations"])
             if new != rec:
                 records[i] = new
                 note("stripped", rec)
