@@ -194,3 +194,12 @@ def test_stop_keeps_what_was_finished(tiny_models, workspace):
     doc = evaluate.load_report(rid)
     assert doc["status"] == "stopped"
     assert 2 <= doc["models"][0]["examples"] < len(RECORDS) * 40
+
+
+def test_best_per_column_picks_by_direction_and_skips_ties():
+    models = [{"name": "a", "rouge_l": 0.2, "exact_match": 0.0, "latency_s": 3.0, "bleu": None},
+              {"name": "b", "rouge_l": 0.5, "exact_match": 0.0, "latency_s": 9.0, "bleu": 0.1}]
+    best = evaluate.best_per_column(models)
+    assert best["rouge_l"] == "b" and best["latency_s"] == "a"
+    assert "exact_match" not in best  # 0.0 for both: no winner to paint green
+    assert "bleu" not in best  # only one model has a value

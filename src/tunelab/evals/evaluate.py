@@ -303,11 +303,14 @@ def list_reports() -> list[dict]:
 
 
 def best_per_column(models: list[dict]) -> dict[str, str]:
-    """{column: name of the best model} over HIGHER_IS_BETTER's columns (models without a value skipped)."""
+    """{column: name of the best model} over HIGHER_IS_BETTER's columns.
+
+    Models without a value are skipped; a column where every model scores the same has no winner.
+    """
     out = {}
     for col, higher in HIGHER_IS_BETTER.items():
         scored = [m for m in models if m.get(col) is not None]
-        if scored:
+        if len({m[col] for m in scored}) > 1:
             pick = max if higher else min
             out[col] = pick(scored, key=lambda m: m[col])["name"]
     return out

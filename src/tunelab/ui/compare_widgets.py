@@ -125,7 +125,7 @@ def metrics_table(doc: dict) -> None:
     def highlight(col: pd.Series) -> list[str]:
         key = next((k for k, v in _labels().items() if v == col.name), None)
         winner = best.get(key)
-        return ["background-color: #c8f7c5; font-weight: bold" if winner == n else "" for n in names]
+        return ["background-color: rgba(46,160,67,.28); font-weight: bold" if winner == n else "" for n in names]
 
     st.dataframe(frame.style.apply(highlight).format(precision=3, na_rep="n/a"), hide_index=True,
                  width="stretch", key="compare.table")

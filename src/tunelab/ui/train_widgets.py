@@ -118,8 +118,9 @@ def preview(cfg: TrainConfig) -> None:
         spans = []
         for j, tok in enumerate(item["tokens"]):
             if item["truncated_at"] == j:
-                spans.append(f'<b style="color:#c00">{html.escape(t("✂ cutoff"))}</b>')
-            style = "background:#c8f7c5" if tok["loss"] else "background:#eee"
+                spans.append(f'<b style="color:#e5484d">{html.escape(t("✂ cutoff"))}</b>')
+            # Translucent tints: readable on the light and the dark theme alike.
+            style = "background:rgba(46,160,67,.28)" if tok["loss"] else "background:rgba(128,128,128,.16)"
             if item["truncated_at"] is not None and j >= item["truncated_at"]:
                 style += ";opacity:.35;text-decoration:line-through"
             spans.append(f'<span style="{style}">{html.escape(tok["text"])}</span>')
