@@ -5,7 +5,7 @@ import streamlit as st
 from tunelab import jobs
 from tunelab.evals import evaluate
 from tunelab.ui import compare_widgets as w
-from tunelab.ui.i18n import t
+from tunelab.ui.i18n import t, t_error
 from tunelab.ui.layout import show_error
 
 st.title(t("Compare"))
@@ -42,7 +42,7 @@ try:
         else:
             if doc["status"] != "completed":
                 st.warning(t("This report is {status}: {error}. It shows what it finished.", status=doc["status"],
-                             error=doc.get("error") or t("it did not finish")))
+                             error=t_error(doc.get("error") or "") or t("it did not finish")))
             w.metrics_table(doc)
             w.charts(doc)
             w.cost_table([m["name"] for m in doc["models"]], key="compare.report_cost")

@@ -5,7 +5,7 @@ import streamlit as st
 from tunelab import jobs
 from tunelab.synth import generate
 from tunelab.ui import generate_widgets as w
-from tunelab.ui.i18n import t
+from tunelab.ui.i18n import t, t_error
 from tunelab.ui.layout import show_error
 
 st.title(t("Generate"))
@@ -35,7 +35,7 @@ try:
         if status in jobs.ACTIVE:
             w.progress(batch_id)
         elif status == "failed":
-            st.error((jobs.read_status(generate.batch_dir(batch_id)) or {}).get("error") or t("the batch failed"))
+            st.error(t_error((jobs.read_status(generate.batch_dir(batch_id)) or {}).get("error") or "") or t("the batch failed"))
         else:
             items = w.review(batch_id)
             st.subheader(t("Why items were rejected"))

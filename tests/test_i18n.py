@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import string
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from streamlit.testing.v1 import AppTest
 from test_generate_page import seed_batch
 
 from tunelab import i18n
-from tunelab.data import schema, store
+from tunelab.data import importer, schema, store
+from tunelab.errors import TuneLabError
 from tunelab.evals import evaluate
 from tunelab.models import registry
 from tunelab.synth import generate, prompts
+from tunelab.train import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = [
@@ -194,3 +197,126 @@ def _fields(text: str) -> set[str]:
 def test_translations_keep_their_placeholders():
     keys = [k for k in ZH if "{" in k and "%{" not in k]
     assert len(keys) > 50 and [k for k in keys if _fields(ZH[k]) != _fields(k)] == []
+
+
+# --- user errors -----------------------------------------------------------------------------------
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _template(node: ast.expr, constants: dict[str, str]) -> str | None:
+    """The message template of a raise site's argument: a literal, an f-string or a module constant."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return _escape(node.value)
+    if isinstance(node, ast.Name) and node.id in constants:
+        return _escape(constants[node.id])
+    if not isinstance(node, ast.JoinedStr):
+        return None
+    out = []
+    for part in node.values:
+        if isinstance(part, ast.Constant):
+            out.append(_escape(part.value))
+            continue
+        conversion = "" if part.conversion == -1 else "!" + chr(part.conversion)
+        spec = ":" + _template(part.format_spec, constants) if part.format_spec else ""
+        out.append("{" + ast.unparse(part.value) + conversion + spec + "}")
+    return "".join(out)
+
+
+def _error_sites() -> tuple[dict[str, str], list[str]]:
+    """Every user-error message template in src/tunelab -> its first site, and the sites that cannot be matched.
+
+    A message is a TuneLabError's argument or a literal `error=` recorded in a job's status (shown on the pages).
+    """
+    templates, opaque = {}, []
+    for path in sorted((ROOT / "src/tunelab").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                     and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                     for target in node.targets if isinstance(target, ast.Name)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            where = f"{path.relative_to(ROOT).as_posix()}:{node.lineno}"
+            # _Skip: why an entry of a dataset_info.json was skipped, quoted in the TuneLabError that follows.
+            if isinstance(node.func, ast.Name) and node.func.id in ("TuneLabError", "_Skip") and node.args:
+                template = _template(node.args[0], constants)
+                if template is None:
+                    opaque.append(where)
+                else:
+                    templates.setdefault(template, where)
+            for kw in node.keywords:  # error=str(exc) passes a message on: only literals are new messages
+                template = _template(kw.value, constants) if kw.arg == "error" else None
+                if template:
+                    templates.setdefault(template, where)
+    return templates, opaque
+
+
+def _placeholders(template: str) -> list[str]:
+    return sorted(ph for _, ph in i18n.template_parts(template) if ph)
+
+
+ZH_ERRORS = json.loads((ROOT / "src/tunelab/locales/zh_errors.json").read_text(encoding="utf-8"))
+
+
+def test_every_user_error_has_a_chinese_entry():
+    templates, opaque = _error_sites()
+    assert len(templates) > 100  # the scan found the raise sites, not nothing
+    # Messages built elsewhere cannot be matched: only DuckDB's own text (the SQL sandbox) is allowed.
+    assert {site.split(":")[0] for site in opaque} <= {"src/tunelab/data/query.py"}, opaque
+    missing = {t: site for t, site in templates.items() if t not in ZH_ERRORS["templates"]}
+    assert missing == {}, "add these to locales/zh_errors.json:\n" + json.dumps(missing, ensure_ascii=False, indent=1)
+
+
+def test_chinese_error_entries_keep_their_placeholders_and_are_still_used():
+    templates, _ = _error_sites()
+    literals = {node.value for path in (ROOT / "src/tunelab").rglob("*.py")
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    entries = ZH_ERRORS["templates"]
+    assert [en for en, zh in entries.items() if _placeholders(en) != _placeholders(zh)] == []
+    assert [en for en in entries if en not in templates and en not in literals] == []  # stale entries
+    # A placeholder's parse is the one the collector wrote: the matcher splits every template as written.
+    assert [t for t in templates if "".join(text.replace("{", "{{").replace("}", "}}") + (ph or "")
+                                           for text, ph in i18n.template_parts(t)) != t] == []
+    assert all(ph in " ".join(templates) for ph in ZH_ERRORS["values"])
+
+
+def _raised(fn) -> str:
+    with pytest.raises(TuneLabError) as err:
+        fn()
+    return str(err.value)
+
+
+def test_real_user_errors_read_in_chinese_with_their_values(workspace, tmp_path):
+    bad_name = _raised(lambda: store.read("../x"))
+    assert bad_name.startswith("invalid dataset name '../x'")  # the CLI keeps English
+    assert i18n.translate_error(bad_name, "zh") == "数据集名称 '../x' 无效：请使用 1-64 个字母、数字、'_'、'.' 或 '-'（不能含斜杠）"
+    assert i18n.translate_error(bad_name, "en") == bad_name
+    assert i18n.translate_error(_raised(lambda: store.read("nope")), "zh") == "未知数据集 'nope'（见 `tunelab data list`）"
+    assert i18n.translate_error(_raised(lambda: runs.status("r-404")), "zh") == "未知训练 'r-404'（见 `tunelab runs list`）"
+    # A quoted reason is translated too: the skipped entry's message inside the import error.
+    info = tmp_path / "dataset_info.json"
+    info.write_text(json.dumps({"toy": {"file_name": "gone.json"}}), encoding="utf-8")
+    assert i18n.translate_error(_raised(lambda: importer.import_dataset_info(info)), "zh") == (
+        f"未从 dataset_info.json 导入任何内容：跳过了 1 项（toy：缺少文件：gone.json（在 {tmp_path} 中查找））")
+    assert i18n.translate_error("a message no template knows", "zh") == "a message no template knows"
+
+
+def test_data_page_shows_an_import_error_in_chinese(workspace):
+    at = _zh("pages/data.py")
+    at.file_uploader(key="data.upload").upload("toy.jsonl", b'{"instruction": "a", "output": "b"}\n')
+    at.run()
+    at.text_input(key="data.upload_name").set_value("../x")
+    at.button(key="data.import").click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["数据集名称 '../x' 无效：请使用 1-64 个字母、数字、'_'、'.' 或 '-'（不能含斜杠）"]
+
+
+def test_sql_page_shows_a_refused_query_in_chinese(data):
+    at = _zh("pages/sql.py")
+    at.text_area(key="sql.query").set_value("SELECT 1; SELECT 2")
+    at.button(key="sql.run").click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["只允许一条查询，收到 2 条语句"]  # through layout.show_error

@@ -100,12 +100,13 @@ class _Tally:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append({"line": line, "error": reason})
 
-    def nothing(self, label: str) -> str:
+    def nothing(self, label: str) -> TuneLabError:
+        """The error for an import that kept no record."""
         if not self.skipped:
-            return f"nothing imported from {label}: it holds no records"
+            return TuneLabError(f"nothing imported from {label}: it holds no records")
         first = min(self.errors, key=lambda e: e["line"])
-        return (f"nothing imported from {label}: {self.skipped} records, all invalid "
-                f"({self.unit} {first['line']}: {first['error']})")
+        return TuneLabError(f"nothing imported from {label}: {self.skipped} records, all invalid "
+                            f"({self.unit} {first['line']}: {first['error']})")
 
 
 def _commit(name: str, items: Iterable[Item], label: str, params: dict, by_line: bool) -> dict:
@@ -113,7 +114,7 @@ def _commit(name: str, items: Iterable[Item], label: str, params: dict, by_line:
     batches = _tables(items, tally)
     first = next(batches, None)
     if first is None:  # nothing good: raise before a version is written
-        raise TuneLabError(tally.nothing(label))
+        raise tally.nothing(label)
     # commit() records params after the last batch is written, so _counted's counts are final.
     entry = store.commit(name, _counted(itertools.chain([first], batches), tally, params),
                         op="import", params=params)
@@ -200,9 +201,12 @@ def import_dataset_info(path: Path) -> dict:
             datasets.append(import_file(file, key, fmt, cols, f"{path.name}:{key}"))
         except (_Skip, TuneLabError) as exc:
             skipped.append({"name": key, "reason": str(exc)})
+    if not datasets and not skipped:
+        raise TuneLabError(f"nothing imported from {path.name}: it names no datasets")
     if not datasets:
-        why = f" ({skipped[0]['name']}: {skipped[0]['reason']})" if skipped else ""
-        raise TuneLabError(f"nothing imported from {path.name}: {len(skipped)} entries skipped{why}")
+        first = skipped[0]
+        raise TuneLabError(f"nothing imported from {path.name}: {len(skipped)} entries skipped "
+                           f"({first['name']}: {first['reason']})")
     return {"datasets": datasets, "skipped": skipped}
 
 

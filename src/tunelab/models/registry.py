@@ -114,9 +114,10 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
             entry = {"kind": "hf", "path": str(p)}
         elif target.count("/") == 1 and not target.startswith(("/", ".", "~")) and not p.exists():  # org/model
             raise TuneLabError(f"{target!r} is not a local folder; hub downloads are off (HF_HUB_OFFLINE). Download it first, then add the folder")
+        elif not p.exists():
+            raise TuneLabError(f"{target!r} is neither a .gguf file, a Hugging Face model folder (with config.json), nor an http(s) endpoint (it does not exist)")
         else:
-            raise TuneLabError(f"{target!r} is neither a .gguf file, a Hugging Face model folder (with config.json), nor an http(s) endpoint"
-                               + ("" if p.exists() else " (it does not exist)"))
+            raise TuneLabError(f"{target!r} is neither a .gguf file, a Hugging Face model folder (with config.json), nor an http(s) endpoint")
     with locked(_registry_file().with_suffix(".lock")):
         reg = read_json(_registry_file()) or {}
         reg[name] = entry

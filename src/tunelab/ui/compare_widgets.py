@@ -13,7 +13,7 @@ from tunelab import jobs
 from tunelab.data import store
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
-from tunelab.ui.i18n import t
+from tunelab.ui.i18n import t, t_error
 
 LABELS = {"rouge_l": "ROUGE-L", "bleu": "BLEU", "exact_match": "Exact match", "tokens_per_s": "Tokens/s",
           "latency_s": "Latency (s)", "peak_rss_mb": "Peak RSS (MB)"}
@@ -59,7 +59,7 @@ def cost_table(models: list[str], key: str = "compare.cost") -> None:
         try:
             rows.append(cost.table_row(_estimate(m)))
         except Exception as exc:  # one unreadable model must not hide the others' rows
-            rows.append({"model": m, "params": f"n/a ({exc})"})
+            rows.append({"model": m, "params": t("n/a ({reason})", reason=t_error(str(exc)))})
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key)
         st.caption(t("Estimated from config.json: run = weights + 2k-token KV cache; tune full = 16 bytes/param "

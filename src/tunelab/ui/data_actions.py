@@ -19,7 +19,7 @@ from tunelab.data import export as exporter
 from tunelab.data.cli import parse_map
 from tunelab.data.importer import import_path
 from tunelab.errors import TuneLabError
-from tunelab.ui.i18n import t
+from tunelab.ui.i18n import t, t_error
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "samples" / "alpaca_mixed.jsonl"
 REASONS = {
@@ -46,7 +46,7 @@ def _guarded(fn):
     try:
         fn()
     except TuneLabError as exc:
-        _flash("error", str(exc))
+        _flash("error", t_error(str(exc)))
 
 
 def _select(name: str, version: int | None = None) -> None:

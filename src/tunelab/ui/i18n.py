@@ -26,6 +26,11 @@ def t(text: str, **fmt) -> str:
     return i18n.translate(text, lang(), **fmt)
 
 
+def t_error(message: str) -> str:
+    """A user error's message (str(TuneLabError), a job's recorded error) in the session's language."""
+    return i18n.translate_error(message, lang())
+
+
 def language_switch() -> None:
     """The sidebar language picker; the choice is kept in the URL so a refresh keeps it."""
     current = lang()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from tunelab import jobs, workspace
 from tunelab.errors import TuneLabError
-from tunelab.ui.i18n import language_switch, t
+from tunelab.ui.i18n import language_switch, t, t_error
 
 # Every session key lives here, namespaced by page; widget keys double as test handles.
 DEFAULTS: dict = {
@@ -63,6 +63,6 @@ def sidebar() -> None:
 def show_error(exc: Exception) -> None:
     """One clear sentence for a user error; the traceback only for real bugs."""
     if isinstance(exc, TuneLabError):
-        st.error(str(exc), icon=":material/error:")
+        st.error(t_error(str(exc)), icon=":material/error:")
     else:
         st.exception(exc)

@@ -17,7 +17,7 @@ from tunelab.errors import TuneLabError
 from tunelab.models import registry
 from tunelab.train import runs
 from tunelab.train.config import METHOD_DEFAULTS, TrainConfig, all_fields, to_flags
-from tunelab.ui.i18n import t
+from tunelab.ui.i18n import t, t_error
 
 SKIP = {"model", "data", "resume_from"}  # chosen with dedicated widgets / set by `runs resume`
 
@@ -91,7 +91,7 @@ def config_form() -> TrainConfig | None:
     try:
         cfg.set({f.name: st.session_state[f"train.{f.name}"] for _, f in all_fields() if f.name != "resume_from"})
     except TuneLabError as exc:
-        st.error(str(exc))
+        st.error(t_error(str(exc)))
         return None
     return cfg
 
@@ -112,7 +112,7 @@ def preview(cfg: TrainConfig) -> None:
         with st.spinner(t("Applying the chat template ...")):
             items = _preview(cfg.model.model, cfg.data.data, store.resolve_version(cfg.data.data), cfg.data.cutoff_len)
     except TuneLabError as exc:
-        st.error(str(exc))
+        st.error(t_error(str(exc)))
         return
     for i, item in enumerate(items):
         spans = []
@@ -136,7 +136,7 @@ def estimate(cfg: TrainConfig) -> None:
     try:
         e = est(cfg)
     except (TuneLabError, OSError, KeyError) as exc:
-        st.caption(t("No estimate: {reason}", reason=exc))
+        st.caption(t("No estimate: {reason}", reason=t_error(str(exc))))
         return
     c = st.columns(4)
     c[0].metric(t("trainable parameters"), f"{e['trainable']:,}",
@@ -160,7 +160,7 @@ def launch_button(cfg: TrainConfig) -> None:
             run_id = runs.create(cfg)
             runs.start(run_id)
         except TuneLabError as exc:
-            st.error(str(exc))
+            st.error(t_error(str(exc)))
             return
         st.session_state["train.run"] = run_id
         st.toast(t("started {run}", run=run_id))
@@ -218,7 +218,7 @@ def live(run_id: str) -> None:
         st.caption(t("{n} records were cut at the cutoff length; {dropped} dropped.", n=st_["truncated"],
                      dropped=st_.get("dropped", 0)))
     if st_.get("error"):
-        st.error(st_["error"])
+        st.error(t_error(st_["error"]))
     b1, b2, _ = st.columns([1, 1, 6])
     if status in jobs.ACTIVE and b1.button(t("Stop"), key="train.stop"):
         runs.stop(run_id)
@@ -227,7 +227,7 @@ def live(run_id: str) -> None:
         try:
             runs.resume(run_id)
         except TuneLabError as exc:
-            st.error(str(exc))
+            st.error(t_error(str(exc)))
     if rows:
         st.plotly_chart(_charts(rows), key=f"train.chart.{run_id}")
     with st.expander(t("Log"), expanded=status == "failed"):
