@@ -42,18 +42,7 @@ def tiny_model(tmp_path_factory) -> str:
 
     For tests that need the real code paths (templates, padding, streaming, serving) but not good text.
     """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import tiny_model as builder
 
-    from tunelab.models.loading import load_tokenizer
-
-    tok = load_tokenizer("smollm2-135m-instruct")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      initializer_range=0.5)  # large weights give decisive argmaxes: fp32 noise cannot flip greedy output
     path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return str(builder.build(path, width=64, tied=False, max_positions=1024, init_range=0.5))

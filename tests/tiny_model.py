@@ -26,16 +26,24 @@ def smollm_dir() -> Path:
     return hf_dir("smollm2-135m-instruct")
 
 
-def build(target: Path) -> Path:
-    """Save a randomly initialised 2-layer llama with SmolLM2's tokenizer into target."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def build(target: Path, width: int = 32, tied: bool = True, max_positions: int = 512,
+          init_range: float | None = None) -> Path:
+    """Save a randomly initialised 2-layer llama with SmolLM2's tokenizer and chat template into target.
 
-    tok = AutoTokenizer.from_pretrained(str(smollm_dir()))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
+    width 32 trains in milliseconds; init_range 0.5 gives decisive argmaxes, so fp32 noise cannot
+    flip a greedy output (for tests comparing two generation paths).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunelab.models.loading import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    extra = {} if init_range is None else {"initializer_range": init_range}
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                      tie_word_embeddings=tied, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, **extra)
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(target)
     tok.save_pretrained(target)
