@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 
 from tunelab.data import query, store
@@ -145,3 +148,100 @@ def test_two_processes_search_a_fresh_dataset_at_once(ds, workspace):
     folder = query.index_dir(ds)
     assert (folder / "index.duckdb").exists()
     assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------- BM25 against a plain reference
+
+BM25_RECORDS = [
+    {"id": "b1", "instruction": "Explain machine learning", "output": "Machine learning learns patterns in the data."},
+    {"id": "b2", "instruction": "Write a poem", "input": "dogs run", "output": "The dogs run in the park; a dog runs and runs."},
+    {"id": "b3", "instruction": "什么是机器学习？", "output": "机器学习是人工智能的一个分支。"},
+    {"id": "b4", "instruction": "深度学习", "output": "深度学习使用神经网络 (neural networks).", "history": [["你好", "你好！"]]},
+    {"id": "b5", "instruction": "Recommend a book", "output": "Green tea and a book.", "system": "librarian"},
+    {"id": "b6", "instruction": "Summary", "input": "The cat sat on the mat.", "output": "A cat sat; cats sat."},
+    {"id": "b7"},
+]
+# What the index does to these words, written out: the extension's English stopwords among them
+# and the Porter stems that differ from the word.
+STOP = {"the", "a", "is", "of", "in", "on", "and"}
+STEMS = {"cats": "cat", "dogs": "dog", "running": "run", "runs": "run", "learning": "learn", "machine": "machin",
+         "learns": "learn", "patterns": "pattern", "networks": "network", "summary": "summari"}
+CJK = "\u4e00-\u9fff"
+
+
+def _ref_terms(text: str, for_query: bool = False) -> list[str]:
+    """Lower-case words and numbers; a Chinese run becomes its characters plus bigrams."""
+    out = []
+    for piece in re.findall(f"[{CJK}]+|[^\\W_{CJK}]+", text.lower()):
+        if "\u4e00" <= piece[0] <= "\u9fff":
+            bigrams = [piece[i : i + 2] for i in range(len(piece) - 1)]
+            out += bigrams if for_query and bigrams else list(piece) + bigrams
+        elif piece not in STOP:
+            out.append(STEMS.get(piece, piece))
+    return out
+
+
+def _ref_bm25(records: list[dict], query_text: str, field: str) -> list[tuple[str, float]]:
+    """Okapi BM25 (k1=1.2, b=0.75), written out: df and length per record over all fields, tf
+    per field, fields summed for "any"; hits sorted by score, then record order. The idf is a
+    base-10 log, as in the fts extension's match_bm25 (DuckDB's log()): same ranking as ln."""
+    fields = ("instruction", "input", "output", "system", "history")
+    docs = [{f: _ref_terms(" ".join(sum(r.get("history", []), [])) if f == "history" else r.get(f, ""))
+             for f in fields} for r in records]
+    n = len(docs)
+    lengths = [sum(len(d[f]) for f in fields) for d in docs]
+    avgdl = sum(lengths) / n
+    df: dict[str, int] = {}
+    for d in docs:
+        for t in {t for f in fields for t in d[f]}:
+            df[t] = df.get(t, 0) + 1
+    hits = []
+    for rid, d in enumerate(docs):
+        score = 0.0
+        for t in set(_ref_terms(query_text, for_query=True)):
+            idf = math.log10((n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5) + 1)
+            for f in fields if field == "any" else (field,):
+                tf = d[f].count(t)
+                score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * lengths[rid] / avgdl))
+        if score > 0:
+            hits.append((-score, rid, records[rid]["id"]))
+    return [(i, -s) for s, _, i in sorted(hits)]
+
+
+BM25_QUERIES = [
+    ("machine learning", "any"), ("dog", "any"), ("run", "output"), ("cat", "input"), ("cat sat", "any"),
+    ("learning", "instruction"), ("学习", "any"), ("机器学习", "output"), ("你好", "any"), ("book librarian", "any"),
+]
+
+
+def _assert_plain_bm25(text: str, field: str) -> None:
+    expected = _ref_bm25(BM25_RECORDS, text, field)
+    res = query.search("bm", text, field=field)
+    assert expected, text  # every query here has hits
+    assert ids(res) == [i for i, _ in expected]
+    assert res["scores"] == pytest.approx([s for _, s in expected], abs=2e-4)
+    assert res["total"] == len(expected)
+
+
+@pytest.mark.parametrize("text, field", BM25_QUERIES)
+def test_scores_match_a_plain_bm25(workspace, text, field):
+    store.commit("bm", to_table(BM25_RECORDS), "import")
+    _assert_plain_bm25(text, field)
+
+
+def test_scores_do_not_depend_on_build_batches(workspace, monkeypatch):
+    # The build numbers words and counts df batch by batch: three records per batch here.
+    monkeypatch.setattr(query, "BATCH", 3)
+    store.commit("bm", to_table(BM25_RECORDS), "import")
+    for text, field in BM25_QUERIES:
+        _assert_plain_bm25(text, field)
+
+
+def test_indexed_rows_read_back_as_show_prints_them(workspace):
+    tricky = {"id": None, "instruction": 'He said "hi" \\ back', "input": "line\nbreak\ttab \u2028 😀",
+              "output": "café ＡＢＣ", "history": [["q \"1\"", "a\\1"], ["", "中文"]]}
+    store.commit("rows", to_table([*RECORDS, tricky, {"id": "empty"}]), "import")
+    folder = query.build_index("rows")
+    n = len(RECORDS) + 2
+    assert query._fetch_rows(folder, list(range(n))) == query.show("rows", limit=n)["records"]
+    assert sorted(p.name for p in folder.iterdir()) == ["index.duckdb", "rows.bin", "rows.idx"]

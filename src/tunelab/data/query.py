@@ -1,14 +1,15 @@
 """Browse, search and SQL over dataset versions, with DuckDB in-process over the Parquet files.
 
-Search is BM25 from DuckDB's fts extension (offline: the file shipped in duckdb-extension-fts).
-The index of a version lives in a sidecar folder, datasets/<name>/v<N>.search/, built once on
-first search into a temporary folder and renamed, then opened read-only so that any number of
-processes can search at once (DuckDB allows one writer per file). create_fts_index tokenises and
-stems; the sidecar keeps its dictionary and statistics, BM25 precomputed per (term, field,
-record) sorted by term then score, a word->stem vocabulary, and the public records as JSON with
-byte offsets. The fts tokenizer splits on whitespace, so CJK runs are pre-segmented into
-characters plus character bigrams, in the index and in the query: a bigram hit ranks "机器学习"
-above records that merely share its characters, and one-character queries still match.
+Search is BM25 over an index built here in plain DuckDB SQL; DuckDB's fts extension (offline: the
+file shipped in duckdb-extension-fts) lends its Porter stem() and English stopword list. The index
+of a version lives in a sidecar folder, datasets/<name>/v<N>.search/, built once on first search
+into a temporary folder and renamed, then opened read-only so that any number of processes can
+search at once (DuckDB allows one writer per file). The sidecar keeps the dictionary and
+statistics, BM25 precomputed per (term, field, record) sorted by term then score, a word->stem
+vocabulary, and the public records as JSON with byte offsets. Words are split as the extension's
+tokenizer splits them, and CJK runs are pre-segmented into characters plus character bigrams, in
+the index and in the query: a bigram hit ranks "机器学习" above records that merely share its
+characters, and one-character queries still match.
 
 Why an index rather than an ILIKE scan: a scan reads and lower-cases every text column of every
 row per query and can only count hits; on 1M records (2 shared cores, bench/RESULTS.md) the
@@ -20,8 +21,10 @@ is estimated past EXACT_TOTAL_MAX postings); loading the extension costs ~180 ms
 check of its 11 MB), so query words are stemmed through the stored vocabulary and the extension
 is loaded only for an a-z word the corpus never contains; fetching 20 hits scattered over a
 Parquet file decodes 20 row groups (130-500 ms), so hits are read by offset from the rows file.
-The index costs a one-off build (bench: index build) and about 3-4 times the Parquet file on
-disk. If the extension cannot load, search falls back to the scan with a warning on stderr.
+The extension's own create_fts_index took 600-690 s on 1M records (it stems every token and
+fills its tables with correlated UPDATEs); the build here stems each distinct word once and
+aggregates batch by batch (bench: index build). The index takes about 3-4 times the Parquet file
+on disk. If the extension cannot load, search falls back to the scan with a warning on stderr.
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xF
 CJK_RUN = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in CJK_RANGES) + "]+")
 CJK_RE2 = "[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in CJK_RANGES) + "]"  # Arrow's RE2
 IGNORE = r"(\.|[^\p{L}\p{N}])+"  # the tokenizer keeps letters of every script, not only a-z
-FTS_OPTIONS = f"stemmer='porter', stopwords='english', lower=1, strip_accents=1, overwrite=1, ignore='{IGNORE}'"
 BATCH = 65536
 
 
@@ -157,11 +159,8 @@ def _segment_column(arr: pa.Array) -> pa.Array:
     has_cjk = pc.match_substring_regex(arr, CJK_RE2)
     if not pc.any(has_cjk).as_py():
         return arr
-    values = arr.to_pylist()
-    for i, flag in enumerate(has_cjk.to_pylist()):
-        if flag:
-            values[i] = segment(values[i])
-    return pa.array(values, pa.string())
+    segmented = [segment(v) for v in pc.filter(arr, has_cjk).to_pylist()]
+    return pc.replace_with_mask(arr, has_cjk, pa.array(segmented, arr.type))
 
 
 # ---------------------------------------------------------------- full-text index
@@ -208,12 +207,14 @@ def build_index(name: str, version: int | None = None) -> Path:
     sys.stderr.write(f"building the search index of {name} (once per version)...\n")
     try:
         with duckdb.connect(str(tmp / "build.duckdb")) as con:  # on disk: memory stays bounded
-            _load_fts(con)
-            _fill(con, source, tmp)
-            fields = ", ".join(map(_sql_str, INDEXED))
-            con.execute(f"PRAGMA create_fts_index('docs', 'rid', {fields}, {FTS_OPTIONS})")
+            _load_fts(con)  # for stem() and the stopword list only
+            # The pragma binds before a script's earlier statements run: its table comes first.
+            con.execute("CREATE TABLE probe AS SELECT 0 AS id, '' AS t")
+            con.execute(_BUILD_TABLES)
+            docs = _fill(con, source, tmp)
             con.execute(f"ATTACH {_sql_str(tmp / 'index.duckdb')} AS out")
-            con.execute(_INDEX_TABLES)
+            fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
+            con.execute(_INDEX_TABLES.format(docs=int(docs), fields=fields))
             con.execute("DETACH out")
         (tmp / "build.duckdb").unlink()
         with contextlib.suppress(OSError):  # another process renamed the same index in first
@@ -224,58 +225,117 @@ def build_index(name: str, version: int | None = None) -> Path:
     return target
 
 
-def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> None:
-    """Segmented text into table docs; public records into rows.bin with byte offsets in rows.idx."""
-    con.execute(f"CREATE TABLE docs (rid BIGINT, {', '.join(f'{c} VARCHAR' for c in INDEXED)})")
-    offset = 0
+def _tokens(expr: str) -> str:
+    """SQL for the extension's own tokenizer (its `tokenize` macro) applied to expr.
+
+    After the replace only single spaces separate words (every blank is in IGNORE), so a plain
+    split on ' ' matches the extension's split on '\\s+'; the empty strings at the ends are dropped
+    by the callers.
+    """
+    return f"string_split(regexp_replace(lower(strip_accents({expr})), '{IGNORE}', ' ', 'g'), ' ')"
+
+
+# Working tables of a build (in build.duckdb, deleted afterwards). words maps every distinct word
+# to its Porter stem once, so stem() runs per vocabulary entry, not per token; termid is NULL
+# for stopwords (the extension's English list, read from a one-row index of its own).
+_BUILD_TABLES = """
+PRAGMA create_fts_index('probe', 'id', 't', stopwords='english');
+CREATE TABLE stopwords AS SELECT DISTINCT sw AS word FROM fts_main_probe.stopwords;
+CREATE TABLE words (word VARCHAR, term VARCHAR, termid INTEGER);
+CREATE TABLE terms (termid INTEGER, term VARCHAR);
+CREATE TABLE postings (termid INTEGER, fieldid UTINYINT, rid BIGINT, tf INTEGER, len INTEGER);
+CREATE TABLE dfs (termid INTEGER, df BIGINT);
+CREATE TABLE lengths (len BIGINT);
+"""
+
+# One batch of segmented records (Arrow table `seg`) into postings: tokens, new words stemmed and
+# numbered, then tf per (term, field, record) and the record's length over all fields. df is
+# counted per batch and summed at the end (batches hold disjoint records).
+_BATCH_POSTINGS = """
+CREATE OR REPLACE TEMP TABLE tokens AS SELECT * FROM ({tokens}) WHERE word <> '';
+CREATE OR REPLACE TEMP TABLE new_words AS
+    SELECT word, stem(word, 'porter') AS term, word IN (SELECT word FROM stopwords) AS stop
+    FROM (SELECT DISTINCT word FROM tokens) ANTI JOIN words USING (word);
+INSERT INTO terms SELECT (SELECT count(*) FROM terms) + row_number() OVER (ORDER BY term) - 1, term
+    FROM (SELECT DISTINCT term FROM new_words WHERE NOT stop) ANTI JOIN terms USING (term);
+INSERT INTO words SELECT n.word, n.term, CASE WHEN NOT n.stop THEN t.termid END
+    FROM new_words n LEFT JOIN terms t USING (term);
+CREATE OR REPLACE TEMP TABLE tf AS
+    SELECT w.termid, k.fieldid, k.rid, count(*)::INTEGER AS tf
+    FROM tokens k JOIN words w USING (word) WHERE w.termid IS NOT NULL GROUP BY ALL;
+CREATE OR REPLACE TEMP TABLE lens AS SELECT rid, sum(tf)::INTEGER AS len FROM tf GROUP BY rid;
+INSERT INTO postings SELECT tf.*, lens.len FROM tf JOIN lens USING (rid);
+INSERT INTO dfs SELECT termid, count(DISTINCT rid) FROM tf GROUP BY termid;
+INSERT INTO lengths SELECT sum(len) FROM lens;
+"""
+_BATCH_TOKENS = " UNION ALL ".join(
+    f"SELECT rid, {i}::UTINYINT AS fieldid, unnest({_tokens(c)}) AS word FROM seg"
+    for i, c in enumerate(INDEXED))
+
+
+def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> int:
+    """Postings of every record into `con`; public records into rows.bin, byte offsets in rows.idx.
+
+    Returns:
+        The number of records.
+    """
+    docs = offset = 0
+    batch_sql = _BATCH_POSTINGS.format(tokens=_BATCH_TOKENS)
     with (duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows,
           open(folder / "rows.idx", "wb") as idx):
-        # A second connection streams the source: an INSERT on `con` would cancel the stream.
+        # A second connection streams the source: a query on `con` would cancel the stream.
+        # to_json writes each record as _fetch_rows reads it back (public(): no NULL strings).
         reader = src.execute(
-            "SELECT file_row_number AS rid, id, instruction, input, output, system, history, "
-            "array_to_string(flatten(history), ' ') AS history_text "
+            "SELECT file_row_number AS rid, instruction, input, output, system, "
+            "array_to_string(flatten(history), ' ') AS history, "
+            "to_json({id: id, instruction: coalesce(instruction, ''), input: coalesce(input, ''), "
+            "output: coalesce(output, ''), system: coalesce(system, ''), "
+            "history: coalesce(history, [])})::VARCHAR AS record "
             f"FROM read_parquet({_sql_str(source)}, file_row_number=true) ORDER BY rid"
         ).to_arrow_reader(BATCH)
+        idx.write(struct.pack("<q", 0))
         for batch in reader:
-            text = {c: _segment_column(batch.column("history_text" if c == "history" else c))
-                    for c in INDEXED}
-            seg = pa.table({"rid": batch.column("rid"), **text})
-            con.execute("INSERT INTO docs SELECT * FROM seg")
-            blobs = [json.dumps(public(r), ensure_ascii=False).encode("utf-8")
-                     for r in batch.select(list(PUBLIC)).to_pylist()]
-            for blob in blobs:
-                idx.write(struct.pack("<q", offset))
-                offset += len(blob)
-            rows.write(b"".join(blobs))
-        idx.write(struct.pack("<q", offset))
+            seg = pa.table({"rid": batch.column("rid"),
+                            **{c: _segment_column(batch.column(c)) for c in INDEXED}})
+            # Smaller Arrow chunks let DuckDB tokenise on every thread.
+            con.register("seg", pa.Table.from_batches(seg.to_batches(max_chunksize=8192)))
+            con.execute(batch_sql)
+            offset = _append_rows(batch.column("record"), rows, idx, offset)
+            docs += batch.num_rows
+    return docs
 
 
-def _tokens(expr: str) -> str:
-    """SQL for the extension's own tokenizer (its `tokenize` macro) applied to expr."""
-    return f"string_split_regex(regexp_replace(lower(strip_accents({expr})), '{IGNORE}', ' ', 'g'), '\\s+')"
+def _append_rows(record: pa.Array, rows, idx, offset: int) -> int:
+    """Append JSON texts to rows.bin and their end offsets to rows.idx, from Arrow's buffers."""
+    import numpy as np
+
+    record = record.cast(pa.large_string())  # 64-bit offsets, whatever DuckDB sent
+    bounds = np.frombuffer(record.buffers()[1], "<i8")[record.offset:record.offset + len(record) + 1]
+    rows.write(memoryview(record.buffers()[2])[bounds[0]:bounds[-1]])
+    idx.write((bounds[1:] - bounds[0] + offset).astype("<i8").tobytes())
+    return offset + int(bounds[-1] - bounds[0])
 
 
-# What a query needs, copied out of the extension's tables. BM25 is precomputed per (term, field,
-# record) as match_bm25 scores it with a field filter (k=1.2, b=0.75, df and length per record)
-# and stored sorted by term, then score: a query reads only its terms' row groups (DuckDB keeps
+# What a query needs. BM25 is precomputed per (term, field, record) as the extension's match_bm25
+# scores it with a field filter (k=1.2, b=0.75; df and length per record over all fields) and
+# stored sorted by term, then score: a query reads only its terms' row groups (DuckDB keeps
 # min/max per row group) and keeps each term's best postings, instead of aggregating every
 # posting of a common word (seconds on 1M Zipf-distributed records). vocab maps each word seen to
 # its stem so most queries need no extension load (~180 ms, a signature check of its 11 MB).
-_INDEX_TABLES = f"""
+# DuckDB's log() is base 10, as in match_bm25: scores are 0.43 times the ln-based idf's, same ranks.
+_INDEX_TABLES = """
+CREATE TABLE out.stats AS SELECT {docs}::BIGINT AS num_docs,
+    (SELECT sum(len) FROM lengths) / {docs} AS avgdl;
+CREATE TABLE out.dict AS SELECT termid::BIGINT AS termid, term, sum(df)::BIGINT AS df
+    FROM terms JOIN dfs USING (termid) GROUP BY ALL;
 CREATE TABLE out.impacts AS
-WITH tf AS (SELECT termid, fieldid, docid, count(*) AS tf FROM fts_main_docs.terms GROUP BY ALL),
-     st AS (SELECT num_docs, avgdl FROM fts_main_docs.stats)
-SELECT tf.termid, tf.fieldid::UTINYINT AS fieldid, d.name AS rid,
-       CAST(log((st.num_docs - k.df + 0.5) / (k.df + 0.5) + 1)
-            * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * d.len / st.avgdl)) AS FLOAT) AS score
-FROM tf JOIN fts_main_docs.dict k USING (termid) JOIN fts_main_docs.docs d USING (docid), st
-ORDER BY tf.termid, score DESC;
-CREATE TABLE out.dict AS SELECT termid, term, df FROM fts_main_docs.dict;
-CREATE TABLE out.stats AS SELECT num_docs, avgdl FROM fts_main_docs.stats;
-CREATE TABLE out.fields AS SELECT fieldid, field FROM fts_main_docs.fields;
-CREATE TABLE out.vocab AS SELECT word, stem(word, 'porter') AS term FROM (
-    SELECT DISTINCT unnest({_tokens("concat_ws(' ', instruction, input, output, system, history)")}) AS word
-    FROM docs) WHERE word <> '';
+SELECT p.termid::BIGINT AS termid, p.fieldid, p.rid,
+       CAST(log((st.num_docs - d.df + 0.5) / (d.df + 0.5) + 1)
+            * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.len / st.avgdl)) AS FLOAT) AS score
+FROM postings p JOIN out.dict d USING (termid), out.stats st
+ORDER BY p.termid, score DESC;
+CREATE TABLE out.fields AS SELECT * FROM (VALUES {fields}) t(fieldid, field);
+CREATE TABLE out.vocab AS SELECT word, term FROM words;
 """
 TOP_PER_TERM = 2000  # candidates kept per query term (exact ranking for one-word queries)
 EXACT_TOTAL_MAX = 200_000  # postings counted exactly for `total`; above, it is estimated
