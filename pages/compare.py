@@ -41,7 +41,7 @@ try:
             w.progress(report_id)
         else:
             if doc["status"] != "completed":
-                st.warning(t("This report is {status}: {error}. It shows what it finished.", status=doc["status"],
+                st.warning(t("This report is {status}: {error}. It shows what it finished.", status=t(doc["status"]),
                              error=t_error(doc.get("error") or "") or t("it did not finish")))
             w.metrics_table(doc)
             w.charts(doc)

@@ -51,7 +51,7 @@ name = c1.selectbox(t("Dataset"), names, key="data.dataset", on_change=act.reset
 version = c2.selectbox(t("Version"), sorted(versions, reverse=True), key="data.version", on_change=act.reset_page,
                        format_func=version_labels.get)
 with st.expander(t("Lineage: every version of this dataset"), icon=":material/account_tree:"):
-    st.dataframe(w.lineage(name), hide_index=True, width="stretch")
+    st.dataframe(w.lineage(name), hide_index=True, width="stretch", column_config=w.lineage_headers())
 
 browse, clean_tab, split_tab, export_tab, undo_tab = st.tabs(
     [t("Browse & search"), t("Clean"), t("Split"), t("Export"), t("Undo")])

@@ -61,7 +61,13 @@ def cost_table(models: list[str], key: str = "compare.cost") -> None:
         except Exception as exc:  # one unreadable model must not hide the others' rows
             rows.append({"model": m, "params": t("n/a ({reason})", reason=t_error(str(exc)))})
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key)
+        frame = pd.DataFrame(rows)
+        headers = {"model": t("Model"), "params": t("Parameters"), "disk": t("Disk")}
+        for col in frame.columns:  # "run fp32", "tune lora", ...: the use, then the precision or method
+            use, _, how = col.partition(" ")
+            if use in ("run", "tune") and how:
+                headers[col] = t("run {how}", how=how) if use == "run" else t("tune {how}", how=how)
+        st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=headers)
         st.caption(t("Estimated from config.json: run = weights + 2k-token KV cache; tune full = 16 bytes/param "
                      "(fp32 weights, grads, AdamW) + activations (seq 512, batch 1); LoRA/QLoRA = bf16/4-bit "
                      "frozen weights + r=8 adapter on q,v with its AdamW states. Real use adds framework overhead."))
@@ -78,7 +84,7 @@ def report_picker() -> str | None:
         st.session_state["compare.report"] = ids[0]
     return st.selectbox(
         t("Report"), ids, key="compare.report",
-        format_func={i: t("{id} · {status} · {models} on {data}", id=i, status=info[i]["status"],
+        format_func={i: t("{id} · {status} · {models} on {data}", id=i, status=t(info[i]["status"] or "queued"),
                           models=", ".join(info[i]["models"] or []), data=info[i]["data"]) for i in ids}.get)
 
 
@@ -97,18 +103,22 @@ def progress(report_id: str) -> None:
     if status.get("status") not in jobs.ACTIVE:
         st.rerun()
     done, total = status.get("done", 0), status.get("total", 0) or 1
-    st.progress(done / total, text=t("{status}: {model} — {done}/{total} answers", status=status.get("status"),
+    st.progress(done / total, text=t("{status}: {model} — {done}/{total} answers", status=t(status.get("status") or "queued"),
                                      model=status.get("model") or t("loading"), done=done, total=total))
     if st.button(t("Stop"), key="compare.stop", icon=":material/stop:"):
         jobs.stop(evaluate.KIND, report_id)
     partial = evaluate.load_report(report_id)["models"]
     if any(m["examples"] for m in partial):
-        st.dataframe(_metrics_frame(partial), hide_index=True, key="compare.partial")
+        st.dataframe(_metrics_frame(partial), hide_index=True, key="compare.partial", column_config=_row_headers())
 
 
 def _metrics_frame(models: list[dict]) -> pd.DataFrame:
     cols = ["name", *HIGHER_IS_BETTER, "examples"]
     return pd.DataFrame([{c: m.get(c) for c in cols} for m in models]).rename(columns=_labels())
+
+
+def _row_headers() -> dict[str, str]:
+    return {"name": t("Model"), "examples": t("Examples")}
 
 
 def _labels() -> dict[str, str]:
@@ -128,7 +138,7 @@ def metrics_table(doc: dict) -> None:
         return ["background-color: rgba(46,160,67,.28); font-weight: bold" if winner == n else "" for n in names]
 
     st.dataframe(frame.style.apply(highlight).format(precision=3, na_rep="n/a"), hide_index=True,
-                 width="stretch", key="compare.table")
+                 width="stretch", key="compare.table", column_config=_row_headers())
     st.caption(t("Best per column in green (lower is better for latency and memory). ROUGE-L and exact match "
                  "are means over examples; BLEU is corpus BLEU; latency is the time until an answer's batch was done."))
 
@@ -201,7 +211,8 @@ def examples_view(doc: dict) -> None:
             row[f"{n} ROUGE-L"] = o.get("rouge_l")
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="compare.examples",
-                 column_config={"spread": st.column_config.NumberColumn(format="%.2f")})
+                 column_config={"spread": st.column_config.NumberColumn(t("Spread"), format="%.2f"),
+                                "prompt": t("Prompt"), "reference": t("Reference")})
     if not exs:
         return
     pick = st.selectbox(t("Side by side"), [e["index"] for e in exs], key="compare.example",
@@ -235,7 +246,8 @@ def before_after(doc: dict) -> None:
                                      (False, t("after: {model}", model=p["run"]), p["after"])):
             rows.append({"model": label, **{_labels()[k]: (entry or {}).get(k) for k in HIGHER_IS_BETTER},
                          "report": p["base_report"] if before else doc["report"]})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="compare.before_after")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="compare.before_after",
+                 column_config={"model": t("Model"), "report": t("Report")})
     missing = [p["base"] for p in pairs if p["before"] is None]
     if missing:
         st.caption(t("No finished report of {models} on this dataset yet: add it to a comparison.",

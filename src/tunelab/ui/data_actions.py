@@ -134,7 +134,8 @@ def show_import_result() -> None:
                    icon=":material/check_circle:")
         if r["errors"]:
             with st.expander(t("{n} skipped record(s) in {name}: why", n=len(r["errors"]), name=r["name"])):
-                st.dataframe(pd.DataFrame(r["errors"]), hide_index=True, width="stretch")
+                st.dataframe(pd.DataFrame(r["errors"]), hide_index=True, width="stretch",
+                             column_config={"line": t("Line"), "error": t("Error")})
     for s in result.get("skipped", []) if "datasets" in result else []:
         st.warning(t("`{name}` not imported: {reason}", name=s["name"], reason=s["reason"]))
 

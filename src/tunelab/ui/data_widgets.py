@@ -122,6 +122,12 @@ def heads() -> tuple:
     return tuple((d["name"], d["version"]) for d in store.list_datasets())
 
 
+def lineage_headers() -> dict[str, str]:
+    """lineage()'s column headers in the session's language (st.dataframe column_config)."""
+    return {"version": t("Version"), "head": t("Head"), "op": t("Operation"), "params": t("Parameters"),
+            "parent": t("Parent"), "records": t("Records"), "time": t("Time"), "from": t("From")}
+
+
 def lineage(name: str) -> pd.DataFrame:
     """The dataset's versions, newest first, as a table (version, op, params, parent, ...)."""
     m = store.manifest(name)

@@ -153,7 +153,7 @@ def progress(batch_id: str) -> None:
     st_ = jobs.read_status(generate.batch_dir(batch_id)) or {}
     if st_.get("status") in jobs.ACTIVE:
         done, total = st_.get("done", 0), max(st_.get("total", 1), 1)
-        st.progress(min(done / total, 1.0), text=f"{st_.get('status')}: {st_.get('progress', '')}")
+        st.progress(min(done / total, 1.0), text=f"{t(st_.get('status') or 'queued')}: {st_.get('progress', '')}")
     else:
         st.rerun()
 
@@ -176,7 +176,7 @@ def _label(b: dict) -> str:
     c = b.get("counts") or {}
     got = t("{accepted}/{generated} accepted", accepted=c.get("accepted", 0),
             generated=c.get("generated", 0)) if c else ""
-    return f"{b['id']} · {b.get('template', '')} v{b.get('prompt_version') or '?'} · {b.get('status')} {got}"
+    return f"{b['id']} · {b.get('template', '')} v{b.get('prompt_version') or '?'} · {t(b.get('status') or 'queued')} {got}"
 
 
 def _key(field: str, i: int) -> str:

@@ -206,7 +206,7 @@ def live(run_id: str) -> None:
     rows = runs.metrics(run_id)
     status, step, total = st_.get("status"), st_.get("step", 0), st_.get("max_steps")
     st.markdown(t("**{run}** · `{status}` · step {step}/{total} · {method} on `{data}` from `{model}`", run=run_id,
-                  status=status, step=step, total=total or "?", method=st_.get("method"), data=st_.get("data"),
+                  status=t(status or "queued"), step=step, total=total or "?", method=st_.get("method"), data=st_.get("data"),
                   model=st_.get("model")))
     lin = runs.lineage(run_id)
     adapter = t(" + adapter of run `{run}`", run=lin["init_adapter"]) if lin.get("init_adapter") else ""
@@ -245,8 +245,11 @@ def past_runs() -> None:
     if not rows:
         st.caption(t("No runs yet."))
         return
-    st.dataframe([{k: r[k] for k in ("run", "status", "step", "max_steps", "method", "model", "data")} for r in rows],
-                 hide_index=True)
+    st.dataframe([{k: t(r[k]) if k == "status" else r[k] for k in ("run", "status", "step", "max_steps", "method",
+                                                                  "model", "data")} for r in rows],
+                 hide_index=True, column_config={"run": t("Run"), "status": t("Status"), "step": t("Step"),
+                                                 "max_steps": t("Max steps"), "method": t("Method"),
+                                                 "model": t("Model"), "data": t("Dataset")})
     ids = [r["run"] for r in rows]
     if st.session_state.get("train.run") not in ids:
         st.session_state["train.run"] = ids[0]
