@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from typing import Any, Callable
 
 from tunelab.errors import TuneLabError
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # A terminal gets TuneLab's own progress lines; transformers' per-load "Loading weights" bars
+    # (a few ms each) and peft's call of a deprecated transformers method only add noise.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
