@@ -101,8 +101,15 @@ def test_two_cli_processes_and_the_dashboard_edit_one_dataset(workspace):
     # Meanwhile the dashboard cleans the same dataset (exact dedup via the Data page's preview/apply).
     at = AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60).run()
     at.selectbox(key="data.clean_dedup").set_value("exact").run()
-    at.button(key="data.clean_preview").click().run()
-    at.button(key="data.clean_apply").click().run()
+    # A preview is only applied while the head is the one previewed: when a CLI edit lands in
+    # between, the page drops the stale preview and the user previews again.
+    for _ in range(20):
+        at.button(key="data.clean_preview").click().run()
+        if any(b.key == "data.clean_apply" for b in at.button):
+            at.button(key="data.clean_apply").click().run()
+            break
+    else:
+        pytest.fail("the Data page never offered to apply its preview")
     assert not at.exception
     for p in procs:
         _, err = p.communicate(timeout=120)
