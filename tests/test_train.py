@@ -224,3 +224,27 @@ def test_second_run_waits_in_the_queue(workspace, tiny):
     assert runs.status(second)["status"] == "queued" and not runs.metrics(second)
     jobs.write_status(runs.run_dir(first), status="completed")
     assert _wait(lambda: runs.status(second)["status"] == "completed")
+
+
+def test_tokens_per_epoch_counts_every_record_or_scales_a_sample(workspace):
+    from tunelab.data import stats, store
+    from tunelab.train.estimate import tokens_per_epoch
+
+    tiny_model.dataset(repeat=10)  # 80 records
+    lengths = stats.token_lengths(store.read("tiny"), stats.token_counter("smollm2-135m-instruct"))
+    exact = sum(min(x, 40) for x in lengths)
+    assert tokens_per_epoch("smollm2-135m-instruct", "tiny", None, cutoff=40) == exact
+    assert exact < sum(lengths)  # the cutoff did cut something
+    # 8 distinct records repeated 10 times: an even sample of 16 (every 5th) sees each twice, scaled by 5
+    assert tokens_per_epoch("smollm2-135m-instruct", "tiny", None, cutoff=40, sample=16) == exact
+    assert tokens_per_epoch("smollm2-135m-instruct", "tiny", None, cutoff=40, sample=8) != exact  # sees half
+
+
+def test_smoothed_loss_follows_the_trend_and_keeps_gaps():
+    from tunelab.ui.train_widgets import smooth
+
+    noisy = [3.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0]
+    out = smooth(noisy)
+    assert out[0] == 3.0  # debiased: the first point is the first value, not 0.2 * it
+    assert max(out[4:]) - min(out[4:]) < 0.6 * (max(noisy) - min(noisy))
+    assert smooth([1.0, None, 1.0]) == [1.0, None, pytest.approx(1.0)]

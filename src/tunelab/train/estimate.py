@@ -55,6 +55,24 @@ def measured_speed(model: str) -> float | None:
     return statistics.median(speeds) if speeds else None
 
 
+def tokens_per_epoch(model: str, data: str, version: int | None, cutoff: int, sample: int = 2000) -> int:
+    """Training tokens in one epoch (each record chat-formatted, cut at cutoff), from an even sample.
+
+    Tokenising every record of a large dataset would take longer than the estimate is worth: up to
+    `sample` evenly spaced records are counted and scaled to the whole dataset.
+    """
+    from tunelab.data import stats, store
+
+    table = store.read(data, version)
+    n = table.num_rows
+    if not n:
+        return 0
+    if n > sample:
+        table = table.take([i * n // sample for i in range(sample)])
+    lengths = stats.token_lengths(table, stats.token_counter(model))
+    return round(sum(min(x, cutoff) for x in lengths) * n / len(lengths))
+
+
 def estimate(cfg: TrainConfig, tokens_per_epoch: int | None = None) -> dict:
     """Trainable/total parameters, peak memory (GB) and seconds per step and for the run.
 

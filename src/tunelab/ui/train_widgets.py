@@ -74,7 +74,8 @@ def config_form() -> TrainConfig | None:
         c2.info(t("No datasets yet: import one in the Data step."))
         return None
     if st.session_state.get("train.data") not in datasets:
-        st.session_state["train.data"] = datasets[0]
+        # A -train split is what a run should learn from (its -test twin is for Compare).
+        st.session_state["train.data"] = next((d for d in datasets if d.endswith("-train")), datasets[0])
     c2.selectbox(t("dataset"), datasets, key="train.data", help=t("The dataset to learn from (see the Data step)."))
     beginner = [f for _, f in all_fields() if f.metadata.get("beginner") and f.name not in SKIP]
     cols = st.columns(3)
@@ -129,12 +130,21 @@ def preview(cfg: TrainConfig) -> None:
                 + "".join(spans) + "</div>")
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _tokens_per_epoch(model: str, data: str, version: int, cutoff: int) -> int:
+    from tunelab.train.estimate import tokens_per_epoch
+
+    return tokens_per_epoch(model, data, version, cutoff)
+
+
 def estimate(cfg: TrainConfig) -> None:
     """Trainable parameters, memory and time, before launching."""
     from tunelab.train.estimate import estimate as est
 
     try:
-        e = est(cfg)
+        tokens = None if cfg.training.max_steps else _tokens_per_epoch(
+            cfg.model.model, cfg.data.data, store.resolve_version(cfg.data.data), cfg.data.cutoff_len)
+        e = est(cfg, tokens)
     except (TuneLabError, OSError, KeyError) as exc:
         st.caption(t("No estimate: {reason}", reason=t_error(str(exc))))
         return
@@ -177,13 +187,29 @@ def current_run() -> str | None:
     return chosen if chosen in {r["run"] for r in all_runs} else (all_runs[0]["run"] if all_runs else None)
 
 
+def smooth(values: list[float | None], weight: float = 0.8) -> list[float | None]:
+    """Exponential moving average (TensorBoard's smoothing, debiased) so a noisy loss shows its trend."""
+    out, avg, n = [], 0.0, 0
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        n += 1
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** n))
+    return out
+
+
 def _charts(rows: list[dict]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=2, cols=2, subplot_titles=(t("loss"), t("learning rate"), t("grad norm"), t("tokens/s")))
     steps = [r["step"] for r in rows]
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("loss") for r in rows], name=t("loss"), mode="lines+markers"), 1, 1)
+    losses = [r.get("loss") for r in rows]
+    fig.add_trace(go.Scatter(x=steps, y=losses, name=t("loss"), mode="lines+markers", opacity=0.35), 1, 1)
+    fig.add_trace(go.Scatter(x=steps, y=smooth(losses), name=t("loss (smoothed)"), mode="lines",
+                             line={"width": 3}), 1, 1)
     ev = [r for r in rows if r.get("eval_loss") is not None]  # 0.0 is a value: test for None only
     if ev:
         fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r["eval_loss"] for r in ev], name=t("eval loss"),
