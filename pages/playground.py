@@ -11,6 +11,8 @@ st.title(t("Playground"))
 st.caption(t("Ask a question and watch the answer appear. Pick a second model to compare base and tuned side by side."))
 
 choices = chat.model_choices()
+if "play.model_a" not in st.session_state and (pair := chat.default_pair(choices)):
+    st.session_state["play.model_a"], st.session_state["play.model_b"] = pair
 c1, c2 = st.columns(2)
 model_a = c1.selectbox(t("Model"), choices, key="play.model_a",
                        help=t("A shipped model, one you added, or a finished training run."))

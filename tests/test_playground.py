@@ -78,3 +78,24 @@ def test_base_model_fallback_note(workspace, tiny_model, tmp_path):
     at.selectbox(key="play.model_a").set_value("base")
     at.run()
     assert "without a chat template" in texts(at)
+
+
+def test_opens_on_the_newest_tuned_run_next_to_its_base(workspace, tiny_model):
+    import tiny_model as builder
+
+    from tunelab.train import runs, sft
+    from tunelab.train.config import TrainConfig
+
+    add_model("tiny", tiny_model)
+    at = open_page("pages/playground.py")
+    assert at.selectbox(key="play.model_b").value == "(none)"  # nothing trained yet: one model
+
+    builder.dataset()
+    cfg = TrainConfig.for_method("lora")
+    cfg.set({"model": "tiny", "data": "tiny", "max_steps": 2, "batch_size": 2, "cutoff_len": 64})
+    run_id = runs.create(cfg)
+    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    at = open_page("pages/playground.py")
+    assert not at.exception, at.exception
+    assert at.selectbox(key="play.model_a").value == run_id
+    assert at.selectbox(key="play.model_b").value == "tiny"

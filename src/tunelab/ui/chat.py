@@ -12,6 +12,7 @@ import streamlit as st
 
 from tunelab import jobs
 from tunelab.data import store
+from tunelab.errors import TuneLabError
 from tunelab.models.generation import Generation, GenerationSettings
 from tunelab.models.registry import list_models
 from tunelab.ui.i18n import t
@@ -23,6 +24,21 @@ def model_choices() -> list[str]:
     """Registry models, then completed training runs (a run id means base + adapter)."""
     runs = [j["id"] for j in jobs.list_jobs("runs") if j.get("status") == "completed"]
     return [m["name"] for m in list_models()] + runs
+
+
+def default_pair(choices: list[str]) -> tuple[str, str] | None:
+    """What the Playground opens on: the newest finished run next to its base model (the demo a
+    stakeholder wants to see), or None when nothing has been trained yet."""
+    from tunelab.train import runs
+
+    done = [j["id"] for j in jobs.list_jobs("runs") if j.get("status") == "completed" and j["id"] in choices]
+    if not done:
+        return None
+    try:
+        base = runs.lineage(done[0])["base"]
+    except (TuneLabError, OSError):  # a run folder without its config: show the run alone
+        base = None
+    return done[0], base if base in choices else NO_MODEL
 
 
 def conversation(log: list[dict], slot: str, system: str, upto: int | None = None) -> list[dict]:
