@@ -146,9 +146,13 @@ def main() -> None:
             r = child(kind, a.model, a.steps)
             rows += [row(f"{kind[4:]} on GPU", r["tokens_per_s"], None, "tokens/s"),
                      row(f"{kind[4:]} peak GPU memory", r["peak_gpu_mb"], None, "MB", higher_is_better=False)]
+    from tunelab.train.sft import native_bf16_cpu
+
     notes = (f"{a.model}, {a.steps} steps, best of {a.repeat} alternating runs each, torch {torch.__version__}. "
              f"TuneLab: batch 1 x 512 tokens of packed examples per step, "
-             f"logits for answer tokens only; baseline: HF Trainer + PEFT, 8 examples per step padded to the longest. "
+             f"logits for answer tokens only, bf16 autocast over float32 weights where the CPU has native bf16 "
+             f"(here: {'yes' if native_bf16_cpu() else 'no'}; mixed_precision=auto); baseline: plain float32 HF Trainer "
+             f"+ PEFT, 8 examples per step padded to the longest. "
              f"Loss first -> last: TuneLab {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}, baseline "
              f"{base['loss_first']:.3f} -> {base['loss_last']:.3f}. Wall: {ours['wall_s']} s vs {base['wall_s']} s. "
              + ("" if torch.cuda.is_available() else "No CUDA GPU here: GPU LoRA/QLoRA rows not measured."))

@@ -248,3 +248,23 @@ def test_smoothed_loss_follows_the_trend_and_keeps_gaps():
     assert out[0] == 3.0  # debiased: the first point is the first value, not 0.2 * it
     assert max(out[4:]) - min(out[4:]) < 0.6 * (max(noisy) - min(noisy))
     assert smooth([1.0, None, 1.0]) == [1.0, None, pytest.approx(1.0)]
+
+
+def test_mixed_precision_choice_and_a_bf16_run(workspace, tiny):
+    import torch
+
+    cfg = _cfg(tiny, max_steps=3)
+    assert sft.autocast_dtype(_cfg(tiny, mixed_precision="no"), "cpu") is None
+    assert sft.autocast_dtype(_cfg(tiny, mixed_precision="bf16"), "cpu") == torch.bfloat16
+    assert sft.autocast_dtype(_cfg(tiny, mixed_precision="bf16", dtype="bfloat16"), "cpu") is None  # already bf16
+    auto = sft.autocast_dtype(cfg, "cpu")
+    assert auto == (torch.bfloat16 if sft.native_bf16_cpu() else None)
+    # Forced bf16 autocast trains (on any CPU; it only pays where bf16 is native): weights stay float32.
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, mixed_precision="bf16", learning_rate=5e-2, max_steps=6))
+    rows = runs.metrics(run_id)
+    assert len(rows) == 6 and rows[-1]["loss"] < rows[0]["loss"]
+    from safetensors.torch import load_file
+
+    saved = sorted(runs.run_dir(run_id).rglob("adapter_model.safetensors"))
+    assert saved and all(v.dtype == torch.float32 for f in saved for v in load_file(f).values())

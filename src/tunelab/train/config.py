@@ -124,6 +124,10 @@ class TrainingArgs:
                           "checkpoint folder name such as step-20.")
     wait_for_others: bool = _f(True, "Wait until other runs have finished before starting (one run at a time).")
     threads: int = _f(0, "CPU threads for training; 0 lets torch decide.")
+    mixed_precision: str = _f("auto", "Compute in bfloat16 while the weights stay float32 (autocast): about 1.5x "
+                              "faster where the hardware has native bf16 (CPUs with AVX512-BF16 or AMX, recent "
+                              "GPUs). auto uses it there only; bf16 forces it; no turns it off.",
+                              choices=("auto", "bf16", "no"))
 
 
 GROUPS = {"model": ModelArgs, "data": DataArgs, "method": MethodArgs, "training": TrainingArgs}

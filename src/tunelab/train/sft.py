@@ -114,6 +114,30 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device):
                                             lora_dropout=m.lora_dropout, target_modules=targets))
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def autocast_dtype(cfg: TrainConfig, device_type: str):
+    """The autocast dtype for this run's forward passes, or None for plain float32.
+
+    Only a float32 model is autocast (bf16/fp16 weights or QLoRA already compute low precision).
+    """
+    import torch
+
+    setting = cfg.training.mixed_precision
+    if setting == "no" or cfg.model.dtype != "float32" or cfg.method.method == "qlora":
+        return None
+    if device_type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if setting == "bf16" or native_bf16_cpu() else None
+
+
 def batch_loss(model, batch: dict, prompt_learning: bool, device):
     """Summed cross-entropy over the response tokens of one batch."""
     import torch.nn.functional as F
@@ -138,10 +162,12 @@ def evaluate(model, enc: tdata.Encoded, cfg: TrainConfig, pad_id: int, device) -
     rows, per_batch = tdata.plan_rows(enc, cfg.data.cutoff_len, packing, cfg.training.batch_size)
     total, count = 0.0, 0
     model.eval()
+    amp = autocast_dtype(cfg, torch.device(device).type)
     with torch.no_grad():
         for b in tdata.epoch_batches(rows, per_batch, 0, 0, packing):
             batch = tdata.collate(enc, b, pad_id, packing)
-            total += float(batch_loss(model, batch, cfg.method.method == "ptuning", device))
+            with torch.autocast(torch.device(device).type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                total += float(batch_loss(model, batch, cfg.method.method == "ptuning", device))
             count += int((batch["labels"][:, 1:] != tdata.IGNORE).sum())
     model.train()
     return total / max(count, 1)
@@ -267,6 +293,9 @@ def train(run_dir: Path, stopping) -> str:
             k += 1
 
     stream, saved = micro_batches(step), step
+    amp = autocast_dtype(cfg, accel.device.type)
+    if amp is not None:
+        log(f"mixed precision: {amp} autocast, float32 weights ({cfg.training.mixed_precision})")
     model.train()
     while step < max_steps and not stopping():
         t0 = time.time()
@@ -274,7 +303,8 @@ def train(run_dir: Path, stopping) -> str:
         n_loss = sum(int((b["labels"][:, 1:] != tdata.IGNORE).sum()) for _, b in group)
         total = 0.0
         for _, b in group:
-            loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
+            with torch.autocast(accel.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
             accel.backward(loss)
             total += float(loss.detach())
         grad_norm = float(accel.clip_grad_norm_(params, t.max_grad_norm or float("inf")))
