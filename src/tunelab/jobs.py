@@ -106,11 +106,13 @@ def stop(kind: str, job_id: str) -> dict:
     pid = st.get("pid")
     if st.get("status") == "queued" or not pid_alive(pid):
         return write_status(d, status="stopped")
+    # Marked before the signal: written after it, this read-modify-write could land on top of the
+    # job's own final `stopped` and put back `running` (then read as interrupted once the pid is gone).
+    write_status(d, stop_requested=True)
     try:
         os.killpg(os.getpgid(int(pid)), signal.SIGTERM)
     except ProcessLookupError:
         pass
-    write_status(d, stop_requested=True)
     return st
 
 
