@@ -8,6 +8,7 @@ tokens never reach the 49k-wide output layer, which saves both time and the larg
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -114,6 +115,7 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device):
                                             lora_dropout=m.lora_dropout, target_modules=targets))
 
 
+@functools.cache
 def native_bf16_cpu() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 autocast pays."""
     try:
@@ -136,6 +138,13 @@ def autocast_dtype(cfg: TrainConfig, device_type: str):
     if device_type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if setting == "bf16" or native_bf16_cpu() else None
+
+
+def autocast(device_type: str, dtype):
+    """torch.autocast to dtype on device_type, or a no-op context when dtype is None."""
+    import torch
+
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def batch_loss(model, batch: dict, prompt_learning: bool, device):
@@ -162,11 +171,12 @@ def evaluate(model, enc: tdata.Encoded, cfg: TrainConfig, pad_id: int, device) -
     rows, per_batch = tdata.plan_rows(enc, cfg.data.cutoff_len, packing, cfg.training.batch_size)
     total, count = 0.0, 0
     model.eval()
-    amp = autocast_dtype(cfg, torch.device(device).type)
+    device_type = torch.device(device).type
+    amp = autocast_dtype(cfg, device_type)
     with torch.no_grad():
         for b in tdata.epoch_batches(rows, per_batch, 0, 0, packing):
             batch = tdata.collate(enc, b, pad_id, packing)
-            with torch.autocast(torch.device(device).type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            with autocast(device_type, amp):
                 total += float(batch_loss(model, batch, cfg.method.method == "ptuning", device))
             count += int((batch["labels"][:, 1:] != tdata.IGNORE).sum())
     model.train()
@@ -303,7 +313,7 @@ def train(run_dir: Path, stopping) -> str:
         n_loss = sum(int((b["labels"][:, 1:] != tdata.IGNORE).sum()) for _, b in group)
         total = 0.0
         for _, b in group:
-            with torch.autocast(accel.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            with autocast(accel.device.type, amp):
                 loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
             accel.backward(loss)
             total += float(loss.detach())

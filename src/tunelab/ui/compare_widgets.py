@@ -132,9 +132,10 @@ def metrics_table(doc: dict) -> None:
     best = evaluate.best_per_column(doc["models"])
     names = list(frame["name"])
 
+    metric_of = {label: k for k, label in _labels().items()}  # header -> metric key
+
     def highlight(col: pd.Series) -> list[str]:
-        key = next((k for k, v in _labels().items() if v == col.name), None)
-        winner = best.get(key)
+        winner = best.get(metric_of.get(col.name))
         return ["background-color: rgba(46,160,67,.28); font-weight: bold" if winner == n else "" for n in names]
 
     st.dataframe(frame.style.apply(highlight).format(precision=3, na_rep="n/a"), hide_index=True,

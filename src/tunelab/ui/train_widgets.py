@@ -18,6 +18,7 @@ from tunelab.models import registry
 from tunelab.train import runs
 from tunelab.train.config import METHOD_DEFAULTS, TrainConfig, all_fields, to_flags
 from tunelab.ui.i18n import t, t_error
+from tunelab.ui.layout import show_error
 
 SKIP = {"model", "data", "resume_from"}  # chosen with dedicated widgets / set by `runs resume`
 
@@ -92,7 +93,7 @@ def config_form() -> TrainConfig | None:
     try:
         cfg.set({f.name: st.session_state[f"train.{f.name}"] for _, f in all_fields() if f.name != "resume_from"})
     except TuneLabError as exc:
-        st.error(t_error(str(exc)))
+        show_error(exc)
         return None
     return cfg
 
@@ -113,7 +114,7 @@ def preview(cfg: TrainConfig) -> None:
         with st.spinner(t("Applying the chat template ...")):
             items = _preview(cfg.model.model, cfg.data.data, store.resolve_version(cfg.data.data), cfg.data.cutoff_len)
     except TuneLabError as exc:
-        st.error(t_error(str(exc)))
+        show_error(exc)
         return
     for i, item in enumerate(items):
         spans = []
@@ -170,7 +171,7 @@ def launch_button(cfg: TrainConfig) -> None:
             run_id = runs.create(cfg)
             runs.start(run_id)
         except TuneLabError as exc:
-            st.error(t_error(str(exc)))
+            show_error(exc)
             return
         st.session_state["train.run"] = run_id
         st.toast(t("started {run}", run=run_id))
@@ -253,7 +254,7 @@ def live(run_id: str) -> None:
         try:
             runs.resume(run_id)
         except TuneLabError as exc:
-            st.error(t_error(str(exc)))
+            show_error(exc)
     if rows:
         st.plotly_chart(_charts(rows), key=f"train.chart.{run_id}")
     with st.expander(t("Log"), expanded=status == "failed"):
