@@ -66,6 +66,10 @@ def test_journey(dashboard, page, shot):
     key(page, "data.query").locator("input").fill("capital")
     key(page, "data.query").locator("input").press("Enter")
     page.get_by_text("matching record(s)").wait_for()
+    # The caption arrives before the record below it: wait for the marks, not just the count line
+    # (CI once counted zero <mark> between the two deltas).
+    wait_idle(page)
+    page.locator("mark").first.wait_for(timeout=30_000)
     assert page.locator("mark").count() > 0
     shot(page, "02-data-search")
     key(page, "data.query").locator("input").fill("")
