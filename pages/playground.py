@@ -28,13 +28,14 @@ with st.expander(t("Generation settings")):
     except TuneLabError as exc:
         layout.show_error(exc)
         st.stop()
+    engine = st.radio(t("Engine"), chat.ENGINES, key="play.engine", horizontal=True, help=t(chat.ENGINE_HELP))
 
 slots = {"A": model_a} | ({"B": model_b} if model_b != chat.NO_MODEL else {})
 backends = {}
 for slot, model in slots.items():
     try:
         with st.spinner(t("Loading {model} (the first time takes a while) ...", model=model)):
-            backends[slot] = cache.backend(model)
+            backends[slot] = cache.backend(chat.backend_spec(model, engine))
     except TuneLabError as exc:
         layout.show_error(exc)
         st.stop()

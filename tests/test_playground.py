@@ -99,3 +99,21 @@ def test_opens_on_the_newest_tuned_run_next_to_its_base(workspace, tiny_model):
     assert not at.exception, at.exception
     assert at.selectbox(key="play.model_a").value == run_id
     assert at.selectbox(key="play.model_b").value == "tiny"
+
+
+def test_engine_choice(workspace, tiny_model):
+    from tunelab.models import generation
+    from tunelab.ui import chat
+
+    at = _page(tiny_model)
+    assert chat.backend_spec("tiny", "auto") == "tiny"
+    assert chat.backend_spec("tiny", "transformers") == "local:tiny"
+    assert chat.backend_spec("tiny", "llama.cpp") == "llamacpp:tiny"
+    at.radio(key="play.engine").set_value("transformers").run()
+    assert not at.exception, at.exception
+    _say(at, "Hello")
+    assert len([m for m in at.chat_message if m.name == "assistant"]) == 1
+    if not generation.llamacpp_available():
+        at.radio(key="play.engine").set_value("llama.cpp").run()
+        assert not at.exception, at.exception
+        assert any("llama.cpp is not installed" in e.value for e in at.error)  # one sentence, no traceback

@@ -151,6 +151,39 @@ def test_export_merge_and_gguf_give_the_same_greedy_output(workspace, tiny):
 
 
 @pytest.mark.slow
+def test_run_gguf_is_written_once_per_checkpoint(workspace, tiny):
+    """llama.cpp runs a run as its merged GGUF: converted once, redone when a resume moves the checkpoint."""
+    import gguf
+
+    from tunelab.jsonio import read_json, write_json
+    from tunelab.train.export import run_gguf
+
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, max_steps=2))
+    path = run_gguf(run_id)
+    assert path.parent.parent == runs.run_dir(run_id) and path.name == "step-2.gguf"
+    reader = gguf.GGUFReader(str(path))
+    assert "token_embd.weight" in {t.name for t in reader.tensors}
+    stamp = path.stat().st_mtime_ns
+    assert run_gguf(run_id) == path and path.stat().st_mtime_ns == stamp  # cached, not rewritten
+    out = runs.run_dir(run_id) / "output.json"
+    write_json(out, dict(read_json(out), step=4))  # as a resumed run's next checkpoint records it
+    newer = run_gguf(run_id)
+    assert newer.name == "step-4.gguf" and newer.exists() and not path.exists()
+    assert not list(newer.parent.glob(".*tmp"))
+
+
+def test_run_gguf_refuses_a_ptuning_run_in_one_line(workspace, tiny):
+    from tunelab.train.export import run_gguf
+
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, "ptuning", max_steps=2))
+    with pytest.raises(TuneLabError, match="P-tuning run has no weights to merge"):
+        run_gguf(run_id)
+    assert not list((runs.run_dir(run_id) / "gguf").glob("*"))
+
+
+@pytest.mark.slow
 def test_accelerate_launcher_one_process(workspace, tiny):
     tiny_model.dataset()
     env = dict(os.environ, TUNELAB_HOME=str(workspace))

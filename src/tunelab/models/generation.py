@@ -10,7 +10,7 @@ import importlib.util
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Protocol
 
 from tunelab.errors import TuneLabError
@@ -324,7 +324,12 @@ def _build(spec: str) -> Backend:
     if kind == "llamacpp":
         from tunelab.models.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(resolve(rest))
+        ref = resolve(rest)
+        if ref.kind == "run":  # llama.cpp cannot apply a PEFT adapter: run the merged model as GGUF
+            from tunelab.train.export import run_gguf
+
+            ref = replace(ref, kind="gguf", path=str(run_gguf(ref.name)))
+        return LlamaCppBackend(ref)
     ref = resolve(spec)
     if ref.kind == "openai":
         from tunelab.models.openai_backend import OpenAIBackend

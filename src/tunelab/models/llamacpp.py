@@ -24,7 +24,7 @@ class LlamaCppBackend:
         except ImportError:
             raise TuneLabError("llama.cpp is not installed: pip install 'tunelab[llamacpp]' (it compiles for about 10 minutes)") from None
         if ref.kind != "gguf":
-            raise TuneLabError(f"{ref.name} is not a GGUF file; llama.cpp runs only .gguf models (runs with adapters use transformers)")
+            raise TuneLabError(f"{ref.name} is not a GGUF file; llama.cpp runs .gguf models and training runs")
         self.ref = ref
         self.name = ref.name
         self.llm = Llama(model_path=ref.path, n_ctx=N_CTX, n_threads=os.cpu_count() or 1, verbose=False)

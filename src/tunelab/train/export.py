@@ -8,6 +8,7 @@ file gives the same greedy output as the merged weights.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,34 @@ def export(run_id: str, out: str, merge: bool = False, gguf: bool = False) -> di
         write_gguf(model, tok, path, name=run_id, pre=_tokenizer_pre(meta["base"]))
         files.append(str(path))
     return {"run": run_id, "out": str(target), "files": files}
+
+
+def run_gguf(run_id: str) -> Path:
+    """The run's merged model as a float32 GGUF file for llama.cpp, written once per checkpoint.
+
+    llama.cpp cannot apply a PEFT adapter itself, so a run is merged and converted (SmolLM2: about
+    7 s); the file sits in the run folder, named by the checkpoint step, so a resumed run gets a new one.
+    """
+    from tunelab.train import runs
+
+    d = runs.run_dir(run_id)
+    meta = read_json(d / "output.json")
+    if not meta:
+        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    path = d / "gguf" / f"step-{meta.get('step', 0)}.gguf"
+    if path.exists():
+        return path
+    model, tok = merged(run_id)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_gguf(model, tok, tmp, name=run_id, pre=_tokenizer_pre(meta["base"]))
+        os.replace(tmp, path)  # another process converting the same run wrote an identical file
+    finally:
+        tmp.unlink(missing_ok=True)
+    for old in path.parent.glob("step-*.gguf"):  # an earlier checkpoint's file is stale now
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
 
 
 def merged(run_id: str):

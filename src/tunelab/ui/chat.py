@@ -14,10 +14,26 @@ from tunelab import jobs
 from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.models.generation import Generation, GenerationSettings
-from tunelab.models.registry import list_models
+from tunelab.models.registry import list_models, resolve
 from tunelab.ui.i18n import t
 
 NO_MODEL = "(none)"
+ENGINES = ("auto", "transformers", "llama.cpp")
+ENGINE_HELP = ("auto: llama.cpp for a plain GGUF model when it is installed (about 7x faster on a CPU), "
+               "transformers otherwise. llama.cpp runs a training run too: its merged weights are converted "
+               "to GGUF once (a few seconds). Endpoints always answer over HTTP.")
+
+
+def backend_spec(model: str, engine: str) -> str:
+    """The backend spec (generation.get_backend) for a model under the chosen engine.
+
+    Args:
+        model: a MODEL (registry name, path, .gguf file, run id).
+        engine: one of ENGINES; an OpenAI-compatible endpoint ignores it.
+    """
+    if engine == "auto" or resolve(model).kind == "openai":
+        return model
+    return ("local:" if engine == "transformers" else "llamacpp:") + model
 
 
 def model_choices() -> list[str]:

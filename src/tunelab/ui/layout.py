@@ -37,6 +37,7 @@ DEFAULTS: dict = {
     "train.data": None,
     "train.run": None,
     "play.history": [],
+    "play.engine": "auto",
     "gen.batch": None,
 }
 
