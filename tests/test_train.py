@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -171,6 +172,25 @@ def test_run_gguf_is_written_once_per_checkpoint(workspace, tiny):
     newer = run_gguf(run_id)
     assert newer.name == "step-4.gguf" and newer.exists() and not path.exists()
     assert not list(newer.parent.glob(".*tmp"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed (optional extra)")
+def test_llamacpp_answers_for_a_run_like_transformers(workspace, tmp_path):
+    from tunelab.models.generation import GenerationSettings, clear_cache, get_backend
+
+    decisive = str(tiny_model.build(tmp_path / "decisive", width=64, init_range=0.5))
+    tiny_model.dataset()
+    run_id = _train(_cfg(decisive, learning_rate=5e-2, max_steps=4, lora_target="all-linear"))
+    clear_cache()
+    conv = [{"role": "user", "content": "What colour is the sky?"}]
+    s = GenerationSettings(max_new_tokens=8)
+    fast, ref = get_backend(f"llamacpp:{run_id}"), get_backend(f"local:{run_id}")
+    assert type(fast).__name__ == "LlamaCppBackend"
+    assert fast.format_prompt(conv) == ref.format_prompt(conv)
+    a, b = fast.chat([conv], s)[0], ref.chat([conv], s)[0]
+    assert a.prompt_tokens == b.prompt_tokens and a.completion_tokens == b.completion_tokens > 0
+    assert a.text == b.text
 
 
 def test_run_gguf_refuses_a_ptuning_run_in_one_line(workspace, tiny):
