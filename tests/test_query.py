@@ -245,3 +245,16 @@ def test_indexed_rows_read_back_as_show_prints_them(workspace):
     n = len(RECORDS) + 2
     assert query._fetch_rows(folder, list(range(n))) == query.show("rows", limit=n)["records"]
     assert sorted(p.name for p in folder.iterdir()) == ["index.duckdb", "rows.bin", "rows.idx"]
+
+
+@pytest.mark.parametrize("batch", [7, 64])
+def test_ties_at_the_per_term_cut_go_to_the_earlier_records(workspace, monkeypatch, batch):
+    # 40 records with the same words score the same: the cut keeps each term's first postings by row.
+    monkeypatch.setattr(query, "TOP_PER_TERM", 4)
+    monkeypatch.setattr(query, "BATCH", batch)
+    store.commit("ties", to_table([{"id": f"t{i}", "instruction": "apple pie", "output": "warm"} for i in range(40)]),
+                 "import")
+    for text in ("apple", "apple pie", "pie warm apple"):
+        hits = query.search("ties", text, limit=3)
+        assert ids(hits) == ["t0", "t1", "t2"] and len(set(hits["scores"])) == 1
+        assert hits["total"] == 40

@@ -333,7 +333,7 @@ SELECT p.termid::BIGINT AS termid, p.fieldid, p.rid,
        CAST(log((st.num_docs - d.df + 0.5) / (d.df + 0.5) + 1)
             * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.len / st.avgdl)) AS FLOAT) AS score
 FROM postings p JOIN out.dict d USING (termid), out.stats st
-ORDER BY p.termid, score DESC;
+ORDER BY p.termid, score DESC, p.rid;
 CREATE TABLE out.fields AS SELECT * FROM (VALUES {fields}) t(fieldid, field);
 CREATE TABLE out.vocab AS SELECT word, term FROM words;
 """
@@ -374,10 +374,11 @@ def _fts_hits(name: str, query: str, field: str, limit: int, version: int | None
         if field != "any":
             fid = con.execute("SELECT fieldid FROM fields WHERE field = ?", [field]).fetchone()
             field_filter = f"AND fieldid = {int(fid[0])}"
-        # One top-N per term, with literal ids so each scan skips other terms' row groups.
+        # One top-N per term, with literal ids so each scan skips other terms' row groups. Ties at
+        # the cut go to the earlier record, so two builds of the same data give the same hits.
         per_term = " UNION ALL ".join(
             f"(SELECT rid, score FROM impacts WHERE termid = {int(t)} {field_filter} "
-            f"ORDER BY score DESC LIMIT {max(TOP_PER_TERM, 2 * limit)})" for t, _ in terms)
+            f"ORDER BY score DESC, rid LIMIT {max(TOP_PER_TERM, 2 * limit)})" for t, _ in terms)
         rows = con.execute(f"SELECT rid, sum(score) AS s FROM ({per_term}) GROUP BY rid "
                            "ORDER BY s DESC, rid LIMIT ?", [limit]).fetchall()
         total = _match_count(con, terms, field_filter) if rows else 0
