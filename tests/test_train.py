@@ -125,6 +125,28 @@ def test_kill9_then_resume_continues_steps(workspace, tiny):
     assert max(int(p.name[5:]) for p in (d / "checkpoints").glob("step-*")) == steps[-1]
 
 
+@pytest.mark.parametrize("method", ["lora", "ptuning"])
+def test_frozen_linears_cast_once_give_identical_bf16_results(workspace, tiny, method):
+    import copy
+
+    import torch
+
+    cfg = _cfg(tiny, method, lora_target="all-linear")
+    model = sft.load_model(cfg, tiny, None, "cpu")
+    cast = copy.deepcopy(model)
+    assert sft.cast_frozen_linears(cast, torch.bfloat16) > 0
+    embed = cast.get_input_embeddings().weight
+    linears = {id(m.weight) for m in cast.modules() if type(m) is torch.nn.Linear and m.weight is not embed}
+    for name, p in cast.named_parameters():  # frozen Linear weights only; norms, embeddings, trainables stay
+        want = torch.bfloat16 if id(p) in linears and not p.requires_grad else torch.float32
+        assert p.dtype == want, name
+    assert any(p.requires_grad for p in cast.parameters()) and embed.dtype == torch.float32
+    ids = torch.randint(0, 1000, (2, 24))
+    with sft.autocast("cpu", torch.bfloat16):
+        want, got = model(input_ids=ids).logits, cast(input_ids=ids).logits
+    assert torch.equal(want, got)
+
+
 @pytest.mark.slow
 def test_export_merge_and_gguf_give_the_same_greedy_output(workspace, tiny):
     import torch
