@@ -226,6 +226,40 @@ def test_run_gguf_refuses_a_ptuning_run_in_one_line(workspace, tiny):
 
 
 @pytest.mark.slow
+def test_q8_0_gguf_export_is_smaller_and_answers_alike(workspace, tmp_path):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.models.loading import load_model
+
+    decisive = str(tiny_model.build(tmp_path / "decisive", width=64, init_range=0.5))
+    tiny_model.dataset()
+    run_id = _train(_cfg(decisive, learning_rate=5e-2, max_steps=4, lora_target="all-linear"))
+    assert cli(["export", run_id, "f32.gguf", "--gguf"]) == 0
+    assert cli(["export", run_id, "q8.gguf", "--gguf", "--gguf-type", "q8_0"]) == 0
+    f32, q8 = workspace / "exports" / "f32.gguf", workspace / "exports" / "q8.gguf"
+    assert q8.stat().st_size < 0.45 * f32.stat().st_size
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(str(q8)).tensors}
+    assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q8_0
+    assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+    tuned, tok = load_model(run_id, device="cpu")
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What colour is the sky?"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    gen = dict(max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        want = tuned.generate(**prompt, **gen)[0].tolist()
+        from_q8 = AutoModelForCausalLM.from_pretrained(str(q8.parent), gguf_file=q8.name)
+        assert from_q8.generate(**prompt, **gen)[0].tolist() == want
+    with pytest.raises(SystemExit):  # argparse refuses an unknown type with one usage line
+        cli(["export", run_id, "x.gguf", "--gguf", "--gguf-type", "q4"])
+    with pytest.raises(TuneLabError, match="unknown GGUF type 'q4'"):
+        from tunelab.train.export import export
+
+        export(run_id, "x.gguf", gguf=True, gguf_type="q4")
+
+
+@pytest.mark.slow
 def test_accelerate_launcher_one_process(workspace, tiny):
     tiny_model.dataset()
     env = dict(os.environ, TUNELAB_HOME=str(workspace))
