@@ -13,6 +13,7 @@ st.caption(t("Fine-tune a model on a dataset. Runs are background processes: clo
 watching = tw.current_run()
 if watching:
     tw.live(watching)
+    tw.export_panel(watching)
 
 new, past = st.tabs([t("New run"), t("Past runs")])
 with new:

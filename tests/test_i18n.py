@@ -178,15 +178,15 @@ def test_strings_translated_at_display_have_chinese_entries():
     from tunelab import jobs
     from tunelab.models.generation import GenerationSettings
     from tunelab.train.config import all_fields
-    from tunelab.ui import chat, compare_widgets, data_actions, data_widgets, generate_widgets
+    from tunelab.ui import chat, compare_widgets, data_actions, data_widgets, generate_widgets, train_widgets
 
     dynamic = [f.metadata["help"] for _, f in all_fields()]
     dynamic += [f.name.replace("_", " ") for _, f in all_fields()]
     dynamic += [*data_actions.REASONS.values(), *compare_widgets.SORTS, *compare_widgets.LABELS.values()]
     dynamic += list(data_widgets.sql_examples(["toy"]))
-    dynamic += [k[:-1] for k in jobs.KINDS]
+    dynamic += [jobs.KIND_LABELS[k] for k in jobs.KINDS]
     dynamic += [f.metadata["help"] for f in fields(GenerationSettings)]
-    dynamic += [generate_widgets.ENDPOINT, chat.NO_MODEL]
+    dynamic += [generate_widgets.ENDPOINT, chat.NO_MODEL, chat.ENGINE_HELP, *train_widgets.EXPORT_LABELS.values()]
     assert [s for s in dynamic if s not in ZH and s not in ("data", "resume from")] == []
 
 

@@ -74,3 +74,35 @@ def test_refresh_neither_starts_nor_stops_nor_loses_a_run(workspace, tiny):
         while runs.status(run_id)["status"] != "stopped" and time.time() < end:
             time.sleep(0.5)
     assert runs.status(run_id)["status"] == "stopped"
+
+
+@pytest.mark.slow
+def test_export_a_finished_run_from_the_page(workspace, tiny):
+    import gguf
+
+    from tunelab.train import export, sft
+
+    tiny_model.dataset()
+    cfg = TrainConfig.for_method("lora")
+    cfg.set({"model": tiny, "data": "tiny", "max_steps": 2, "cutoff_len": 128})
+    run_id = runs.create(cfg)
+    assert sft.main(runs.run_dir(run_id)) == 0
+    at = _open(tiny)
+    at.text_input(key="train.export_name").set_value("../escape").run()
+    at.button(key="train.export").click().run()
+    assert any("export name" in e.value for e in at.error) and not export.list_jobs(run_id)  # one line, no job
+    at.selectbox(key="train.export_format").set_value("gguf-q8_0")
+    at.text_input(key="train.export_name").set_value("tiny-q8").run()
+    assert any("tunelab export " + run_id + " tiny-q8.gguf --gguf --gguf-type q8_0" in c.value for c in at.caption)
+    at.button(key="train.export").click().run()
+    assert not at.exception, at.exception
+    end = time.time() + 180
+    while export.list_jobs(run_id)[0]["status"] in ("queued", "running") and time.time() < end:
+        time.sleep(0.5)
+    job = export.list_jobs(run_id)[0]
+    assert job["status"] == "completed", job
+    out = workspace / "exports" / "tiny-q8.gguf"
+    assert job["files"] == [str(out)]
+    assert gguf.GGUFReader(str(out)).tensors  # a GGUF file llama.cpp can open
+    at = _open(tiny)  # a fresh session (refresh) still lists the export, read from disk
+    assert any("out" in df.value and str(out) in df.value["out"].tolist() for df in at.dataframe)

@@ -22,7 +22,8 @@ from tunelab.jsonio import read_json, write_json
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "stopped", "interrupted")
-KINDS = ("runs", "reports", "generations")
+KINDS = ("runs", "reports", "generations", "export-jobs")
+KIND_LABELS = {"runs": "run", "reports": "report", "generations": "generation", "export-jobs": "export"}
 
 
 def new_id(prefix: str) -> str:

@@ -47,6 +47,7 @@ def register(sub) -> None:
     e.add_argument("--gguf", action="store_true", help="write a GGUF file (merged weights) for llama.cpp")
     e.add_argument("--gguf-type", choices=("f32", "q8_0"), default="f32",
                    help="f32: same greedy answers as the merged weights; q8_0: about 3.7x smaller and faster in llama.cpp")
+    e.add_argument("--job", help=argparse.SUPPRESS)  # internal: the dashboard's export job to report into
     add_json(e)
     e.set_defaults(func=cmd_export)
 
@@ -152,6 +153,10 @@ def cmd_resume(args) -> int:
 def cmd_export(args) -> int:
     from tunelab.train import export
 
-    doc = export.export(args.run, args.out, merge=args.merge, gguf=args.gguf, gguf_type=args.gguf_type)
+    if args.job:
+        doc = export.run_job(args.job, lambda: export.export(args.run, args.out, merge=args.merge, gguf=args.gguf,
+                                                             gguf_type=args.gguf_type))
+    else:
+        doc = export.export(args.run, args.out, merge=args.merge, gguf=args.gguf, gguf_type=args.gguf_type)
     emit(doc, args.json, lambda o: "\n".join(f"wrote {p}" for p in o["files"]))
     return 0

@@ -19,6 +19,60 @@ from tunelab.models import registry
 
 
 GGUF_TYPES = ("f32", "q8_0")
+# What the dashboard offers: format -> the `tunelab export` flags and the output's suffix.
+FORMATS = {"adapter": ([], ""), "merged": (["--merge"], ""), "gguf": (["--gguf"], ".gguf"),
+           "gguf-q8_0": (["--gguf", "--gguf-type", "q8_0"], ".gguf")}
+
+
+def start(run_id: str, name: str, fmt: str) -> str:
+    """Launch `tunelab export` for a run as a background job (workspace/export-jobs/<id>); returns its id.
+
+    Args:
+        run_id: a run with saved weights.
+        name: the output's name under the workspace's exports/ (a dataset-style name).
+        fmt: one of FORMATS.
+    """
+    import time
+
+    from tunelab import jobs
+    from tunelab.train import runs
+
+    if fmt not in FORMATS:
+        raise TuneLabError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if not read_json(runs.run_dir(run_id) / "output.json"):
+        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    flags, suffix = FORMATS[fmt]
+    out = workspace.validate_name(name, "export name") + suffix
+    job_id = jobs.new_id("export")
+    jobs.write_status(jobs.job_dir(JOB_KIND, job_id), status="queued", created=time.time(), run=run_id,
+                      format=fmt, out=str(workspace.output_path(out)))
+    jobs.launch(JOB_KIND, job_id, ["export", run_id, out, *flags, "--job", job_id])
+    return job_id
+
+
+JOB_KIND = "export-jobs"
+
+
+def run_job(job_id: str, work) -> dict:
+    """Run work() as the export job job_id: running -> completed (with its files) or failed (with the error)."""
+    from tunelab import jobs
+
+    d = jobs.job_dir(JOB_KIND, job_id)
+    jobs.write_status(d, status="running", pid=os.getpid())
+    try:
+        doc = work()
+    except Exception as exc:
+        jobs.write_status(d, status="failed", error=str(exc) if isinstance(exc, TuneLabError) else repr(exc))
+        raise
+    jobs.write_status(d, status="completed", files=doc["files"])
+    return doc
+
+
+def list_jobs(run_id: str) -> list[dict]:
+    """This run's export jobs, newest first."""
+    from tunelab import jobs
+
+    return [j for j in jobs.list_jobs(JOB_KIND) if j.get("run") == run_id]
 
 
 def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_type: str = "f32") -> dict:

@@ -55,8 +55,7 @@ def sidebar() -> None:
         if active:
             st.markdown(f"**{t('Running jobs')}**")
             for j in active:
-                # Kinds are jobs.KINDS minus their plural s: "run", "report", "generation".
-                st.caption(f"{t(j['kind'][:-1])} `{j['id']}` — {t(j.get('status') or 'queued')} {j.get('progress', '')}")
+                st.caption(f"{t(jobs.KIND_LABELS[j['kind']])} `{j['id']}` — {t(j.get('status') or 'queued')} {j.get('progress', '')}")
         else:
             st.caption(t("No jobs running."))
 

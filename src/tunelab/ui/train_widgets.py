@@ -264,6 +264,49 @@ def live(run_id: str) -> None:
                      "or export it with `tunelab export {run} OUT --merge`.", run=run_id))
 
 
+EXPORT_LABELS = {"adapter": "adapter only (small; needs the base model)",
+                 "merged": "merged weights (safetensors, a standalone model)",
+                 "gguf": "GGUF float32 for llama.cpp (same answers)",
+                 "gguf-q8_0": "GGUF Q8_0 for llama.cpp (3.7x smaller, faster)"}
+
+
+def export_panel(run_id: str) -> None:
+    """Export a run with saved weights as a background `tunelab export` job; lists its exports."""
+    from tunelab.train import export
+
+    status = (runs.status(run_id) or {}).get("status")
+    if status not in ("completed", "stopped"):
+        return
+    with st.expander(t("Export this run"), icon=":material/download:"):
+        labels = {k: t(v) for k, v in EXPORT_LABELS.items()}
+        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+        fmt = c1.selectbox(t("Format"), list(export.FORMATS), key="train.export_format", format_func=labels.get)
+        name = c2.text_input(t("Name"), value=run_id, key="train.export_name",
+                             help=t("Written under the workspace's exports/ folder."))
+        if c3.button(t("Export"), key="train.export", icon=":material/download:"):
+            try:
+                export.start(run_id, name, fmt)
+            except TuneLabError as exc:
+                show_error(exc)
+        st.caption(t("The same from a terminal: `{cmd}`",
+                     cmd=shlex.join(["tunelab", "export", run_id, name + export.FORMATS[fmt][1], *export.FORMATS[fmt][0]])))
+        export_jobs(run_id)
+
+
+@st.fragment(run_every=2)
+def export_jobs(run_id: str) -> None:
+    """This run's exports with their status, re-read from disk every 2 seconds."""
+    from tunelab.train import export
+
+    rows = export.list_jobs(run_id)
+    if rows:
+        st.dataframe([{"format": j.get("format"), "status": t(j.get("status") or "queued"),
+                       "out": j.get("out"), "error": t_error(j["error"]) if j.get("error") else ""} for j in rows],
+                     hide_index=True, key="train.exports",
+                     column_config={"format": t("Format"), "status": t("Status"), "out": t("File or folder"),
+                                    "error": t("Error")})
+
+
 def past_runs() -> None:
     """Every run in a table, and the loss curves of the chosen ones overlaid."""
     import plotly.graph_objects as go
