@@ -60,3 +60,15 @@ def test_preview_marks_loss_and_cutoff():
     assert item["truncated_at"] == 40 and item["length"] > 40
     flags = [t["loss"] for t in item["tokens"]]
     assert not flags[0] and flags[-1] and "".join(t["text"] for t in item["tokens"]).count("Say hi.") == 1
+
+
+def test_preview_shows_whole_chinese_characters():
+    rec = {"instruction": "“一寸光阴一寸金”这个成语是什么意思？", "input": "", "output": "时间非常宝贵，要珍惜。"}
+    from tunelab.models.loading import load_tokenizer
+
+    tok = load_tokenizer(str(smollm_dir()))
+    (item,) = tdata.preview(str(smollm_dir()), [rec], cutoff=512)
+    text = "".join(t["text"] for t in item["tokens"])
+    assert "\ufffd" not in text and "一寸光阴一寸金" in text and "时间非常宝贵，要珍惜。" in text
+    assert len(item["tokens"]) == item["length"]  # still one entry per token: the cutoff index holds
+    assert text == tok.decode(sum(tdata.tokenize(tok, [rec])[0], []))

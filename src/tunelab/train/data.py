@@ -95,8 +95,17 @@ def preview(model: str, records: list[dict], cutoff: int) -> list[dict]:
     out = []
     for prompt, answer in tokenize(tok, records):
         ids = prompt + answer
-        texts = tok.convert_ids_to_tokens(ids)
-        pieces = [tok.convert_tokens_to_string([t]) for t in texts]
+        pieces, pending = [], []
+        for token in tok.convert_ids_to_tokens(ids):
+            # A byte-level BPE token can hold part of a character (most CJK characters take 2-3
+            # tokens): hold it, show "" for it, and show the whole character on the token ending it.
+            pending.append(token)
+            text = tok.convert_tokens_to_string(pending)
+            if text.endswith("\ufffd") and len(pending) < 4:
+                pieces.append("")
+                continue
+            pieces.append(text)
+            pending = []
         out.append({
             "tokens": [{"text": s, "loss": i >= len(prompt)} for i, s in enumerate(pieces)],
             "length": len(ids),
