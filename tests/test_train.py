@@ -39,6 +39,13 @@ def _train(cfg) -> str:
     return run_id
 
 
+def _sky_prompt(tok, max_new_tokens: int) -> tuple[dict, dict]:
+    """(chat-templated prompt tensors, greedy generate kwargs) for comparing two forms of one model."""
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What colour is the sky?"}],
+                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    return prompt, dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+
+
 def _wait(pred, timeout=240, every=0.5):
     end = time.time() + timeout
     while time.time() < end:
@@ -159,9 +166,7 @@ def test_export_merge_and_gguf_give_the_same_greedy_output(workspace, tiny):
     assert cli(["export", run_id, "merged", "--merge", "--gguf", "--json"]) == 0
     out = workspace / "exports" / "merged"
     tuned, tok = load_model(run_id, device="cpu")
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What colour is the sky?"}],
-                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    gen = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    prompt, gen = _sky_prompt(tok, 12)
     with torch.no_grad():
         want = tuned.generate(**prompt, **gen)[0].tolist()
         merged = AutoModelForCausalLM.from_pretrained(str(out))
@@ -244,9 +249,7 @@ def test_q8_0_gguf_export_is_smaller_and_answers_alike(workspace, tmp_path):
     assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q8_0
     assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
     tuned, tok = load_model(run_id, device="cpu")
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What colour is the sky?"}],
-                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    gen = dict(max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    prompt, gen = _sky_prompt(tok, 8)
     with torch.no_grad():
         want = tuned.generate(**prompt, **gen)[0].tolist()
         from_q8 = AutoModelForCausalLM.from_pretrained(str(q8.parent), gguf_file=q8.name)

@@ -99,6 +99,8 @@ def preview(model: str, records: list[dict], cutoff: int) -> list[dict]:
         for token in tok.convert_ids_to_tokens(ids):
             # A byte-level BPE token can hold part of a character (most CJK characters take 2-3
             # tokens): hold it, show "" for it, and show the whole character on the token ending it.
+            # A UTF-8 character has at most 4 bytes, so 4 held tokens that still decode to U+FFFD
+            # are bytes that never form one: shown as they are.
             pending.append(token)
             text = tok.convert_tokens_to_string(pending)
             if text.endswith("\ufffd") and len(pending) < 4:

@@ -19,6 +19,7 @@ from tunelab.models import registry
 
 
 GGUF_TYPES = ("f32", "q8_0")
+JOB_KIND = "export-jobs"  # the dashboard's export jobs: jobs.job_dir(JOB_KIND, id)
 # What the dashboard offers: format -> the `tunelab export` flags and the output's suffix.
 FORMATS = {"adapter": ([], ""), "merged": (["--merge"], ""), "gguf": (["--gguf"], ".gguf"),
            "gguf-q8_0": (["--gguf", "--gguf-type", "q8_0"], ".gguf")}
@@ -35,12 +36,10 @@ def start(run_id: str, name: str, fmt: str) -> str:
     import time
 
     from tunelab import jobs
-    from tunelab.train import runs
 
     if fmt not in FORMATS:
         raise TuneLabError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if not read_json(runs.run_dir(run_id) / "output.json"):
-        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    _saved(run_id)
     flags, suffix = FORMATS[fmt]
     out = workspace.validate_name(name, "export name") + suffix
     job_id = jobs.new_id("export")
@@ -48,9 +47,6 @@ def start(run_id: str, name: str, fmt: str) -> str:
                       format=fmt, out=str(workspace.output_path(out)))
     jobs.launch(JOB_KIND, job_id, ["export", run_id, out, *flags, "--job", job_id])
     return job_id
-
-
-JOB_KIND = "export-jobs"
 
 
 def run_job(job_id: str, work) -> dict:
@@ -88,12 +84,7 @@ def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_
     Returns:
         {"run", "out", "files": [paths written]}.
     """
-    from tunelab.train import runs
-
-    d = runs.run_dir(run_id)
-    meta = read_json(d / "output.json")
-    if not meta:
-        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    d, meta = _saved(run_id)
     if gguf_type not in GGUF_TYPES:
         raise TuneLabError(f"unknown GGUF type {gguf_type!r}: use one of {', '.join(GGUF_TYPES)}")
     target = workspace.output_path(out)
@@ -122,12 +113,7 @@ def run_gguf(run_id: str) -> Path:
     llama.cpp cannot apply a PEFT adapter itself, so a run is merged and converted (SmolLM2: about
     7 s); the file sits in the run folder, named by the checkpoint step, so a resumed run gets a new one.
     """
-    from tunelab.train import runs
-
-    d = runs.run_dir(run_id)
-    meta = read_json(d / "output.json")
-    if not meta:
-        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    d, meta = _saved(run_id)
     path = d / "gguf" / f"step-{meta.get('step', 0)}.gguf"
     if path.exists():
         return path
@@ -142,6 +128,17 @@ def run_gguf(run_id: str) -> Path:
         if old != path:
             old.unlink(missing_ok=True)
     return path
+
+
+def _saved(run_id: str) -> tuple[Path, dict]:
+    """(run folder, its output.json) for a run that has saved weights; a user error otherwise."""
+    from tunelab.train import runs
+
+    d = runs.run_dir(run_id)
+    meta = read_json(d / "output.json")
+    if not meta:
+        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    return d, meta
 
 
 def merged(run_id: str):
