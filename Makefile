@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PORT    ?= 8501
+# The dashboard has no login: it listens on this machine only unless HOST=0.0.0.0 says otherwise.
+HOST    ?= 127.0.0.1
 
 .PHONY: run test test-fast bench install browser samples clean-workspace
 
@@ -36,7 +38,7 @@ samples: install
 	$(BIN)/python -m tunelab.samples
 
 run: install samples
-	$(BIN)/python -m tunelab.ui.launch --server.port $(PORT) --server.headless true \
+	$(BIN)/python -m tunelab.ui.launch --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false
 
 test: install browser

@@ -18,14 +18,16 @@ act.show_flash()
 datasets = store.list_datasets()
 with st.expander(t("Import a file"), icon=":material/upload:", expanded=not datasets):
     st.file_uploader(t("Alpaca / ShareGPT / OpenAI messages (JSON or JSONL), CSV or Parquet"),
-                     type=["json", "jsonl", "csv", "tsv", "parquet"], key="data.upload")
+                     type=["json", "jsonl", "csv", "tsv", "parquet"], key="data.upload", accept_multiple_files=True,
+                     help=t("A LLaMA-Factory dataset_info.json reads only the files uploaded together with it."))
     c1, c2, c3 = st.columns(3)
     c1.text_input(t("Dataset name"), key="data.upload_name", placeholder=t("default: the file's name"))
     c2.selectbox(t("Format"), formats.FORMATS, key="data.upload_format")
     c3.text_input(t("Column mapping (CSV/Parquet)"), key="data.upload_map",
                   placeholder="instruction=question,output=answer")
     st.button(t("Import"), key="data.import", on_click=act.import_upload, type="primary",
-              disabled=st.session_state.get("data.upload") is None)
+              disabled=not st.session_state.get("data.upload"))
+    act.import_confirm_panel()
     act.show_import_result()
 
 if not datasets:

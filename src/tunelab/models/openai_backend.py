@@ -24,6 +24,7 @@ class OpenAIBackend:
         self.name = ref.name
         self.fallback_template = False
         key = api_key(ref)
+        self._key = key or ""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(base_url=ref.base_url, headers=headers, timeout=TIMEOUT_S)
         self.model = ref.remote_model if ref.remote_model and ref.remote_model != "default" else self._first_model()
@@ -44,8 +45,13 @@ class OpenAIBackend:
         except httpx.HTTPError as exc:
             raise TuneLabError(f"cannot reach {self.ref.base_url}: {type(exc).__name__}") from None
         if r.status_code >= 400:
-            raise TuneLabError(f"{self.ref.base_url} answered {r.status_code}: {_error_text(r.text)}")
+            text = _error_text(self._scrub(r.text))
+            raise TuneLabError(f"{self.ref.base_url} answered {r.status_code}: {text}")
         return r.json()
+
+    def _scrub(self, text: str) -> str:
+        """A response body without our key (a server may echo the request's headers back); before truncating."""
+        return text.replace(self._key, "***") if self._key else text
 
     def _body(self, s: GenerationSettings) -> dict:
         body = {"model": self.model, "max_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p}
@@ -92,7 +98,8 @@ class OpenAIBackend:
         try:
             with self.client.stream("POST", "/chat/completions", json=body) as r:
                 if r.status_code >= 400:
-                    raise TuneLabError(f"{self.ref.base_url} answered {r.status_code}: {_error_text(r.read().decode('utf-8', 'replace'))}")
+                    text = _error_text(self._scrub(r.read().decode("utf-8", "replace")))
+                    raise TuneLabError(f"{self.ref.base_url} answered {r.status_code}: {text}")
                 for line in r.iter_lines():
                     if not line.startswith("data:") or line[5:].strip() == "[DONE]":
                         continue

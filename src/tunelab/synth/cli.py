@@ -16,7 +16,9 @@ def register(sub) -> None:
     p.add_argument("--seeds", help="seed dataset NAME or file (Alpaca JSON/JSONL, seed_tasks.jsonl)")
     p.add_argument("--n", type=int, default=20, help="items to generate per strategy (default 20)")
     p.add_argument("--into", help="dataset NAME the accepted records are added to (a new version)")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, help="local:MODEL or openai:BASE_URL[#model]")
+    p.add_argument("--backend", default=DEFAULT_BACKEND,
+                   help="local:MODEL or openai:BASE_URL[#model]; an endpoint is sent $OPENAI_API_KEY from this "
+                        "shell, if set, as its bearer key (unset it for a server you do not trust)")
     p.add_argument("--prompt", help="a prompt template file (text with {seed_examples} {n} {task_description} {mistakes})")
     p.add_argument("--template", help="a saved prompt template name (default default-en)")
     p.add_argument("--prompt-version", type=int, help="version of the template (default: latest)")

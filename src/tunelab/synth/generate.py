@@ -34,6 +34,7 @@ from tunelab.synth import filters, parse, prompts, seeds as seeds_mod
 STRATEGIES = ("new", "fill", "paraphrase")
 DEFAULT_BACKEND = "local:smollm2-135m-instruct"
 Progress = Callable[[int, int, str], None]
+ENDPOINT_KEY_ENV = "OPENAI_API_KEY"  # what an `openai:URL` backend sends (registry.ModelRef.api_key_env)
 
 ANSWER_SYSTEM = "You are a helpful assistant. Answer briefly and directly."
 ANSWER_SYSTEM_ZH = "你是一个乐于助人的助手。请简洁、直接地回答。"
@@ -70,6 +71,34 @@ class GenerateConfig:
             raise TuneLabError(f"unknown strategy {bad[0] if bad else '(none)'}: use {', '.join(STRATEGIES)}")
         if not 1 <= self.n <= 10000:
             raise TuneLabError(f"--n must be between 1 and 10000, got {self.n}")
+
+
+def endpoint_env(backend: str, api_key: str = "") -> dict:
+    """Environment overrides for a batch the dashboard launches with `backend`.
+
+    A background batch inherits the dashboard server's environment, and an `openai:URL` endpoint
+    sends $OPENAI_API_KEY as its bearer token. A URL typed in the browser can point anywhere (a
+    visitor's own server, which would log the header), so such a batch gets only the key typed
+    with that URL, or none: the server's own key never leaves for an address a page user chose.
+    `tunelab generate --backend openai:URL` in a terminal still sends the shell's key (the user's
+    own choice there).
+
+    Args:
+        backend: the batch's backend spec.
+        api_key: the key the user typed for this endpoint in this browser session ("" = none).
+
+    Returns:
+        {ENDPOINT_KEY_ENV: api_key} for an endpoint; {} for a local model.
+    """
+    if backend_model(backend)[0] == "openai" or "://" in backend:
+        return {ENDPOINT_KEY_ENV: api_key or ""}  # "" counts as no key (registry.api_key)
+    return {}
+
+
+def redact(text: str) -> str:
+    """text with this process's endpoint key replaced by `***` (for errors kept in job files)."""
+    key = os.environ.get(ENDPOINT_KEY_ENV) or ""
+    return text.replace(key, "***") if len(key) >= 4 else text
 
 
 def backend_model(spec: str) -> tuple[str, str]:
@@ -261,7 +290,7 @@ def run(cfg: GenerateConfig, batch_id: str | None = None, progress: Progress | N
                           model=model if isinstance(model, str) else backend_model(cfg.backend)[1])
         items, surplus = _generate(backend, version, seeds, cfg, report)
     except BaseException as exc:
-        jobs.write_status(d, status="failed", error=str(exc) or type(exc).__name__)
+        jobs.write_status(d, status="failed", error=redact(str(exc)) or type(exc).__name__)
         raise
     for i, it in enumerate(items):
         it["id"] = i

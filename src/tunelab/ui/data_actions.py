@@ -92,22 +92,75 @@ def pager(total: int, size: int) -> int:
 # ---------------------------------------------------------------- import
 
 
-def import_upload() -> None:
-    """Save the uploaded file under uploads/ and import it."""
-    upload = st.session_state.get("data.upload")
-    if upload is None:
+def _uploaded() -> list:
+    """The files in the uploader: one, or several uploaded together (a dataset_info.json and its files)."""
+    files = st.session_state.get("data.upload")
+    if not files:
+        return []
+    return list(files) if isinstance(files, list) else [files]
+
+
+def _upload_key(files: list) -> tuple:
+    """What a confirmation is for: these files under this name and format (a change asks again)."""
+    ss = st.session_state
+    return tuple((f.name, f.size) for f in files), ss["data.upload_name"].strip(), ss["data.upload_format"]
+
+
+def import_upload(confirmed: bool = False) -> None:
+    """Save the uploaded file(s) under uploads/ and import them.
+
+    An upload that would add a version to a dataset that already exists is held until the user
+    confirms (`data.import_confirm`); a file that happens to share a dataset's name must not
+    silently replace what the page shows.
+    """
+    files = _uploaded()
+    if not files:
         return
+    ss = st.session_state
 
     def run() -> None:
-        mapping = parse_map(st.session_state["data.upload_map"].strip() or None)
-        result = uploads.import_upload(upload.name, upload.getvalue(), st.session_state["data.upload_name"].strip(),
-                                       st.session_state["data.upload_format"], mapping)
-        st.session_state["data.import_result"] = result
+        name, fmt = ss["data.upload_name"].strip(), ss["data.upload_format"]
+        mapping = parse_map(ss["data.upload_map"].strip() or None)
+        payload = [(f.name, f.getvalue()) for f in files]
+        asked = ss.get("data.import_confirm") or {}
+        if not (confirmed and asked.get("key") == _upload_key(files)):
+            existing = uploads.existing_targets(payload, name or None, fmt)
+            if existing:
+                ss["data.import_confirm"] = {"key": _upload_key(files), "existing": existing}
+                ss.pop("data.import_result", None)
+                return
+        ss.pop("data.import_confirm", None)
+        result = uploads.import_uploads(payload, name or None, fmt, mapping)
+        ss["data.import_result"] = result
         first = result["datasets"][0] if result.get("datasets") else result if "name" in result else None
         if first:
             _select(first["name"], first["version"])
 
     _guarded(run)
+
+
+def import_confirm_panel() -> None:
+    """The question an upload into existing dataset names waits on: add a version, or cancel."""
+    asked = st.session_state.get("data.import_confirm")
+    files = _uploaded()
+    if not asked or not files or asked["key"] != _upload_key(files):
+        return
+    existing = asked["existing"]
+    if len(existing) == 1:
+        d = existing[0]
+        st.warning(t("A dataset named `{name}` already exists (v{head}, {records} records). Importing adds "
+                     "a new version holding only the uploaded records; v{head} stays in the lineage and Undo "
+                     "goes back. Import anyway, or type another dataset name above.", name=d["name"],
+                     head=d["version"], records=d["records"]), icon=":material/warning:")
+    else:
+        shown = ", ".join(f"`{d['name']}`" for d in existing[:10]) + (" …" if len(existing) > 10 else "")
+        st.warning(t("{n} datasets already exist: {names}. Importing adds a new version to each, holding only "
+                     "the uploaded records; the current versions stay in the lineage and Undo goes back.",
+                     n=len(existing), names=shown), icon=":material/warning:")
+    c1, c2 = st.columns(2)
+    c1.button(t("Yes, add a new version"), key="data.import_yes", type="primary", on_click=import_upload,
+              args=(True,))
+    c2.button(t("Cancel"), key="data.import_no", on_click=st.session_state.pop, args=("data.import_confirm", None))
 
 
 def import_samples() -> None:
@@ -124,20 +177,39 @@ def import_samples() -> None:
 
 
 def show_import_result() -> None:
-    """Imported/skipped counts of the last import, with the per-line errors in an expander."""
+    """The last import's outcome: per dataset for one file; one summary (with the details folded
+    away) for a dataset_info.json, however many entries it has."""
     result = st.session_state.get("data.import_result")
     if not result:
         return
-    for r in result.get("datasets", [result]):
-        st.success(t("`{name}` v{version}: imported {imported} record(s), skipped {skipped}.", name=r["name"],
-                     version=r["version"], imported=r["imported"], skipped=r["skipped"]),
+    if "datasets" not in result:
+        st.success(t("`{name}` v{version}: imported {imported} record(s), skipped {skipped}.", name=result["name"],
+                     version=result["version"], imported=result["imported"], skipped=result["skipped"]),
                    icon=":material/check_circle:")
-        if r["errors"]:
-            with st.expander(t("{n} skipped record(s) in {name}: why", n=len(r["errors"]), name=r["name"])):
-                st.dataframe(pd.DataFrame(r["errors"]), hide_index=True, width="stretch",
+        if result["errors"]:
+            with st.expander(t("{n} skipped record(s) in {name}: why", n=len(result["errors"]), name=result["name"])):
+                st.dataframe(pd.DataFrame(result["errors"]), hide_index=True, width="stretch",
                              column_config={"line": t("Line"), "error": t("Error")})
-    for s in result.get("skipped", []) if "datasets" in result else []:
-        st.warning(t("`{name}` not imported: {reason}", name=s["name"], reason=s["reason"]))
+        return
+    done, skipped = result["datasets"], result.get("skipped") or []
+    st.success(t("Imported {n} dataset(s): {records} record(s), {bad} bad record(s) skipped.", n=len(done),
+                 records=sum(r["imported"] for r in done), bad=sum(r["skipped"] for r in done)),
+               icon=":material/check_circle:")
+    with st.expander(t("Imported datasets")):
+        st.dataframe(pd.DataFrame([{k: r[k] for k in ("name", "version", "imported", "skipped")} for r in done]),
+                     hide_index=True, width="stretch",
+                     column_config={"name": t("Dataset"), "version": t("Version"), "imported": t("imported"),
+                                    "skipped": t("skipped")})
+    errors = [dict(e, name=r["name"]) for r in done for e in r["errors"]]
+    if errors:
+        with st.expander(t("{n} skipped record(s): why", n=len(errors))):
+            st.dataframe(pd.DataFrame(errors)[["name", "line", "error"]], hide_index=True, width="stretch",
+                         column_config={"name": t("Dataset"), "line": t("Line"), "error": t("Error")})
+    if skipped:
+        st.warning(t("{n} dataset_info entries not imported.", n=len(skipped)), icon=":material/warning:")
+        with st.expander(t("Entries not imported: why")):
+            st.dataframe(pd.DataFrame(skipped)[["name", "reason"]], hide_index=True, width="stretch",
+                         column_config={"name": t("Entry"), "reason": t("Reason")})
 
 
 # ---------------------------------------------------------------- clean

@@ -120,9 +120,36 @@ def backend_picker() -> str:
     labels = {n: n for n in names} | {ENDPOINT: t(ENDPOINT)}  # built in the run: AppTest calls format_func outside it
     model = st.selectbox(t("Model"), names, key="gen.model", format_func=labels.get)
     if model == ENDPOINT:
-        url = st.text_input(t("Endpoint base URL (…/v1)"), key="gen.endpoint", placeholder="http://127.0.0.1:8000/v1")
+        c1, c2 = st.columns([2, 1])
+        url = c1.text_input(t("Endpoint base URL (…/v1)"), key="gen.endpoint", placeholder="http://127.0.0.1:8000/v1",
+                            on_change=_forget_key)
+        c2.text_input(t("API key (optional)"), key="gen.endpoint_key", type="password", on_change=_bind_key,
+                      help=t("Sent only to the URL it was typed for, kept only in this browser tab, never "
+                             "written to disk. The server's own OPENAI_API_KEY is never sent to a URL typed here."))
         return f"openai:{url.strip()}"
     return f"local:{model}"
+
+
+def _forget_key() -> None:
+    """A new URL: a key typed for another URL is cleared (it must not follow the user there)."""
+    ss = st.session_state
+    url, bound = ss.get("gen.endpoint", "").strip(), ss.get("gen.endpoint_key_for")
+    if bound and bound != url:
+        ss["gen.endpoint_key"] = ""
+        ss.pop("gen.endpoint_key_for", None)
+    elif ss.get("gen.endpoint_key"):  # typed before any URL: it was meant for this one
+        ss["gen.endpoint_key_for"] = url
+
+
+def _bind_key() -> None:
+    st.session_state["gen.endpoint_key_for"] = st.session_state.get("gen.endpoint", "").strip()
+
+
+def endpoint_key(backend: str) -> str:
+    """The key typed in this session for backend's URL, or "" (none typed, or typed for another URL)."""
+    key = st.session_state.get("gen.endpoint_key") or ""
+    url = backend.partition(":")[2].strip()
+    return key if key and st.session_state.get("gen.endpoint_key_for") == url else ""
 
 
 def strategy_picker() -> list[str]:
@@ -142,7 +169,9 @@ def launch(cfg: generate.GenerateConfig) -> None:
     """Start `tunelab generate --job ID` in the background and select its batch."""
     generate.check(cfg)
     batch_id = generate.create(cfg)
-    jobs.launch("generations", batch_id, ["generate", "--job", batch_id, "--no-accept", "--json"])
+    # The key travels in the child's environment only: not in argv (ps), config.json or job.log.
+    jobs.launch("generations", batch_id, ["generate", "--job", batch_id, "--no-accept", "--json"],
+                env=generate.endpoint_env(cfg.backend, endpoint_key(cfg.backend)))
     st.session_state["gen.batch"] = batch_id
     _flash(t("Started batch {id} (`tunelab generate --job {id}`).", id=batch_id))
 
