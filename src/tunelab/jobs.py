@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,17 +52,28 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _dead(st: dict) -> bool:
+    """Whether an active job's process is gone: running, or queued and already launched (a pid)."""
+    launched = st.get("status") == "running" or (st.get("status") == "queued" and st.get("pid"))
+    return bool(launched) and not pid_alive(st.get("pid"))
+
+
 def read_status(d: Path) -> dict | None:
-    """status.json of a job folder, with a dead process noticed and marked interrupted."""
+    """status.json of a job folder, with a dead process noticed and marked interrupted.
+
+    A queued job without a pid is still being launched and is left alone.
+    """
     st = read_json(d / "status.json")
     if st is None:
         return None
-    if st.get("status") == "running" and not pid_alive(st.get("pid")):
+    if _dead(st):
         # Re-read: the process may have written its final status just now.
         st = read_json(d / "status.json") or st
-        if st.get("status") == "running":
+        if _dead(st):
+            st["error"] = st.get("error") or (
+                "the process stopped without finishing (killed or crashed)" if st["status"] == "running"
+                else "the process stopped before it started (killed or crashed)")
             st["status"] = "interrupted"
-            st["error"] = st.get("error") or "the process stopped without finishing (killed or crashed)"
             write_json(d / "status.json", st)
     return st
 
@@ -75,24 +87,35 @@ def write_status(d: Path, **fields) -> dict:
 
 
 def launch(kind: str, job_id: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-    """Start `python -m tunelab <argv>` detached, logging into the job folder's job.log."""
+    """Start `python -m tunelab <argv>` detached, logging into the job folder's job.log.
+
+    The pid goes into status.json (when the job has one) as soon as the process exists, so a job
+    that dies while still `queued` is noticed; a thread waits on the process so that, once it ends,
+    it does not linger as a `<defunct>` child of a long-lived parent such as the dashboard.
+    """
     d = job_dir(kind, job_id)
     d.mkdir(parents=True, exist_ok=True)
-    log = open(d / "job.log", "ab")
+    has_status = (d / "status.json").exists()
+    if has_status:  # a pid left from an earlier launch (a resumed run) would read as dead
+        write_status(d, pid=None)
     full_env = os.environ.copy()
     full_env.setdefault("HF_HUB_OFFLINE", "1")
     full_env["TUNELAB_HOME"] = str(workspace.home())
     if env:
         full_env.update(env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunelab", *argv],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=full_env,
-        start_new_session=True,  # survives the Streamlit script rerun / server restart
-    )
+    with open(d / "job.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tunelab", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            start_new_session=True,  # survives the Streamlit script rerun / server restart
+        )
     (d / "pid").write_text(str(proc.pid))
+    if has_status:
+        write_status(d, pid=proc.pid)
+    threading.Thread(target=proc.wait, name=f"reap-{job_id}", daemon=True).start()
     return proc
 
 

@@ -29,6 +29,27 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
+# Weights in these formats are Python pickles: loading them can run any code hidden in the file.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def check_safetensors(folder: str | Path, adapter: bool = False) -> Path:
+    """Refuse a model (or PEFT adapter) folder whose weights are not safetensors; returns the folder.
+
+    Pickled weights (`pytorch_model.bin`, `adapter_model.bin`...) are never loaded, even with
+    torch's restricted unpickler: a workspace or downloaded folder is not trusted to hold plain tensors.
+    """
+    folder = Path(folder)
+    weights = [folder / "adapter_model.safetensors"] if adapter else list(folder.glob("*.safetensors"))
+    if any(p.is_file() for p in weights):
+        return folder
+    pickled = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    if pickled:
+        raise TuneLabError(f"the folder {folder} holds pickled weights ({pickled[0]}), which can run code when loaded; "
+                           f"only safetensors are loaded: convert it first")
+    raise TuneLabError(f"the folder {folder} has no safetensors weights")
+
+
 def _cache_dir(ref: ModelRef) -> Path:
     digest = hashlib.sha1(f"{ref.path}:{os.path.getsize(ref.path)}".encode()).hexdigest()[:10]
     return model_cache() / f"{workspace.validate_name(ref.name[:40].replace(' ', '_'), 'model name')}-{digest}"
@@ -111,7 +132,10 @@ def load_model(model: str | ModelRef, dtype: str = "float32", device: str | None
     ref = resolve(model) if isinstance(model, str) else model
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(ref)
-    base = AutoModelForCausalLM.from_pretrained(str(hf_dir(ref)), dtype=getattr(torch, dtype))
+    folder = check_safetensors(hf_dir(ref))
+    if ref.kind == "run":
+        check_safetensors(ref.adapter, adapter=True)
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), use_safetensors=True)
     if ref.kind == "run":
         from peft import PeftModel
 

@@ -111,6 +111,9 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
         if p.is_file() and p.suffix == ".gguf":
             entry = {"kind": "gguf", "path": str(p)}
         elif p.is_dir() and (p / "config.json").exists():
+            from tunelab.models.loading import check_safetensors
+
+            check_safetensors(p)
             entry = {"kind": "hf", "path": str(p)}
         elif target.count("/") == 1 and not target.startswith(("/", ".", "~")) and not p.exists():  # org/model
             raise TuneLabError(f"{target!r} is not a local folder; hub downloads are off (HF_HUB_OFFLINE). Download it first, then add the folder")

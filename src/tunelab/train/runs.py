@@ -54,6 +54,10 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     ref = registry.resolve(cfg.model.model)
     if ref.kind == "openai":
         raise TuneLabError(f"{cfg.model.model} is an HTTP endpoint: training needs local weights")
+    if ref.kind == "hf":  # refuse pickled weights here, not in the background worker
+        from tunelab.models.loading import check_safetensors
+
+        check_safetensors(ref.path)
     # Pin the dataset version so a resume trains on exactly the same records.
     cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
     if cfg.data.eval_data:
@@ -74,12 +78,11 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
 
 def start(run_id: str) -> int:
     """Launch the run's worker process; returns its pid."""
-    d = run_dir(run_id)
+    run_dir(run_id)  # refuses an unknown run
     # Passive OpenMP waits: spinning threads measured 5x slower per step when the cores are shared.
     proc = jobs.launch("runs", run_id, ["train", "--worker", run_id],
                        env={"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
-    jobs.write_status(d, pid=proc.pid)
-    return proc.pid
+    return proc.pid  # launch recorded it in status.json
 
 
 def is_main_process() -> bool:
@@ -89,11 +92,7 @@ def is_main_process() -> bool:
 
 def status(run_id: str) -> dict:
     """status.json with dead processes noticed (a dead queued worker is interrupted too)."""
-    d = run_dir(run_id)
-    st = jobs.read_status(d) or {}
-    if st.get("status") == "queued" and st.get("pid") and not jobs.pid_alive(st["pid"]):
-        st = jobs.write_status(d, status="interrupted", error="the process stopped before it started training")
-    return st
+    return jobs.read_status(run_dir(run_id)) or {}
 
 
 def wait_turn(d: Path, stopping) -> bool:

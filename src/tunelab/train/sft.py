@@ -9,6 +9,7 @@ tokens never reach the 49k-wide output layer, which saves both time and the larg
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import random
@@ -30,6 +31,7 @@ from tunelab.train.config import TrainConfig
 QLORA_CPU = ("QLoRA needs a CUDA GPU: bitsandbytes 4-bit quantisation does not run on CPU; "
              "use --method lora instead")
 KEEP_CHECKPOINTS = 2
+STATE_JSON, STATE_TENSORS = "state.json", "state.safetensors"  # optimizer, scheduler, RNG, step
 
 
 def check_method(method: str) -> None:
@@ -86,25 +88,27 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device):
     from peft import LoraConfig, PeftModel, PromptEncoderConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tunelab.models.loading import hf_dir
+    from tunelab.models.loading import check_safetensors, hf_dir
 
     m, dtype = cfg.method, getattr(torch, cfg.model.dtype)
-    kw = {"dtype": dtype}
+    folder = check_safetensors(hf_dir(base))
+    adapter = check_safetensors(registry.resolve(init).adapter, adapter=True) if init else None
+    kw = {"dtype": dtype, "use_safetensors": True}
     if m.method == "qlora":
         from transformers import BitsAndBytesConfig
 
-        kw = {"dtype": torch.bfloat16, "device_map": {"": device},
+        kw = {"dtype": torch.bfloat16, "device_map": {"": device}, "use_safetensors": True,
               "quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                         bnb_4bit_use_double_quant=True,
                                                         bnb_4bit_compute_dtype=torch.bfloat16)}
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir(base)), **kw)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kw)
     model.config.use_cache = False
     if m.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if init:
-        return PeftModel.from_pretrained(model, registry.resolve(init).adapter, is_trainable=True)
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     if m.method == "full":
         return model
     if m.method == "ptuning":
@@ -214,8 +218,8 @@ def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: Train
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / sub)
     tok.save_pretrained(tmp / sub)
-    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "state.pt")
+    save_state(tmp, {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()})
     shutil.rmtree(ck, ignore_errors=True)
     os.replace(tmp, ck)
     # Publish: hard links, so a full model is not copied; swap by rename so readers never see half.
@@ -234,6 +238,74 @@ def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: Train
     done = sorted((p for p in ck.parent.glob("step-*")), key=lambda p: int(p.name[5:]))
     for p in done[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+def save_state(ck: Path, state: dict) -> None:
+    """Write a checkpoint's training state as state.json plus its tensors in state.safetensors.
+
+    Never a pickle: loading one runs whatever code a planted file holds.
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict = {}
+    doc = _encode(state, tensors)
+    save_file(tensors, str(ck / STATE_TENSORS))
+    write_atomic(ck / STATE_JSON, json.dumps(doc))
+
+
+def load_state(ck: Path) -> dict:
+    """A checkpoint's training state (the inverse of save_state), refused with one line when unreadable.
+
+    A state.pt from before safetensors states is read with torch's restricted unpickler only, which
+    loads tensors and plain containers and refuses anything that would run code.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if (ck / STATE_JSON).exists():
+        try:
+            return _decode(read_json(ck / STATE_JSON), load_file(str(ck / STATE_TENSORS)))
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise TuneLabError(f"checkpoint {ck.name} has an unreadable training state ({type(exc).__name__})") from exc
+    if (ck / "state.pt").exists():
+        try:
+            return torch.load(ck / "state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for a pickle that would build arbitrary objects
+            raise TuneLabError(f"checkpoint {ck.name} has a state.pt that is not plain tensors; "
+                               f"it was not loaded, since unpickling it could run code") from exc
+    raise TuneLabError(f"checkpoint {ck.name} has no training state (state.json)")
+
+
+def _encode(obj, tensors: dict):
+    """obj as JSON: tensors moved into `tensors` and referenced by key; tuples and non-string keys kept."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        key = str(len(tensors))
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"tensor": key}
+    if isinstance(obj, dict):
+        return {"dict": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"tuple": [_encode(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"a {type(obj).__name__} cannot be stored in a checkpoint's state")
+
+
+def _decode(doc, tensors: dict):
+    if isinstance(doc, list):
+        return [_decode(v, tensors) for v in doc]
+    if isinstance(doc, dict):
+        if "tensor" in doc:
+            return tensors[doc["tensor"]]
+        if "tuple" in doc:
+            return tuple(_decode(v, tensors) for v in doc["tuple"])
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in doc["dict"]}
+    return doc
 
 
 def resume_checkpoint(run_dir: Path, cfg: TrainConfig) -> Path | None:
@@ -298,7 +370,7 @@ def train(run_dir: Path, stopping) -> str:
 
     step, ck = 0, resume_checkpoint(run_dir, cfg)
     if ck is not None:
-        state = torch.load(ck / "state.pt", weights_only=False)
+        state = load_state(ck)
         _load_weights(accel.unwrap_model(model), ck, cfg)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -379,8 +451,6 @@ def _load_weights(model, ck: Path, cfg: TrainConfig) -> None:
 
 
 def _jsonl(row: dict) -> str:
-    import json
-
     return json.dumps(row, ensure_ascii=False, default=str) + "\n"
 
 
