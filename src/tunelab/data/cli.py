@@ -10,7 +10,6 @@ import sys
 import unicodedata
 
 from tunelab.cli import add_json, emit
-from tunelab.errors import TuneLabError
 
 IMPORT_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "csv", "parquet")
 EXPORT_FORMATS = ("alpaca", "jsonl", "sharegpt", "parquet", "llamafactory")
@@ -48,7 +47,9 @@ def register(sub) -> None:
 
     p = cmds.add_parser("sql", help="one read-only SELECT; each dataset is a table of its name")
     p.add_argument("query")
-    p.add_argument("--limit", type=int, default=10000, help="most rows returned")
+    p.add_argument("--limit", type=int, default=10000, help="most rows returned (1 to 1,000,000)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="stop the query after S seconds (default: $TUNELAB_SQL_TIMEOUT or 30)")
     _done(p, cmd_sql)
 
     p = cmds.add_parser("stats", help="counts, duplicates, empty outputs, token lengths")
@@ -139,26 +140,17 @@ def _kv(obj: dict) -> str:
 # ---------------------------------------------------------------- commands
 
 
-def parse_map(text: str | None) -> dict | None:
-    """Parse `instruction=question,output=answer` into {"instruction": "question", ...}."""
-    if not text:
-        return None
-    mapping = {}
-    for pair in text.split(","):
-        field, sep, column = pair.partition("=")
-        if not sep or not field.strip() or not column.strip():
-            raise TuneLabError(f"--map expects FIELD=COLUMN pairs separated by commas, got {pair!r}")
-        mapping[field.strip()] = column.strip()
-    return mapping
-
-
 def cmd_import(args) -> int:
-    from tunelab.data.importer import import_path
+    from tunelab.data.importer import import_path, parse_map
 
     result = import_path(args.path, args.name, args.format, parse_map(args.map))
     imported = (sum(d["imported"] for d in result["datasets"]) if "datasets" in result
                 else result["imported"])
     emit(result, args.json, _import_text)
+    for d in result["datasets"] if "datasets" in result else [result]:
+        if d.get("existing"):  # documented, but never silent: the old head is one undo away
+            sys.stderr.write(f"note: {d['name']} already existed; added v{d['version']} over "
+                             f"v{d['previous_version']} (`tunelab data undo {d['name']}` goes back)\n")
     if not imported:
         sys.stderr.write(f"error: nothing could be imported from {args.path}\n")
         return 1
@@ -180,6 +172,11 @@ def cmd_list(args) -> int:
     from tunelab.data import store
 
     result = {"datasets": store.list_datasets()}
+    broken = store.unreadable()
+    if broken:  # listed apart: every other dataset stays usable
+        result["unreadable"] = broken
+        for b in broken:
+            sys.stderr.write(f"warning: {b['error']}\n")
     rows = [[d["name"], d["version"], d["records"]] for d in result["datasets"]]
     emit(result, args.json, lambda r: table(rows, ["name", "version", "records"]) if rows else "no datasets yet")
     return 0
@@ -203,14 +200,16 @@ def cmd_search(args) -> int:
 def cmd_sql(args) -> int:
     from tunelab.data import query
 
-    emit(query.sql(args.query, args.limit), args.json, lambda r: table(r["rows"], r["columns"]))
+    emit(query.sql(args.query, args.limit, args.timeout), args.json, lambda r: table(r["rows"], r["columns"]))
     return 0
 
 
 def cmd_stats(args) -> int:
-    from tunelab.data import stats
+    from tunelab.data import stats, store
+    from tunelab.models.tokens import token_counter
 
-    result = stats.stats(args.name, args.model, args.version)
+    store.resolve_version(args.name, args.version)  # a bad name or version fails before a tokenizer loads
+    result = stats.stats(args.name, args.version, token_counter(args.model))
     emit(result, args.json, _stats_text)
     return 0
 
@@ -230,9 +229,11 @@ def cmd_clean(args) -> int:
     from tunelab.data import clean
 
     tokenizer = None
-    if args.max_tokens and args.model:
-        from tunelab.data.stats import token_counter
+    if args.max_tokens:
+        from tunelab.data import store
+        from tunelab.models.tokens import token_counter
 
+        store.resolve_version(args.name)  # a bad name fails before a tokenizer loads
         tokenizer = token_counter(args.model)
     result = clean.clean(args.name, args.dedup, args.strip, args.drop_empty, args.redact_pii,
                          args.max_tokens, tokenizer)

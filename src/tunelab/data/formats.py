@@ -16,7 +16,9 @@ import codecs
 import csv
 import io
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
@@ -29,6 +31,9 @@ Item = tuple[int, "dict | str"]
 BOM = codecs.BOM_UTF8
 CHUNK = 1 << 20
 MAX_RECORD = 64 << 20  # a single line/element larger than this is reported, not loaded
+# A Parquet page is decompressed whole before any cell in it can be looked at, so a page larger than
+# this is refused from its header: a 10 KB file can hold a 300 MB cell of repeated text.
+MAX_PAGE = 2 * MAX_RECORD
 csv.field_size_limit(MAX_RECORD)
 
 # Canonical ShareGPT roles (LLaMA-Factory's default tags) and the names other tools use for them.
@@ -54,6 +59,56 @@ FIELDS = ("id", "instruction", "input", "output", "system", "history", "conversa
 
 class BadRecord(ValueError):
     """A record that cannot be imported; its message is the reason shown to the user."""
+
+
+class Lost(str):
+    """The reason for `count` records lost together (an unreadable Parquet row group), as one item."""
+
+    count: int = 1
+
+    @classmethod
+    def of(cls, reason: str, count: int) -> "Lost":
+        lost = cls(reason)
+        lost.count = count
+        return lost
+
+
+# --------------------------------------------------------------------------- opening files
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """Open path for reading only if it is a regular file (else one TuneLabError, never a hang).
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; the check is on
+    the opened descriptor, so a file swapped in after a check elsewhere is still caught here.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise TuneLabError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise TuneLabError(f"{path} is not a regular file (it is a folder)") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise TuneLabError(f"{path} is not a regular file (it is {file_kind(mode)})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @dataclass(frozen=True)
@@ -520,29 +575,72 @@ def read_json_array(fh: IO[bytes], kind: str, cols: Columns) -> Iterator[Item]:
             w.pos += 1
 
 
+class _TooBig(Exception):
+    """The CSV record being read passed MAX_RECORD; its lines were skipped."""
+
+
+class _RecordLines:
+    """Text lines for csv.reader, bounded per record: once a record (which may span lines) passes
+    MAX_RECORD, raise _TooBig and skip the rest of that line, so no record is ever held whole.
+
+    `n` counts the lines handed out or skipped; the reader calls `next_record()` between records.
+    """
+
+    def __init__(self, text: IO[str]):
+        self.text, self.n, self.size = text, 0, 0
+
+    def __iter__(self) -> "_RecordLines":
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(MAX_RECORD + 1)
+        if not line:
+            raise StopIteration
+        self.n += 1
+        self.size += len(line)
+        if self.size > MAX_RECORD:
+            while not line.endswith(("\n", "\r")) and (line := self.text.readline(CHUNK)):
+                pass
+            self.size = 0
+            raise _TooBig
+        return line
+
+    def next_record(self) -> None:
+        self.size = 0
+
+
 def read_csv(fh: IO[bytes], cols: Columns, delimiter: str = ",") -> Iterator[Item]:
     """Rows of a CSV/TSV with a header; columns mapped by name (auto-mapped when not given)."""
     text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text, delimiter=delimiter)
+    lines = _RecordLines(text)
+    reader = csv.reader(lines, delimiter=delimiter)
+    too_big = f"record is larger than {MAX_RECORD >> 20} MB"
     try:
         header = next(reader)
     except StopIteration:
         return
+    except _TooBig:
+        raise TuneLabError(f"the CSV header cannot be read: it is larger than {MAX_RECORD >> 20} MB") from None
     except csv.Error as exc:
         raise TuneLabError(f"the CSV header cannot be read: {exc}") from None
     cols = checked_columns(cols, header)
     norm = normaliser("auto")
-    start = reader.line_num + 1
+    start = lines.n + 1
     while True:
+        lines.next_record()
         try:
             row = next(reader)
         except StopIteration:
             return
+        except _TooBig:
+            yield start, too_big
+            start = lines.n + 1
+            continue
         except csv.Error as exc:
             yield start, f"malformed CSV: {exc}"
-            start = reader.line_num + 1
+            start = lines.n + 1
             continue
-        line, start = start, reader.line_num + 1
+        line, start = start, lines.n + 1
         if not row or row == [""]:
             continue
         if len(row) != len(header):
@@ -573,26 +671,269 @@ def checked_columns(cols: Columns, names: list[str]) -> Columns:
 
 
 def read_parquet(path: Path, kind: str, cols: Columns) -> Iterator[Item]:
-    """Rows of a Parquet file, one record batch at a time."""
+    """Rows of a Parquet file, row group by row group, one record batch at a time.
+
+    A row group that cannot be read (a corrupt page) or that holds a page over MAX_PAGE is reported
+    as lost and the other row groups are kept; a row over MAX_RECORD is reported, not loaded.
+    """
     import pyarrow.parquet as pq
 
+    fh = open_regular(path)
     try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        raise TuneLabError(f"{path.name} is not a readable Parquet file ({exc})") from None
-    cols = checked_columns(cols, pf.schema_arrow.names) if kind == "auto" else cols
-    yield from read_rows((row for b in pf.iter_batches(batch_size=10_000) for row in b.to_pylist()),
-                         kind, cols)
+        try:
+            pf = pq.ParquetFile(fh)
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise TuneLabError(f"{path.name} is not a readable Parquet file ({exc})") from None
+        cols = checked_columns(cols, pf.schema_arrow.names) if kind == "auto" else cols
+        yield from read_rows(_parquet_rows(pf, fh), kind, cols)
+    finally:
+        fh.close()
+
+
+def _parquet_rows(pf, fh: IO[bytes]) -> Iterator[Any]:
+    """Rows (dicts) of every readable row group; Lost items for the rest, in row order."""
+    meta, start = pf.metadata, 0
+    for g in range(meta.num_row_groups):
+        rows = meta.row_group(g).num_rows
+        big = oversized_page(meta.row_group(g), fh)
+        if big:
+            yield Lost.of(f"rows {start}-{start + rows - 1} not read: {big}", rows)
+            start += rows
+            continue
+        done = 0
+        try:
+            for batch in pf.iter_batches(batch_size=1000, row_groups=[g], use_threads=False):
+                over = row_sizes(batch) > MAX_RECORD
+                if not over.any():
+                    yield from batch.to_pylist()
+                else:
+                    for i, too_big in enumerate(over.tolist()):
+                        yield (Lost(f"record is larger than {MAX_RECORD >> 20} MB") if too_big
+                               else batch.slice(i, 1).to_pylist()[0])
+                done += batch.num_rows
+        except Exception as exc:  # a corrupt page: ArrowInvalid, OSError (bad compressed data)...
+            lost = rows - done
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            yield Lost.of(f"rows {start + done}-{start + rows - 1} not read: row group {g} is "
+                          f"corrupt ({first})", lost)
+        start += rows
+
+
+def row_sizes(batch) -> "Any":
+    """Bytes of text per row of an Arrow record batch (strings and binaries, nested ones too)."""
+    import numpy as np
+
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        total += _sizes(column)
+    return total
+
+
+def _sizes(arr) -> "Any":
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) \
+            or pa.types.is_large_binary(t):
+        return pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        child = _sizes(arr.flatten())
+        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        return np.bincount(parents, weights=child, minlength=len(arr)).astype(np.int64)
+    if pa.types.is_struct(t):
+        out = np.zeros(len(arr), dtype=np.int64)
+        for child in arr.flatten():
+            out += _sizes(child)
+        return out
+    return np.full(len(arr), 8, dtype=np.int64)
+
+
+def oversized_page(row_group, fh: IO[bytes]) -> str | None:
+    """Why a row group cannot be read safely (a page over MAX_PAGE uncompressed), or None.
+
+    Reads only the page headers (Thrift compact structs) of each column chunk; a header that cannot
+    be parsed leaves the decision to pyarrow, whose errors are caught as a corrupt row group.
+    """
+    for j in range(row_group.num_columns):
+        col = row_group.column(j)
+        begin = col.dictionary_page_offset if col.has_dictionary_page and col.dictionary_page_offset \
+            else col.data_page_offset
+        pos, end = begin, begin + col.total_compressed_size
+        while pos < end:
+            try:
+                header_len, size, compressed = _page_header(fh, pos)
+            except (ValueError, IndexError, OSError, RecursionError):
+                break
+            if size > MAX_PAGE:
+                return (f"a page of column `{col.path_in_schema}` holds {size >> 20} MB uncompressed, "
+                        f"over the {MAX_PAGE >> 20} MB page limit (records are limited to "
+                        f"{MAX_RECORD >> 20} MB)")
+            if compressed < 0 or size < 0:
+                break
+            pos += header_len + compressed
+    return None
+
+
+def _page_header(fh: IO[bytes], pos: int) -> tuple[int, int, int]:
+    """(header length, uncompressed size, compressed size) of the Parquet page header at pos."""
+    for want in (4096, 1 << 20, 16 << 20):  # statistics can make a header long
+        fh.seek(pos)
+        buf = fh.read(want)
+        try:
+            fields: dict[int, int] = {}
+            end = _skip_struct(buf, 0, 0, fields)
+            return end, fields[2], fields[3]
+        except IndexError:
+            if len(buf) < want:  # the whole rest of the file was read: truly truncated
+                raise
+    raise ValueError("page header too long")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 70:
+            raise ValueError("bad varint")
+
+
+def _skip_struct(buf: bytes, pos: int, depth: int, top: dict | None = None) -> int:
+    """Skip a Thrift compact struct; record the top level's i32 fields into `top`."""
+    if depth > 32:
+        raise ValueError("page header nested too deeply")
+    field = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        if b == 0:
+            return pos
+        delta, kind = b >> 4, b & 0x0F
+        if delta:
+            field += delta
+        else:
+            raw, pos = _varint(buf, pos)
+            field = (raw >> 1) ^ -(raw & 1)
+        if top is not None and kind == 5:
+            raw, pos = _varint(buf, pos)
+            top[field] = (raw >> 1) ^ -(raw & 1)
+            continue
+        pos = _skip_value(buf, pos, kind, depth, in_field=True)
+
+
+def _skip_value(buf: bytes, pos: int, kind: int, depth: int, in_field: bool = False) -> int:
+    if kind in (1, 2):  # booleans: in a field header the type is the value; in a list, one byte
+        return pos if in_field else pos + 1
+    if kind == 3:
+        return pos + 1
+    if kind in (4, 5, 6):
+        return _varint(buf, pos)[1]
+    if kind == 7:
+        return pos + 8
+    if kind == 8:
+        n, pos = _varint(buf, pos)
+        return pos + n
+    if kind in (9, 10):
+        b = buf[pos]
+        pos += 1
+        n, elem = b >> 4, b & 0x0F
+        if n == 15:
+            n, pos = _varint(buf, pos)
+        for _ in range(n):
+            pos = _skip_value(buf, pos, elem, depth + 1)
+        return pos
+    if kind == 11:
+        n, pos = _varint(buf, pos)
+        if not n:
+            return pos
+        kv = buf[pos]
+        pos += 1
+        for _ in range(n):
+            pos = _skip_value(buf, pos, kv >> 4, depth + 1)
+            pos = _skip_value(buf, pos, kv & 0x0F, depth + 1)
+        return pos
+    if kind == 12:
+        return _skip_struct(buf, pos, depth + 1)
+    raise ValueError(f"unknown Thrift type {kind}")
 
 
 def read_rows(rows: Iterable[Any], kind: str, cols: Columns) -> Iterator[Item]:
     """Records from already-parsed rows (Parquet, Hugging Face datasets), numbered from 0."""
     norm = normaliser(kind)
-    for i, row in enumerate(rows):
+    i = 0
+    for row in rows:
+        if row.__class__ is Lost:  # records the reader could not read; they take `count` indexes
+            yield i, row
+            i += row.count
+            continue
         try:
             yield i, norm(row, cols)
         except BadRecord as exc:
             yield i, str(exc)
+        i += 1
+
+
+def record_size(obj: Any) -> int:
+    """Characters of text in an already-parsed row (strings inside lists and objects too)."""
+    if obj.__class__ in (str, bytes):
+        return len(obj)
+    if isinstance(obj, dict):
+        return sum(record_size(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(record_size(v) for v in obj)
+    return 8
+
+
+_TEXT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
+
+
+def oversized_in(path: Path) -> str | None:
+    """Why a data file holds a record over the limits (checked in bounded memory), or None.
+
+    Text files (also .gz/.bz2/.xz, whose size on disk says nothing) are scanned line by line: a
+    line longer than MAX_RECORD is part of a record longer than that. Parquet files are checked
+    by their page headers.
+    """
+    import bz2
+    import gzip
+    import lzma
+
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    suffix = path.suffix.lower()
+    opener = openers.get(suffix)
+    inner = Path(path.stem).suffix.lower() if opener else suffix
+    if inner in (".parquet", ".pq") and not opener:
+        import pyarrow.parquet as pq
+
+        with open_regular(path) as fh:
+            try:
+                meta = pq.ParquetFile(fh).metadata
+            except Exception:
+                return None  # not Parquet after all: the loader says so
+            for g in range(meta.num_row_groups):
+                reason = oversized_page(meta.row_group(g), fh)
+                if reason:
+                    return reason
+        return None
+    if inner not in _TEXT_SUFFIXES:
+        return None
+    with open_regular(path) as raw:
+        if not opener and os.fstat(raw.fileno()).st_size <= MAX_RECORD:
+            return None
+        fh = opener(raw) if opener else raw
+        try:
+            for _, line in _lines(fh):
+                if line is None:
+                    return f"a record is larger than {MAX_RECORD >> 20} MB (the limit per record)"
+        except (OSError, EOFError, lzma.LZMAError):
+            return None  # a broken archive: the loader reports it
+    return None
 
 
 # --------------------------------------------------------------------------- detection
@@ -604,7 +945,7 @@ def sniff(path: Path) -> str:
         return "parquet"
     if suffix in (".csv", ".tsv"):
         return suffix[1:]
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(4)
         if head == b"PAR1":
             return "parquet"
@@ -637,7 +978,7 @@ def _first_char(fh: IO[bytes]) -> bytes:
 
 
 def _first_line_is_json(path: Path) -> bool:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for _, line in _lines(fh):
             if line is None:
                 return False
@@ -656,10 +997,12 @@ def _whole_object(path: Path) -> bool:
 
 def load_object(path: Path) -> dict | None:
     """The file as one JSON object, or None (also for files too big to be one)."""
-    if path.stat().st_size > MAX_RECORD:
-        return None
+    with open_regular(path) as fh:
+        if os.fstat(fh.fileno()).st_size > MAX_RECORD:
+            return None
+        data = fh.read(MAX_RECORD + 1)
     try:
-        obj = json.loads(path.read_bytes().removeprefix(BOM).decode("utf-8"))
+        obj = json.loads(data.removeprefix(BOM).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
@@ -679,6 +1022,7 @@ def read_file(path: Path, fmt: str = "auto", cols: Columns | None = None) -> tup
     if fmt not in FORMATS:
         raise TuneLabError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
     cols = cols or Columns()
+    open_regular(path).close()  # a FIFO or device is refused here, before any reader waits on it
     container = {"csv": "csv", "parquet": "parquet"}.get(fmt) or sniff(path)
     if container == "csv" and path.suffix.lower() == ".tsv":
         container = "tsv"
@@ -696,7 +1040,7 @@ def read_file(path: Path, fmt: str = "auto", cols: Columns | None = None) -> tup
 
 
 def _opened(path: Path, container: str, kind: str, cols: Columns) -> Iterator[Item]:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         if container in ("csv", "tsv"):
             yield from read_csv(fh, cols, "\t" if container == "tsv" else ",")
         elif container == "json":

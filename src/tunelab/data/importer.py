@@ -12,6 +12,8 @@ import itertools
 import os
 import re
 import secrets
+import stat
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,6 +30,7 @@ from tunelab.errors import TuneLabError
 BATCH = 10_000
 MAX_ERRORS = 1000  # errors listed; every bad record is still counted in `skipped`
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url")
+URL_DEADLINE_S = 1800  # a whole URL download, however slowly the server drips; TUNELAB_URL_DEADLINE
 
 
 def import_path(source: str, name: str | None = None, fmt: str = "auto",
@@ -55,10 +58,14 @@ def import_path(source: str, name: str | None = None, fmt: str = "auto",
     if source.lower().startswith(("http://", "https://")):
         return _import_url(source, name, fmt, cols)
     path = Path(source).expanduser()
-    if not path.exists():
-        raise TuneLabError(f"no such file: {source}")
-    if not path.is_file():
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
+        raise TuneLabError(f"no such file: {source}") from None
+    if stat.S_ISDIR(mode):
         raise TuneLabError(f"{source} is a folder, not a file (for a dataset folder use hf:{source})")
+    if not stat.S_ISREG(mode):  # a FIFO would block the reader, /dev/zero would never end
+        raise TuneLabError(f"{source} is not a regular file (it is {formats.file_kind(mode)})")
     if fmt == "auto" and _is_dataset_info(path):
         if name is not None:
             raise TuneLabError("a dataset_info.json names its datasets itself: leave out the name")
@@ -95,8 +102,8 @@ class _Tally:
         self.errors: list[dict] = []
         self.unit = "line" if by_line else "record"
 
-    def bad(self, line: int, reason: str) -> None:
-        self.skipped += 1
+    def bad(self, line: int, reason: str, count: int = 1) -> None:
+        self.skipped += count
         if len(self.errors) < MAX_ERRORS:
             self.errors.append({"line": line, "error": reason})
 
@@ -115,11 +122,15 @@ def _commit(name: str, items: Iterable[Item], label: str, params: dict, by_line:
     first = next(batches, None)
     if first is None:  # nothing good: raise before a version is written
         raise tally.nothing(label)
+    previous = store.manifest(name)["head"] if store.exists(name) else None
     # commit() records params after the last batch is written, so _counted's counts are final.
     entry = store.commit(name, _counted(itertools.chain([first], batches), tally, params),
                         op="import", params=params)
-    return {"name": name, "version": entry["version"], "imported": tally.imported,
-            "skipped": tally.skipped, "errors": sorted(tally.errors, key=lambda e: e["line"])}
+    result = {"name": name, "version": entry["version"], "imported": tally.imported,
+              "skipped": tally.skipped, "errors": sorted(tally.errors, key=lambda e: e["line"])}
+    if previous is not None:  # an existing name gets a new version (documented); say so
+        result.update(existing=True, previous_version=previous)
+    return result
 
 
 def _counted(tables: Iterator[pa.Table], tally: _Tally, params: dict) -> Iterator[pa.Table]:
@@ -133,6 +144,9 @@ def _tables(items: Iterable[Item], tally: _Tally) -> Iterator[pa.Table]:
     for line, item in items:
         if item.__class__ is str:
             tally.bad(line, item)
+            continue
+        if item.__class__ is formats.Lost:  # several records lost together (a Parquet row group)
+            tally.bad(line, item, item.count)
             continue
         rows.append((line, item))
         if len(rows) >= BATCH:
@@ -173,7 +187,11 @@ def _build(recs: list[dict]) -> pa.Table:
 # --------------------------------------------------------------------------- dataset_info.json
 
 class _Skip(Exception):
-    """A dataset_info.json entry that is not imported; its message is the reason."""
+    """A dataset_info.json entry that is not imported; its message is the reason, `kind` its class."""
+
+    def __init__(self, reason: str, kind: str = "malformed"):
+        super().__init__(reason)
+        self.kind = kind
 
 
 def _is_dataset_info(path: Path) -> bool:
@@ -183,24 +201,37 @@ def _is_dataset_info(path: Path) -> bool:
         and formats.is_dataset_info(path)
 
 
-def import_dataset_info(path: Path) -> dict:
+is_dataset_info_file = _is_dataset_info
+
+
+def import_dataset_info(path: Path, allowed: dict[str, Path] | None = None) -> dict:
     """Import every entry of a LLaMA-Factory dataset_info.json whose file exists.
 
-    file_name is resolved against the folder holding the dataset_info.json, never the cwd.
+    file_name is resolved against the folder holding the dataset_info.json, never the cwd, and must
+    stay inside it after following symlinks: `../x`, absolute paths, symlinks out of the folder,
+    FIFOs and devices are skipped with the reason. Only the entries named are touched.
+
+    Args:
+        path: the dataset_info.json.
+        allowed: for browser uploads, {uploaded file name: staged path}: an entry may read only
+            these files (matched by the sanitised last component of its file_name), nothing else.
 
     Returns:
-        {"datasets": [import result, ...], "skipped": [{"name", "reason"}]}.
+        {"datasets": [import result, ...], "skipped": [{"name", "reason", "kind"}]}.
     """
     info = formats.load_object(path)
     if info is None:
         raise TuneLabError(f"{path} is not a valid dataset_info.json (it must be one JSON object)")
     datasets, skipped = [], []
+    base = path.resolve().parent
     for key, entry in info.items():
         try:
-            file, fmt, cols = _entry(key, entry, path.resolve().parent)
+            file, fmt, cols = _entry(key, entry, base, allowed)
             datasets.append(import_file(file, key, fmt, cols, f"{path.name}:{key}"))
-        except (_Skip, TuneLabError) as exc:
-            skipped.append({"name": key, "reason": str(exc)})
+        except _Skip as exc:
+            skipped.append({"name": key, "reason": str(exc), "kind": exc.kind})
+        except TuneLabError as exc:
+            skipped.append({"name": key, "reason": str(exc), "kind": "invalid"})
     if not datasets and not skipped:
         raise TuneLabError(f"nothing imported from {path.name}: it names no datasets")
     if not datasets:
@@ -210,7 +241,8 @@ def import_dataset_info(path: Path) -> dict:
     return {"datasets": datasets, "skipped": skipped}
 
 
-def _entry(key: str, entry: object, base: Path) -> tuple[Path, str, Columns]:
+def _entry(key: str, entry: object, base: Path,
+           allowed: dict[str, Path] | None = None) -> tuple[Path, str, Columns]:
     """The file, record kind and columns of one dataset_info entry, or _Skip with the reason."""
     if not isinstance(entry, dict):
         raise _Skip("malformed entry: expected an object with `file_name`")
@@ -219,23 +251,19 @@ def _entry(key: str, entry: object, base: Path) -> tuple[Path, str, Columns]:
     if file_name is None:
         hub = next((k for k in HUB_KEYS if entry.get(k)), None)
         if hub:
-            raise _Skip(f"hub-only dataset, needs network ({hub}: {entry[hub]})")
+            raise _Skip(f"hub-only dataset, needs network ({hub}: {entry[hub]})", "hub")
         raise _Skip("malformed entry: no `file_name` (nor a hub url)")
-    if not isinstance(file_name, str) or not file_name:
+    if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
         raise _Skip("malformed entry: `file_name` must be a file name")
     if entry.get("ranking"):
-        raise _Skip("preference (ranking) datasets are not supported yet")
+        raise _Skip("preference (ranking) datasets are not supported yet", "unsupported")
     formatting = entry.get("formatting", "alpaca")
     columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
     if formatting not in ("alpaca", "sharegpt"):
         raise _Skip(f"malformed entry: unknown formatting {formatting!r} (alpaca or sharegpt)")
     if not isinstance(columns, dict) or not isinstance(tags, dict):
         raise _Skip("malformed entry: `columns` and `tags` must be objects")
-    file = base / file_name
-    if not file.exists():
-        raise _Skip(f"missing file: {file_name} (looked in {base})")
-    if file.is_dir():
-        raise _Skip(f"{file_name} is a folder; import its files one by one")
+    file = _uploaded(file_name, allowed) if allowed is not None else _inside(file_name, base)
     if formatting == "sharegpt":
         cols = Columns(conversations=columns.get("messages", "conversations"),
                        system=columns.get("system"), tools=columns.get("tools"),
@@ -246,6 +274,67 @@ def _entry(key: str, entry: object, base: Path) -> tuple[Path, str, Columns]:
                        history=columns.get("history"), system=columns.get("system"),
                        tools=columns.get("tools"))
     return file, formatting, cols
+
+
+def _inside(file_name: str, base: Path) -> Path:
+    """The regular file file_name names inside base (already resolved), or _Skip saying why not."""
+    if os.path.isabs(file_name):
+        raise _Skip(f"{file_name} is an absolute path; file_name must name a file next to "
+                    f"dataset_info.json", "outside")
+    lexical = Path(os.path.normpath(base / file_name))
+    if not lexical.is_relative_to(base):
+        raise _Skip(f"{file_name} is outside the folder of dataset_info.json", "outside")
+    try:
+        real = (base / file_name).resolve(strict=True)
+    except FileNotFoundError:
+        raise _Skip(f"missing file: {file_name} (looked in {base})", "missing") from None
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a permission error
+        raise _Skip(f"{file_name} cannot be opened ({type(exc).__name__})", "unreadable") from None
+    if not real.is_relative_to(base):
+        raise _Skip(f"{file_name} is a symlink pointing outside the folder of dataset_info.json",
+                    "outside")
+    mode = real.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise _Skip(f"{file_name} is a folder; import its files one by one", "folder")
+    if not stat.S_ISREG(mode):
+        raise _Skip(f"{file_name} is not a regular file (it is {formats.file_kind(mode)})",
+                    "not_regular")
+    return real
+
+
+def _uploaded(file_name: str, allowed: dict[str, Path]) -> Path:
+    """The uploaded file an entry of an uploaded dataset_info.json names, or _Skip."""
+    from tunelab.data.uploads import safe_filename  # uploads imports this module
+
+    staged = allowed.get(safe_filename(file_name))
+    if staged is None:
+        raise _Skip(f"{file_name} was not uploaded together with dataset_info.json "
+                    f"(only the files uploaded with it are read)", "not_uploaded")
+    return staged
+
+
+def summarise(result: dict) -> dict:
+    """One summary of an import with several datasets (a dataset_info.json or several uploads).
+
+    Returns:
+        {"datasets": n, "imported": records, "skipped_records": n, "new": [names],
+         "updated": [{"name", "version", "previous_version"}], "skipped_entries": n,
+         "reasons": {kind: [names]}} — the skipped entries grouped by the kind of reason.
+    """
+    parts = result["datasets"] if "datasets" in result else [result]
+    reasons: dict[str, list[str]] = {}
+    for s in result.get("skipped", []) if "datasets" in result else []:
+        reasons.setdefault(s.get("kind", "invalid"), []).append(s["name"])
+    return {
+        "datasets": len(parts),
+        "imported": sum(d["imported"] for d in parts),
+        "skipped_records": sum(d["skipped"] for d in parts),
+        "new": [d["name"] for d in parts if not d.get("existing")],
+        "updated": [{"name": d["name"], "version": d["version"], "previous_version": d["previous_version"]}
+                    for d in parts if d.get("existing")],
+        "skipped_entries": sum(len(v) for v in reasons.values()),
+        "reasons": reasons,
+    }
 
 
 # --------------------------------------------------------------------------- public sources
@@ -259,6 +348,7 @@ def _import_hf(ref: str, name: str | None, fmt: str, cols: Columns) -> dict:
         raise TuneLabError("give a dataset after hf:, e.g. hf:tatsu-lab/alpaca or hf:tatsu-lab/alpaca:train")
     name = name or default_name(Path(ref.rstrip("/")).name + ".x")
     workspace.validate_name(name, "dataset name")
+    _check_local_files(ref)
     import datasets  # slow to import; only this path needs it
 
     try:
@@ -275,10 +365,35 @@ def _import_hf(ref: str, name: str | None, fmt: str, cols: Columns) -> dict:
                    by_line=False)
 
 
-def _guarded(rows: Iterable[dict], ref: str) -> Iterator[dict]:
-    """Rows of a dataset; a failure while streaming becomes one clear TuneLabError."""
+def _check_local_files(ref: str) -> None:
+    """Refuse a local dataset folder (or file) holding a record over the size limit, before
+    `datasets` loads it whole: a small .jsonl.gz can expand to a 300 MB line."""
+    local = Path(ref).expanduser()
     try:
-        yield from rows
+        files = [local] if local.is_file() else sorted(local.rglob("*")) if local.is_dir() else []
+    except OSError:
+        return
+    for file in files:
+        rel = file.relative_to(local) if file != local else Path(file.name)
+        if any(part.startswith(".") for part in rel.parts) or not file.is_file():
+            continue
+        try:
+            reason = formats.oversized_in(file)
+        except TuneLabError:  # not a regular file: `datasets` would not read it either
+            continue
+        if reason:
+            raise TuneLabError(f"nothing imported from hf:{ref}: {rel}: {reason}")
+
+
+def _guarded(rows: Iterable[dict], ref: str) -> Iterator[dict]:
+    """Rows of a dataset, each within the record size limit; a failure while streaming becomes one
+    clear TuneLabError."""
+    try:
+        for row in rows:
+            if formats.record_size(row) > formats.MAX_RECORD:
+                yield formats.Lost(f"record is larger than {formats.MAX_RECORD >> 20} MB")
+            else:
+                yield row
     except Exception as exc:
         raise TuneLabError(f"reading hf:{ref} failed: {_first_line(exc)}") from None
 
@@ -292,21 +407,43 @@ def _import_url(url: str, name: str | None, fmt: str, cols: Columns) -> dict:
     """Download an http(s) file into the workspace (streamed to disk), import it, delete it."""
     import httpx
 
+    if "\x00" in url:
+        raise TuneLabError("the URL holds a NUL byte; refusing it")
     filename = Path(unquote(urlparse(url).path)).name or "download"
     name = name or default_name(filename)
     workspace.validate_name(name, "dataset name")
+    deadline = float(os.environ.get("TUNELAB_URL_DEADLINE") or URL_DEADLINE_S)
+    ends = time.monotonic() + deadline
+    # Each wait for bytes is bounded by the read timeout, the whole download by the deadline.
+    timeout = httpx.Timeout(min(60.0, deadline))
     tmp = workspace.subdir("uploads") / f".download-{secrets.token_hex(4)}{Path(filename).suffix}"
     try:
         try:
-            with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
+            with httpx.stream("GET", url, follow_redirects=True, timeout=timeout) as resp:
                 if resp.status_code >= 400:
                     raise TuneLabError(f"download failed: HTTP {resp.status_code} from {url}")
                 with open(tmp, "wb") as fh:
-                    for chunk in resp.iter_bytes(1 << 20):
+                    for chunk in resp.iter_bytes():  # as it arrives, so a drip meets the deadline
                         fh.write(chunk)
-        except httpx.HTTPError as exc:
+                        if time.monotonic() > ends:
+                            raise TuneLabError(f"download stopped: {url} took longer than {deadline:g} s "
+                                               f"(TUNELAB_URL_DEADLINE)")
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise TuneLabError(f"download failed: {_first_line(exc) or type(exc).__name__} ({url})") from None
         return import_file(tmp, name, fmt, cols, url)
     finally:
         if tmp.exists():
             os.unlink(tmp)
+
+
+def parse_map(text: str | None) -> dict | None:
+    """Parse `instruction=question,output=answer` into {"instruction": "question", ...}."""
+    if not text:
+        return None
+    mapping = {}
+    for pair in text.split(","):
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise TuneLabError(f"--map expects FIELD=COLUMN pairs separated by commas, got {pair!r}")
+        mapping[field.strip()] = column.strip()
+    return mapping
