@@ -59,9 +59,12 @@ def test_chat_template_is_applied(ds):
 
 
 def test_history_and_system_are_counted():
-    msgs = stats.messages({"system": "s", "history": [["u1", "a1"]], "instruction": "i", "input": "x", "output": "o"})
+    from tunelab.data.messages import to_messages
+
+    msgs = to_messages({"system": "s", "history": [["u1", "a1"]], "instruction": "i", "input": "x", "output": "o"},
+                       with_output=True)
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant"]
-    assert msgs[3]["content"] == "i\nx"
+    assert msgs[3]["content"] == "i\n\nx"  # the separator training and generation use
 
 
 def test_fallback_counter_counts_cjk_characters(ds):
@@ -72,7 +75,9 @@ def test_fallback_counter_counts_cjk_characters(ds):
 
 
 def test_unloadable_model_falls_back_and_says_so(ds):
-    s = stats.stats(ds, model="/nonexistent/model-dir")
+    from tunelab.models.tokens import token_counter
+
+    s = stats.stats(ds, tokenizer=token_counter("/nonexistent/model-dir"))
     assert "fallback" in s["tokenizer"]
     assert s["records"] == 5
 
@@ -85,6 +90,8 @@ def test_empty_dataset(workspace):
 
 @pytest.mark.slow
 def test_default_smollm2_tokenizer(ds):
-    s = stats.stats(ds)
+    from tunelab.models.tokens import token_counter
+
+    s = stats.stats(ds, tokenizer=token_counter())
     assert "fallback" not in s["tokenizer"]
     assert s["tokens"]["max"] > 600

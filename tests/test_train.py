@@ -343,7 +343,9 @@ def test_tokens_per_epoch_counts_every_record_or_scales_a_sample(workspace):
     from tunelab.train.estimate import tokens_per_epoch
 
     tiny_model.dataset(repeat=10)  # 80 records
-    lengths = stats.token_lengths(store.read("tiny"), stats.token_counter("smollm2-135m-instruct"))
+    from tunelab.models.tokens import token_counter
+
+    lengths = stats.token_lengths(store.read("tiny"), token_counter("smollm2-135m-instruct"))
     exact = sum(min(x, 40) for x in lengths)
     assert tokens_per_epoch("smollm2-135m-instruct", "tiny", None, cutoff=40) == exact
     assert exact < sum(lengths)  # the cutoff did cut something

@@ -203,7 +203,8 @@ def plan(
         drop_empty: drop records without output or without instruction and input.
         redact_pii: replace emails, phones, IPs, card and ID numbers with placeholders.
         max_tokens: drop records longer than this many tokens (chat-formatted).
-        tokenizer: tokenizer or stats.TokenCounter for max_tokens (default: the default model's).
+        tokenizer: tokenizer or stats.TokenCounter for max_tokens (models.tokens.token_counter(MODEL)
+            loads a model's; None counts words).
 
     Returns:
         (new table, counts per reason, example ids per reason). Reasons that drop records:
@@ -256,7 +257,7 @@ def plan(
     if dedup == "near":
         drop(near_duplicate_rows([_record_text(r) for r in records]), "duplicate_near")
     if max_tokens:
-        counter = token_counter(None, tokenizer)
+        counter = token_counter(tokenizer)
         lengths = token_lengths(pa.Table.from_pylist(records, schema=table.schema), counter)
         drop([i for i, n in enumerate(lengths) if n > max_tokens], "too_long")
     return pa.Table.from_pylist(records, schema=table.schema), counts, examples

@@ -1,23 +1,24 @@
 """Dataset statistics: counts, exact duplicates, empty fields and token lengths per record.
 
 Token lengths are measured on the chat-formatted record (system + history + instruction/input +
-output, through the model's chat template) because that is what training truncates.
+output, through the model's chat template) with the very code training encodes with
+(data/messages.py), because that is what training truncates. The data layer does not load models:
+callers pass a tokenizer (models.tokens.token_counter(MODEL) loads one by name).
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
 import pyarrow as pa
 
+from tunelab.data import messages as chat
 from tunelab.data import store
 from tunelab.data.query import CJK_RUN
 from tunelab.data.schema import TEXT_FIELDS
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 CUTOFFS = (256, 512, 1024, 2048)
 TOKEN_BATCH = 1000
 _SPACE = re.compile(r"\s+")
@@ -25,22 +26,16 @@ _SPACE = re.compile(r"\s+")
 
 @dataclass
 class TokenCounter:
-    """Counts tokens of chat-formatted records; `name` says which tokenizer was used."""
+    """Counts tokens of chat-formatted records; `name` says which tokenizer was used.
+
+    `records`, when set, counts whole records exactly as training does; otherwise each record is
+    formatted with `format` and the texts counted with `count`.
+    """
 
     name: str
     count: Callable[[list[str]], list[int]]
     format: Callable[[list[list[dict]]], list[str]]
-
-
-def messages(record: dict) -> list[dict]:
-    """A record as chat messages: system, history pairs, then the user turn and the answer."""
-    msgs = [{"role": "system", "content": record["system"]}] if record.get("system") else []
-    for pair in record.get("history") or []:
-        user, assistant = (list(pair) + ["", ""])[:2]
-        msgs += [{"role": "user", "content": user or ""}, {"role": "assistant", "content": assistant or ""}]
-    prompt = "\n".join(p for p in (record.get("instruction") or "", record.get("input") or "") if p)
-    msgs += [{"role": "user", "content": prompt}, {"role": "assistant", "content": record.get("output") or ""}]
-    return msgs
+    records: Callable[[list[dict]], list[int]] | None = None
 
 
 def _plain_format(convs: list[list[dict]]) -> list[str]:
@@ -63,42 +58,28 @@ def rough_counter(reason: str = "") -> TokenCounter:
 
 
 def hf_counter(tok, name: str = "") -> TokenCounter:
-    """A counter over a Hugging Face tokenizer, using its chat template when it has one."""
-
-    def fmt(convs: list[list[dict]]) -> list[str]:
-        if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template(convs, tokenize=False)
-        return _plain_format(convs)
+    """A counter over a Hugging Face tokenizer: with a chat template, exactly training's count."""
 
     def count(texts: list[str]) -> list[int]:
         return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
 
-    return TokenCounter(name or getattr(tok, "name_or_path", "") or type(tok).__name__, count, fmt)
+    has_template = bool(getattr(tok, "chat_template", None))
+    return TokenCounter(name or getattr(tok, "name_or_path", "") or type(tok).__name__, count, _plain_format,
+                        (lambda rows: chat.token_lengths(tok, rows)) if has_template else None)
 
 
-def token_counter(model: str | None = None, tokenizer=None) -> TokenCounter:
-    """The counter for a model (default: the shipped SmolLM2), falling back to a rough count.
+def token_counter(tokenizer=None, reason: str = "no tokenizer given") -> TokenCounter:
+    """A TokenCounter for a ready tokenizer (Hugging Face or TokenCounter); the rough count without one.
 
     Args:
-        model: a model name (registry, folder, .gguf, run id); None for the default.
-        tokenizer: a ready tokenizer (Hugging Face or TokenCounter) instead of loading one.
-
-    Returns:
-        A TokenCounter; its name says which tokenizer, or why the fallback is used.
+        tokenizer: a Hugging Face tokenizer or a TokenCounter; None falls back to counting words.
+        reason: shown in the fallback counter's name.
     """
     if isinstance(tokenizer, TokenCounter):
         return tokenizer
     if tokenizer is not None:
         return hf_counter(tokenizer)
-    try:
-        from tunelab.models.loading import load_tokenizer
-
-        return hf_counter(load_tokenizer(model or DEFAULT_MODEL), model or DEFAULT_MODEL)
-    except Exception as exc:  # any failure to load must still give stats, with the reason shown
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        sys.stderr.write(f"warning: tokenizer of {model or DEFAULT_MODEL} not available ({reason}); "
-                         "counting words\n")
-        return rough_counter(reason)
+    return rough_counter(reason)
 
 
 def token_lengths(table: pa.Table, counter: TokenCounter) -> list[int]:
@@ -106,7 +87,10 @@ def token_lengths(table: pa.Table, counter: TokenCounter) -> list[int]:
     lengths: list[int] = []
     for batch in table.to_batches(TOKEN_BATCH):
         rows = batch.to_pylist()
-        lengths += counter.count(counter.format([messages(r) for r in rows]))
+        if counter.records is not None:
+            lengths += counter.records(rows)
+        else:
+            lengths += counter.count(counter.format([chat.to_messages(r, with_output=True) for r in rows]))
     return lengths
 
 
@@ -180,14 +164,14 @@ def table_stats(table: pa.Table, counter: TokenCounter) -> dict:
     }
 
 
-def stats(name: str, model: str | None = None, version: int | None = None, tokenizer=None) -> dict:
+def stats(name: str, version: int | None = None, tokenizer=None) -> dict:
     """Statistics of a dataset version.
 
     Args:
         name: dataset name.
-        model: whose tokenizer counts tokens (default: the shipped SmolLM2).
         version: dataset version (default: head).
-        tokenizer: a ready tokenizer or TokenCounter (skips loading `model`'s).
+        tokenizer: a ready tokenizer or TokenCounter (models.tokens.token_counter(MODEL) loads a
+            model's); None counts words.
 
     Returns:
         {"records", "duplicates", "empty_output", "tokens": {"p50", "p95", "max", "mean"},
@@ -196,5 +180,5 @@ def stats(name: str, model: str | None = None, version: int | None = None, token
          "longest_ids", "name", "version"}.
     """
     table = store.read(name, version)
-    out = table_stats(table, token_counter(model, tokenizer))
+    out = table_stats(table, token_counter(tokenizer))
     return {"name": name, "version": store.resolve_version(name, version), **out}

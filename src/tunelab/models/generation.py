@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Protocol
 
+from tunelab.data.messages import to_messages
 from tunelab.errors import TuneLabError
 from tunelab.models.registry import ModelRef, resolve
 
@@ -115,25 +116,8 @@ def filter_stream(pieces: Iterable[str], stop: list[str]) -> Iterator[str]:
         yield buf
 
 
-def records_to_messages(record: dict) -> list[dict]:
-    """A dataset record's prompt as chat messages: system, history turns, then instruction + input.
-
-    Args:
-        record: a record with instruction, input, system, history ([[user, assistant], ...]).
-    Returns:
-        OpenAI-style messages, without the record's output.
-    """
-    msgs = []
-    if record.get("system"):
-        msgs.append({"role": "system", "content": record["system"]})
-    for pair in record.get("history") or []:
-        user, assistant = list(pair)[:2]
-        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    user = record.get("instruction") or ""
-    if record.get("input"):
-        user = f"{user}\n\n{record['input']}" if user else record["input"]
-    msgs.append({"role": "user", "content": user})
-    return msgs
+# A dataset record's prompt as chat messages (without its output): the data layer's one definition.
+records_to_messages = to_messages
 
 
 def check_conversation(conversation: list[dict]) -> None:
@@ -149,11 +133,19 @@ class TransformersBackend:
     """A local model in transformers: batched, left-padded generation; a run loads base + adapter."""
 
     def __init__(self, ref: ModelRef, device: str | None = None):
-        from tunelab.models.loading import has_native_template, load_model
+        from tunelab.models.loading import has_native_template, load_model, load_tokenizer
 
         self.ref = ref
         self.name = ref.name
-        self.model, self.tok = load_model(ref, device=device)
+        if ref.kind == "run" and ref.extra.get("method") in ("lora", "qlora"):
+            # A LoRA run generates from its weights merged once into a cached copy: the base's speed.
+            from tunelab.models.convert import merged_dir
+
+            merged = replace(ref, kind="hf", path=str(merged_dir(ref)), base=None, adapter="")
+            self.model, _ = load_model(merged, device=device)
+            self.tok = load_tokenizer(ref)  # the run's own tokenizer, fallback-template flag included
+        else:
+            self.model, self.tok = load_model(ref, device=device)
         # Decoder-only models continue from the right end: padding goes left so every prompt ends at the same column.
         self.tok.padding_side = "left"
         self.fallback_template = not has_native_template(self.tok)
@@ -326,7 +318,7 @@ def _build(spec: str) -> Backend:
 
         ref = resolve(rest)
         if ref.kind == "run":  # llama.cpp cannot apply a PEFT adapter: run the merged model as GGUF
-            from tunelab.train.export import run_gguf
+            from tunelab.models.convert import run_gguf
 
             ref = replace(ref, kind="gguf", path=str(run_gguf(ref.name)))
         return LlamaCppBackend(ref)

@@ -130,7 +130,9 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
 
 def _run_ref(run_dir: Path) -> ModelRef:
     """A finished or checkpointed training run as a model: its base plus adapter (or full weights)."""
-    out = read_json(run_dir / "output.json")
+    from tunelab.models import run_output
+
+    out = run_output.read(run_dir)
     if not out:
         raise TuneLabError(f"run {run_dir.name} has no saved model yet (it has not written a checkpoint)")
     base = resolve(out["base"])
@@ -140,7 +142,7 @@ def _run_ref(run_dir: Path) -> ModelRef:
                         params=base.params, chat_template=base.chat_template)
     return ModelRef(name=run_dir.name, kind="run", path=str(run_dir), source=f"run {run_dir.name} on {base.name}",
                     params=base.params, chat_template=base.chat_template, base=base,
-                    adapter=str(run_dir / out.get("adapter_dir", "adapter")), extra={"method": out.get("method")})
+                    adapter=str(run_dir / out["adapter_dir"]), extra={"method": out["method"], "step": out["step"]})
 
 
 def resolve(model: str) -> ModelRef:

@@ -1,9 +1,10 @@
 """Records -> token ids and labels for supervised fine-tuning, and the batches the loop consumes.
 
-The chat template is applied to system + history + instruction/input; only the response tokens
-carry loss (labels elsewhere are -100). Examples longer than the cutoff are cut at the cutoff and
-counted. Short examples are packed side by side into rows (position ids restart per example, which
-transformers turns into a block-diagonal attention mask), so the CPU never computes padding.
+The chat template is applied to system + history + instruction/input (data/messages.py: the same
+code the Stats page counts with); only the response tokens carry loss (labels elsewhere are -100).
+Examples longer than the cutoff are cut at the cutoff and counted. Short examples are packed side
+by side into rows (position ids restart per example, which transformers turns into a
+block-diagonal attention mask), so the CPU never computes padding.
 """
 
 from __future__ import annotations
@@ -11,25 +12,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from tunelab.data.messages import tokenize  # also the Stats page's count: one definition
+
 IGNORE = -100
-
-
-def record_messages(record: dict) -> list[dict]:
-    """A record as chat messages: the prompt (as generation builds it) plus the expected answer."""
-    from tunelab.models.generation import records_to_messages
-
-    return records_to_messages(record) + [{"role": "assistant", "content": record.get("output") or ""}]
-
-
-def _split_text(tok, record: dict) -> tuple[str, str]:
-    """(prompt text up to the assistant's answer, response text) after the chat template."""
-    msgs = record_messages(record)
-    prompt = tok.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
-    full = tok.apply_chat_template(msgs, tokenize=False)
-    if full.startswith(prompt):
-        return prompt, full[len(prompt):]
-    # Templates that rewrite earlier turns once an answer follows: fall back to answer + EOS.
-    return prompt, (record.get("output") or "") + (tok.eos_token or "")
 
 
 @dataclass
@@ -43,16 +28,6 @@ class Encoded:
     @property
     def tokens(self) -> int:
         return sum(len(ids) for ids, _ in self.examples)
-
-
-def tokenize(tok, records: list[dict]) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, response ids) per record, tokenised in one batched call each."""
-    texts = [_split_text(tok, r) for r in records]
-    if not texts:
-        return []
-    prompts = tok([p for p, _ in texts], add_special_tokens=False)["input_ids"]
-    answers = tok([a for _, a in texts], add_special_tokens=False)["input_ids"]
-    return list(zip(prompts, answers))
 
 
 def encode(tok, records: list[dict], cutoff: int) -> Encoded:

@@ -1,24 +1,21 @@
 """`tunelab export`: a run's adapter, its weights merged into the base, or a GGUF file for llama.cpp.
 
-GGUF is written with the `gguf` package's writer (llama.cpp's convert_hf_to_gguf.py is not
-installed here), for llama-architecture models (SmolLM2, Llama, Mistral-style) in float32 so the
-file gives the same greedy output as the merged weights.
+The job and CLI glue lives here; merging and writing GGUF are the models layer's
+(models/convert.py), which the llama.cpp backend uses too without importing `train`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from pathlib import Path
 
 from tunelab import workspace
 from tunelab.errors import TuneLabError
-from tunelab.jsonio import read_json
-from tunelab.models import registry
+from tunelab.models.convert import GGUF_TYPES, merged, run_gguf, saved, tokenizer_pre, write_gguf
 
+# merged, run_gguf and write_gguf stay importable from here for existing callers.
+__all__ = ["FORMATS", "GGUF_TYPES", "export", "list_jobs", "merged", "run_gguf", "run_job", "start", "write_gguf"]
 
-GGUF_TYPES = ("f32", "q8_0")
 JOB_KIND = "export-jobs"  # the dashboard's export jobs: jobs.job_dir(JOB_KIND, id)
 # What the dashboard offers: format -> the `tunelab export` flags and the output's suffix.
 FORMATS = {"adapter": ([], ""), "merged": (["--merge"], ""), "gguf": (["--gguf"], ".gguf"),
@@ -39,7 +36,7 @@ def start(run_id: str, name: str, fmt: str) -> str:
 
     if fmt not in FORMATS:
         raise TuneLabError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    _saved(run_id)
+    saved(run_id)
     flags, suffix = FORMATS[fmt]
     out = workspace.validate_name(name, "export name") + suffix
     job_id = jobs.new_id("export")
@@ -84,7 +81,7 @@ def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_
     Returns:
         {"run", "out", "files": [paths written]}.
     """
-    d, meta = _saved(run_id)
+    d, meta = saved(run_id)
     if gguf_type not in GGUF_TYPES:
         raise TuneLabError(f"unknown GGUF type {gguf_type!r}: use one of {', '.join(GGUF_TYPES)}")
     target = workspace.output_path(out)
@@ -102,171 +99,6 @@ def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_
         files.append(str(folder))
     if gguf:
         path = target if target.suffix == ".gguf" else folder / f"{run_id}.gguf"
-        write_gguf(model, tok, path, name=run_id, pre=_tokenizer_pre(meta["base"]), qtype=gguf_type)
+        write_gguf(model, tok, path, name=run_id, pre=tokenizer_pre(meta["base"]), qtype=gguf_type)
         files.append(str(path))
     return {"run": run_id, "out": str(target), "files": files}
-
-
-def run_gguf(run_id: str) -> Path:
-    """The run's merged model as a float32 GGUF file for llama.cpp, written once per checkpoint.
-
-    llama.cpp cannot apply a PEFT adapter itself, so a run is merged and converted (SmolLM2: about
-    7 s); the file sits in the run folder, named by the checkpoint step, so a resumed run gets a new one.
-    """
-    d, meta = _saved(run_id)
-    path = d / "gguf" / f"step-{meta.get('step', 0)}.gguf"
-    if path.exists():
-        return path
-    model, tok = merged(run_id)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write_gguf(model, tok, tmp, name=run_id, pre=_tokenizer_pre(meta["base"]))
-        os.replace(tmp, path)  # another process converting the same run wrote an identical file
-    finally:
-        tmp.unlink(missing_ok=True)
-    for old in path.parent.glob("step-*.gguf"):  # an earlier checkpoint's file is stale now
-        if old != path:
-            old.unlink(missing_ok=True)
-    return path
-
-
-def _saved(run_id: str) -> tuple[Path, dict]:
-    """(run folder, its output.json) for a run that has saved weights; a user error otherwise."""
-    from tunelab.train import runs
-
-    d = runs.run_dir(run_id)
-    meta = read_json(d / "output.json")
-    if not meta:
-        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
-    return d, meta
-
-
-def merged(run_id: str):
-    """(model with the adapter merged into its weights, tokenizer), on CPU in float32."""
-    from tunelab.models.loading import load_model
-
-    model, tok = load_model(run_id, device="cpu")
-    if getattr(model, "peft_config", None):
-        if model.peft_config["default"].is_prompt_learning:
-            raise TuneLabError("a P-tuning run has no weights to merge (its soft prompt is added at run time); "
-                               "export the adapter without --merge/--gguf")
-        model = model.merge_and_unload()
-    return model, tok
-
-
-def _tokenizer_pre(base: str) -> str:
-    """llama.cpp's pre-tokenizer name: kept from the base GGUF when there is one."""
-    ref = registry.resolve(base)
-    if ref.kind == "gguf":
-        import gguf
-
-        field = gguf.GGUFReader(ref.path).fields.get("tokenizer.ggml.pre")
-        if field is not None:
-            return bytes(field.parts[field.data[0]]).decode()
-    return "default"
-
-
-def _permute(w, n_head: int):
-    """HF stores q/k rotary halves side by side; llama.cpp expects them interleaved."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-LAYER_NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-}
-
-
-def write_gguf(model, tok, path: Path, name: str, pre: str = "default", qtype: str = "f32") -> None:
-    """Write a llama-architecture model and its BPE tokenizer as a GGUF file.
-
-    qtype "q8_0" stores every 2-D weight whose rows split into 32-value blocks as Q8_0 (as llama.cpp's
-    own converter does with --outtype q8_0); norms and odd-sized tensors stay float32.
-    """
-    import gguf
-    import numpy as np
-    from gguf import quants
-
-    q8 = gguf.GGMLQuantizationType.Q8_0
-
-    c = model.config
-    if c.model_type not in ("llama", "mistral"):
-        raise TuneLabError(f"GGUF export supports llama-architecture models; this one is {c.model_type!r} "
-                           "(export --merge and convert it with llama.cpp's convert_hf_to_gguf.py)")
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(name)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_feed_forward_length(c.intermediate_size)
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    w.add_rope_dimension_count(head_dim)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    rope = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
-    w.add_rope_freq_base(float(rope))
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "q8_0" else gguf.LlamaFileType.ALL_F32)
-    w.add_vocab_size(c.vocab_size)
-    _add_tokenizer(w, tok, c.vocab_size, pre)
-    for key, tensor in model.state_dict().items():
-        arr = tensor.detach().float().numpy()
-        if key == "model.embed_tokens.weight":
-            gname = "token_embd.weight"
-        elif key == "model.norm.weight":
-            gname = "output_norm.weight"
-        elif key == "lm_head.weight":
-            if getattr(c, "tie_word_embeddings", False):
-                continue
-            gname = "output.weight"
-        else:
-            parts = key.split(".")  # model.layers.N.<module>.<...>.weight
-            layer, module = parts[2], ".".join(parts[3:-1])
-            if module not in LAYER_NAMES:
-                raise TuneLabError(f"GGUF export does not know the tensor {key}")
-            gname = f"blk.{layer}.{LAYER_NAMES[module]}.weight"
-            if module == "self_attn.q_proj":
-                arr = _permute(arr, c.num_attention_heads)
-            elif module == "self_attn.k_proj":
-                arr = _permute(arr, c.num_key_value_heads)
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if qtype == "q8_0" and arr.ndim == 2 and arr.shape[-1] % 32 == 0:
-            w.add_tensor(gname, quants.quantize(arr, q8), raw_dtype=q8)  # byte shape -> logical shape
-        else:
-            w.add_tensor(gname, arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
-def _add_tokenizer(w, tok, vocab_size: int, pre: str) -> None:
-    """The BPE vocabulary, merges, special ids and chat template, read from tokenizer.json."""
-    import gguf
-
-    spec = json.loads(tok.backend_tokenizer.to_str())
-    if spec["model"]["type"] != "BPE":
-        raise TuneLabError("GGUF export supports BPE tokenizers only")
-    vocab = {**spec["model"]["vocab"], **{a["content"]: a["id"] for a in spec.get("added_tokens", [])}}
-    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
-    types = [gguf.TokenType.UNUSED] * vocab_size
-    special = {a["content"] for a in spec.get("added_tokens", []) if a.get("special")}
-    for t, i in vocab.items():
-        if i < vocab_size:
-            tokens[i] = t
-            types[i] = gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    for attr, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
-                      ("unk_token_id", w.add_unk_token_id), ("pad_token_id", w.add_pad_token_id)):
-        if getattr(tok, attr, None) is not None:
-            add(getattr(tok, attr))
-    w.add_add_bos_token(False)
-    if tok.chat_template:
-        w.add_chat_template(tok.chat_template)

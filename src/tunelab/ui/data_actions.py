@@ -16,8 +16,7 @@ import streamlit as st
 
 from tunelab.data import clean, split as splitter, store, uploads
 from tunelab.data import export as exporter
-from tunelab.data.cli import parse_map
-from tunelab.data.importer import import_path
+from tunelab.data.importer import import_path, parse_map
 from tunelab.errors import TuneLabError
 from tunelab.ui.i18n import t, t_error
 
@@ -257,7 +256,9 @@ def apply_clean() -> None:
     name, _, opts = st.session_state["data.preview"]
 
     def run() -> None:
-        r = clean.clean(name, **opts)
+        from tunelab.models.tokens import token_counter
+
+        r = clean.clean(name, **opts, tokenizer=token_counter() if opts.get("max_tokens") else None)
         st.session_state.pop("data.preview", None)
         _select(name, r["version"])
         _flash("success", t("Wrote {name} v{version}: {before} → {after} records.", name=name, version=r["version"],

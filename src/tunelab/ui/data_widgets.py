@@ -45,7 +45,9 @@ def dataset_stats(name: str, version: int, model: str | None) -> dict:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _dataset_stats(name: str, version: int, model: str | None) -> dict:
-    return stats.stats(name, model=model, version=version)
+    from tunelab.models.tokens import token_counter
+
+    return stats.stats(name, version=version, tokenizer=token_counter(model))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -71,9 +73,12 @@ def clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_
 @st.cache_data(max_entries=16, show_spinner=False)
 def _clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
                    redact_pii: bool, max_tokens: int | None) -> dict:
+    from tunelab.models.tokens import token_counter
+
     table = store.read(name, version)
     new, counts, examples = clean.plan(table, dedup=dedup, strip=strip, drop_empty=drop_empty,
-                                       redact_pii=redact_pii, max_tokens=max_tokens)
+                                       redact_pii=redact_pii, max_tokens=max_tokens,
+                                       tokenizer=token_counter() if max_tokens else None)
     wanted = pa.array(sorted({i for ids in examples.values() for i in ids[:5]}), pa.string())
     shown = table.filter(pc.is_in(table["id"], value_set=wanted)).select(["id", "instruction", "input", "output"])
     by_id = {r["id"]: r for r in shown.to_pylist()}
