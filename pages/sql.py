@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from tunelab.data import store
+from tunelab.errors import TuneLabError
 from tunelab.ui import data_widgets as w
 from tunelab.ui import layout
 from tunelab.ui.i18n import t
@@ -15,6 +16,8 @@ st.caption(t("Ask questions of your data in SQL (DuckDB dialect). Each dataset i
              "writes, reads other files or changes settings is refused."))
 
 datasets = store.list_datasets()
+for broken in store.unreadable():  # named once; every other dataset stays queryable
+    layout.show_error(TuneLabError(broken["error"]))
 if not datasets:
     st.info(t("No dataset yet: import one on the Data page first."))
     st.page_link("pages/data.py", label=t("Go to Data"), icon=":material/table:")
@@ -40,5 +43,5 @@ if text:
         layout.show_error(exc)
     else:
         frame = pd.DataFrame(result["rows"], columns=result["columns"])
-        st.caption(t("{n} row(s)", n=len(frame)) + (t(" (first 10,000 shown)") if len(frame) >= 10000 else ""))
+        st.caption(t("{n} row(s)", n=len(frame)) + (t(" (first 10,000 shown)") if result["more"] else ""))
         st.dataframe(frame, hide_index=True, width="stretch", key="sql.result")

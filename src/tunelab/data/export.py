@@ -2,6 +2,8 @@
 
 Records stream from the version's Parquet file batch by batch into a temporary file that is
 renamed over the target, so a large export holds one batch in memory and never leaves half a file.
+The target may not lie in a folder where TuneLab keeps its own state (datasets/, runs/, ...): an
+export over `datasets/<name>/manifest.json` used to break every data command.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tunelab.errors import TuneLabError
 from tunelab.jsonio import read_json, write_json
 
 FORMATS = ("alpaca", "jsonl", "sharegpt", "parquet", "llamafactory")
+# Workspace folders that hold TuneLab's own state; "cache" is the Hugging Face datasets cache.
+STATE_DIRS = frozenset(workspace.SUBDIRS) - {"exports"} | {"cache"}
 BATCH = 10_000
 # LLaMA-Factory's dataset_info.json description of the files written here.
 ALPACA_INFO = {"formatting": "alpaca", "columns": {
@@ -50,7 +54,7 @@ def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None)
         raise TuneLabError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
     v = store.resolve_version(name, version)
     src = store.version_path(name, v)
-    target = workspace.output_path(out)
+    target = _outside_state(workspace.output_path(out), out)
     if fmt == "llamafactory":
         records, target = _llamafactory(name, src, target)
     elif fmt == "parquet":
@@ -60,6 +64,16 @@ def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None)
     else:
         records = _write_json(target, src, fmt)
     return {"name": name, "version": v, "format": fmt, "path": str(target), "records": records}
+
+
+def _outside_state(target: Path, out: str) -> Path:
+    """target, unless it lies in the workspace's own state (datasets/, runs/, a hidden folder...)."""
+    parts = target.relative_to(workspace.home()).parts  # output_path resolved it inside the workspace
+    top = parts[0] if parts else "."
+    if top in STATE_DIRS or top.startswith("."):
+        raise TuneLabError(f"cannot export to {out!r}: it lies in {top}/, where TuneLab keeps its own "
+                           "files; give a name under exports/ (any relative path) instead")
+    return target
 
 
 def _rows(src: Path) -> Iterator[dict]:
@@ -152,7 +166,8 @@ def _atomic(target: Path, binary: bool = False) -> Iterator[IO]:
     if target.is_dir():
         raise TuneLabError(f"{target} is a folder; give a file name to export to")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    store.sweep_tmp(target.parent, f".{target.name}.")  # what an export killed here left behind
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
             yield fh

@@ -1,15 +1,24 @@
 """Versioned dataset store: one immutable Parquet file per version plus a manifest (lineage).
 
-Layout: datasets/<name>/manifest.json, datasets/<name>/v<N>.parquet. Every edit runs under a
-per-dataset file lock and writes a new version, so two processes editing at once both land and
-`undo` is moving the head back to the parent.
+Layout: datasets/<name>/manifest.json, datasets/<name>/v<N>.parquet. Every head change (commit,
+edit, append, undo, delete) runs under one per-dataset file lock, datasets/<name>/.lock, and an
+edit holds it from reading the head to writing the new version: two processes editing at once
+both land, and an undo racing an edit lands before or after it, never in between (with a second
+lock for edits, an undo that ran while `data clean` was transforming the head was silently lost
+when the clean then committed on top of the undone version). `undo` moves the head back to the
+parent; undone versions stay on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,12 +26,17 @@ import pyarrow.parquet as pq
 from tunelab import workspace
 from tunelab.data.schema import SCHEMA
 from tunelab.errors import TuneLabError
-from tunelab.jsonio import locked, read_json, write_json
+from tunelab.jsonio import locked, write_json
 
 # Small row groups let DuckDB skip to a page (`data show --offset`) or fetch rows by number
 # without decoding the whole file: on 1M records a page took 330 ms with pyarrow's default
 # 1M-row groups, 15 ms with 16k rows; 4k rows halves the decoding again at the same file size.
 ROW_GROUP_ROWS = 4096
+# A `*.tmp` whose name carries no writer pid is taken for an orphan once untouched this long
+# (a live writer streams into its file, so its mtime keeps moving).
+STALE_TMP_S = 600
+
+_held = threading.local()  # dataset folders whose lock this thread holds (the lock is re-entrant)
 
 
 def _dir(name: str) -> Path:
@@ -33,23 +47,93 @@ def exists(name: str) -> bool:
     return (_dir(name) / "manifest.json").exists()
 
 
+@contextlib.contextmanager
+def _head_lock(d: Path) -> Iterator[None]:
+    """The one lock every head change of a dataset takes; re-entrant within a thread.
+
+    flock conflicts between two open files even in one process, so without the re-entry check
+    edit() -> commit() would wait on itself.
+    """
+    held = _held.__dict__.setdefault("dirs", set())
+    if d in held:
+        yield
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    with locked(d / ".lock"):
+        held.add(d)
+        try:
+            yield
+        finally:
+            held.discard(d)
+
+
+def _load(name: str, d: Path) -> dict | None:
+    """The manifest, None when the dataset does not exist; a damaged one is one line naming it."""
+    path = d / "manifest.json"
+    try:
+        m = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise _damaged(name, path, " ".join(str(exc).split())) from None
+    problem = _manifest_problem(m)
+    if problem:
+        raise _damaged(name, path, problem)
+    m.setdefault("name", name)
+    return m
+
+
+def _damaged(name: str, path: Path, why: str) -> TuneLabError:
+    return TuneLabError(f"dataset {name!r} cannot be read: {path} is damaged ({why}); restore the "
+                        f"file or remove the dataset with `tunelab data delete {name}`")
+
+
+def _manifest_problem(m) -> str | None:
+    if not isinstance(m, dict) or not isinstance(m.get("versions"), list) or not m["versions"]:
+        return "not a manifest object with a list of versions"
+    numbers = set()
+    for v in m["versions"]:
+        if (not isinstance(v, dict) or type(v.get("version")) is not int
+                or type(v.get("records")) is not int or not isinstance(v.get("op"), str)):
+            return "a version entry lacks its number, op or record count"
+        numbers.add(v["version"])
+    if m.get("head") not in numbers:
+        return f"its head {m.get('head')!r} is not one of its versions"
+    return None
+
+
 def manifest(name: str) -> dict:
     """The dataset's manifest: {"name", "head", "versions": [{version, parent, op, params, ...}]}."""
-    m = read_json(_dir(name) / "manifest.json")
+    m = _load(name, _dir(name))
     if m is None:
         raise TuneLabError(f"unknown dataset {name!r} (see `tunelab data list`)")
     return m
 
 
-def list_datasets() -> list[dict]:
-    """Every dataset with its head version and record count."""
-    out = []
+def _scan() -> tuple[list[dict], list[dict]]:
+    good, broken = [], []
     for d in sorted(workspace.subdir("datasets").iterdir()):
-        m = read_json(d / "manifest.json")
+        if not d.is_dir() or not workspace.NAME_RE.match(d.name) or d.name.startswith("."):
+            continue  # lock files, temporary folders, stray files
+        try:
+            m = _load(d.name, d)
+        except TuneLabError as exc:
+            broken.append({"name": d.name, "error": str(exc)})
+            continue
         if m:
             head = _entry(m, m["head"])
-            out.append({"name": m["name"], "version": m["head"], "records": head["records"]})
-    return out
+            good.append({"name": d.name, "version": m["head"], "records": head["records"]})
+    return good, broken
+
+
+def list_datasets() -> list[dict]:
+    """Every readable dataset with its head version and record count (see unreadable())."""
+    return _scan()[0]
+
+
+def unreadable() -> list[dict]:
+    """Datasets whose manifest cannot be read: [{"name", "error"}] (every other one stays usable)."""
+    return _scan()[1]
 
 
 def _entry(m: dict, version: int) -> dict:
@@ -73,9 +157,51 @@ def read(name: str, version: int | None = None) -> pa.Table:
     return pq.read_table(version_path(name, version), schema=SCHEMA)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_tmp(folder: Path, prefix: str = ".") -> list[str]:
+    """Remove the `.*.tmp` files and folders a killed writer left in folder; returns their names.
+
+    A name that carries its writer's pid (`.<target>.<pid>.<n>.tmp`, as written here, by export
+    and by the search index build) is an orphan once that process is gone; any other only after
+    STALE_TMP_S untouched. A live writer's file is never removed. prefix narrows the sweep (an
+    export folder may hold the user's own files).
+    """
+    removed = []
+    try:
+        entries = [p for p in folder.glob(".*.tmp") if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:
+        parts = p.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else None
+        try:
+            stale = not _alive(pid) if pid else now - p.lstat().st_mtime > STALE_TMP_S
+            if not stale:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p.name)
+        except OSError:
+            continue  # gone already, or not ours to remove: the next write tries again
+    return removed
+
+
 def _write_file(target: Path, batches: Iterable[pa.Table]) -> int:
     """Stream tables into target via a temporary name and rename; returns the row count."""
-    tmp = target.with_name(f".{target.name}.{time.time_ns()}.tmp")
+    # The pid in the name lets sweep_tmp tell a killed writer's leftover from a live one.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp")
     rows = 0
     try:
         with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
@@ -88,6 +214,19 @@ def _write_file(target: Path, batches: Iterable[pa.Table]) -> int:
         tmp.unlink(missing_ok=True)
         raise
     return rows
+
+
+def _check_new_name(name: str) -> None:
+    """Refuse a new dataset whose name differs from an existing one only in case.
+
+    SQL identifiers are case-insensitive in DuckDB (quoted or not), so `Foo` and `foo` cannot both
+    be tables of the SQL page; refusing the second name keeps every query working.
+    """
+    root = workspace.subdir("datasets")
+    for d in root.iterdir():
+        if d.name != name and d.name.lower() == name.lower() and (d / "manifest.json").exists():
+            raise TuneLabError(f"dataset {d.name!r} already exists and {name!r} differs from it only "
+                               "in case, which SQL cannot tell apart: choose another name")
 
 
 def commit(
@@ -103,11 +242,16 @@ def commit(
     parent defaults to the current head (None for a new dataset).
     """
     d = _dir(name)
-    d.mkdir(parents=True, exist_ok=True)
+    if not (d / "manifest.json").exists():
+        # Creating: one lock over the datasets folder so `Foo` and `foo` cannot both slip in.
+        with locked(workspace.subdir("datasets") / ".create.lock"):
+            _check_new_name(name)
+            d.mkdir(parents=True, exist_ok=True)
     if isinstance(batches, pa.Table):
         batches = [batches]
-    with locked(d / ".lock"):
-        m = read_json(d / "manifest.json") or {"name": name, "head": 0, "versions": []}
+    with _head_lock(d):
+        sweep_tmp(d)
+        m = _load(name, d) or {"name": name, "head": 0, "versions": []}
         version = max([v["version"] for v in m["versions"]], default=0) + 1
         rows = _write_file(d / f"v{version}.parquet", batches)
         entry = {
@@ -130,12 +274,12 @@ def edit(name: str, fn: Callable[[pa.Table], pa.Table], op: str, params: dict | 
     """Read the head, apply fn, commit the result — all under the dataset lock.
 
     Holding the lock across read-transform-write means two concurrent edits serialise: the second
-    applies on top of the first instead of silently discarding it.
+    applies on top of the first instead of silently discarding it; an undo waits for the edit too.
     """
     d = _dir(name)
     if not exists(name):
         raise TuneLabError(f"unknown dataset {name!r} (see `tunelab data list`)")
-    with locked(d / ".edit-lock"):
+    with _head_lock(d):
         head = manifest(name)["head"]
         table = read(name, head)
         result = fn(table)
@@ -145,7 +289,9 @@ def edit(name: str, fn: Callable[[pa.Table], pa.Table], op: str, params: dict | 
 def undo(name: str) -> dict:
     """Move the head back to its parent version; the undone version stays on disk."""
     d = _dir(name)
-    with locked(d / ".lock"):
+    if not exists(name):
+        raise TuneLabError(f"unknown dataset {name!r} (see `tunelab data list`)")
+    with _head_lock(d):
         m = manifest(name)
         parent = _entry(m, m["head"]).get("parent")
         if not parent:
@@ -156,13 +302,12 @@ def undo(name: str) -> dict:
 
 
 def delete(name: str) -> None:
-    """Remove a dataset and all its versions."""
-    import shutil
-
+    """Remove a dataset and all its versions (a damaged one too)."""
     d = _dir(name)
     if not d.exists():
         raise TuneLabError(f"unknown dataset {name!r}")
-    shutil.rmtree(d)
+    with _head_lock(d):  # after any edit in flight, not under it
+        shutil.rmtree(d)
 
 
 def append_records(
@@ -181,7 +326,7 @@ def append_records(
     if not exists(name):
         return commit(name, new, op, params, lineage=lineage)
     d = _dir(name)
-    with locked(d / ".edit-lock"):
+    with _head_lock(d):
         head = manifest(name)["head"]
         table = pa.concat_tables([read(name, head), new])
         return commit(name, table, op, params, parent=head, lineage=lineage)

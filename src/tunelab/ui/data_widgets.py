@@ -90,10 +90,19 @@ def _clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop
     }
 
 
+SQL_PAGE_ROWS = 10_000  # rows of a result the SQL page sends to the browser
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def run_sql(text: str, heads: tuple) -> dict:
-    """A read-only query's result; `heads` ((name, version), ...) keys the cache on the data."""
-    return query.sql(text)
+    """A read-only query's first SQL_PAGE_ROWS rows, "more": whether it had others.
+
+    `heads` ((name, version), ...) keys the cache on the data. The time limit is the CLI's
+    (TUNELAB_SQL_TIMEOUT, default 30 s); a stopped query raises and so is not cached.
+    """
+    result = query.sql(text, limit=SQL_PAGE_ROWS + 1)
+    return {"columns": result["columns"], "rows": result["rows"][:SQL_PAGE_ROWS],
+            "more": len(result["rows"]) > SQL_PAGE_ROWS}
 
 
 def quote_ident(name: str) -> str:
