@@ -210,8 +210,10 @@ class TransformersBackend:
         text, hit = cut_at_stop(self.tok.decode(new_ids[:n], skip_special_tokens=True), settings.stop)
         return make_generation(text, prompt_len, n, latency, "stop" if hit else reason)
 
-    def _generate(self, texts: list[str], templated: bool, settings: GenerationSettings, batch_size: int) -> list[Generation]:
+    def _generate(self, texts: list[str], templated: bool, settings: GenerationSettings, batch_size: int,
+                  cancel: threading.Event | None = None) -> list[Generation]:
         ids = [self._encode(t, templated) for t in texts]
+        stopping = [_cancel_criterion(cancel)] if cancel is not None else None
         # Similar lengths batched together waste less compute on padding; results go back in input order.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         results: list[Generation | None] = [None] * len(ids)
@@ -219,31 +221,38 @@ class TransformersBackend:
             chunk = order[start:start + batch_size]
             with self._lock:
                 t0 = time.perf_counter()
-                new = self._batch([ids[i] for i in chunk], settings)
+                new = self._batch([ids[i] for i in chunk], settings, stopping=stopping)
                 latency = time.perf_counter() - t0
             for i, new_ids in zip(chunk, new):
                 results[i] = self._finish(len(ids[i]), new_ids, settings, latency)
         return results
 
-    def chat(self, conversations: list[list[dict]], settings: GenerationSettings, batch_size: int = 8) -> list[Generation]:
-        """Answer each conversation (batched); latency is the batch's wall time."""
-        return self._generate([self.format_prompt(c) for c in conversations], True, settings, batch_size)
+    def chat(self, conversations: list[list[dict]], settings: GenerationSettings, batch_size: int = 8,
+             cancel: threading.Event | None = None) -> list[Generation]:
+        """Answer each conversation (batched); latency is the batch's wall time.
 
-    def complete(self, prompts: list[str], settings: GenerationSettings, batch_size: int = 8) -> list[Generation]:
-        """Continue each plain-text prompt (no chat template)."""
-        return self._generate(prompts, False, settings, batch_size)
+        Setting `cancel` (from any thread) ends generation at the next token; the answers are then cut short.
+        """
+        return self._generate([self.format_prompt(c) for c in conversations], True, settings, batch_size, cancel)
 
-    def stream_chat(self, conversation: list[dict], settings: GenerationSettings) -> Stream:
+    def complete(self, prompts: list[str], settings: GenerationSettings, batch_size: int = 8,
+                 cancel: threading.Event | None = None) -> list[Generation]:
+        """Continue each plain-text prompt (no chat template); `cancel` as in `chat`."""
+        return self._generate(prompts, False, settings, batch_size, cancel)
+
+    def stream_chat(self, conversation: list[dict], settings: GenerationSettings,
+                    cancel: threading.Event | None = None) -> Stream:
         """Stream the answer piece by piece; the returned Stream's `.generation` has the totals."""
-        return self._stream(self.format_prompt(conversation), True, settings)
+        return self._stream(self.format_prompt(conversation), True, settings, cancel)
 
-    def stream_complete(self, prompt: str, settings: GenerationSettings) -> Stream:
-        return self._stream(prompt, False, settings)
+    def stream_complete(self, prompt: str, settings: GenerationSettings, cancel: threading.Event | None = None) -> Stream:
+        return self._stream(prompt, False, settings, cancel)
 
-    def _stream(self, text: str, templated: bool, settings: GenerationSettings) -> Stream:
-        return Stream(lambda stream: self._stream_pieces(text, templated, settings, stream))
+    def _stream(self, text: str, templated: bool, settings: GenerationSettings, cancel: threading.Event | None = None) -> Stream:
+        return Stream(lambda stream: self._stream_pieces(text, templated, settings, stream, cancel))
 
-    def _stream_pieces(self, text: str, templated: bool, settings: GenerationSettings, stream: Stream) -> Iterator[str]:
+    def _stream_pieces(self, text: str, templated: bool, settings: GenerationSettings, stream: Stream,
+                       cancel: threading.Event | None = None) -> Iterator[str]:
         import torch
         from transformers import StoppingCriteria, TextIteratorStreamer
 
@@ -251,7 +260,8 @@ class TransformersBackend:
 
         class _Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+                stop = cancelled.is_set() or (cancel is not None and cancel.is_set())
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
         ids = self._encode(text, templated)
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
@@ -299,6 +309,18 @@ def _stop_criteria(tok, stop: list[str], prompt_len: int):
             return torch.tensor([any(s in t for s in stop) for t in tails], dtype=torch.bool, device=input_ids.device)
 
     return _StopStrings()
+
+
+def _cancel_criterion(cancel: threading.Event):
+    """A stopping criterion that ends every row once `cancel` is set (its client left, the server is stopping)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return _Cancelled()
 
 
 _CACHE: "OrderedDict[str, Backend]" = OrderedDict()

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import socket
 import sys
+from pathlib import Path
 
 from tunelab.errors import TuneLabError
 
 BACKENDS = ("auto", "local", "llamacpp")
+KEY_ENV = "TUNELAB_API_KEY"
+# After SIGTERM, running generations stop at their next token; a request still open after this is cut.
+SHUTDOWN_GRACE_S = 3
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def register(sub) -> None:
@@ -16,9 +32,17 @@ def register(sub) -> None:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on every request")
+    p.add_argument("--api-key", default=None,
+                   help=f"require `Authorization: Bearer KEY` on every request (visible in `ps`: prefer --api-key-file or ${KEY_ENV})")
+    p.add_argument("--api-key-file", default=None, metavar="FILE", help="read the API key from the first line of FILE")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto: llama.cpp for GGUF models when installed, else transformers")
+    p.add_argument("--max-tokens-limit", type=_positive, default=None, metavar="N",
+                   help="the most max_tokens a request may ask for (default and ceiling: the model's context)")
+    p.add_argument("--max-prompt-chars", type=_positive, default=None, metavar="N",
+                   help="the most characters of text in one request (default: the model's context x 8)")
+    p.add_argument("--max-messages", type=_positive, default=None, metavar="N",
+                   help="the most messages (or completion prompts) in one request (default 512)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -32,15 +56,59 @@ def _check_port(host: str, port: int) -> None:
             raise TuneLabError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+def resolve_api_key(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The API key and where it came from: --api-key, else --api-key-file, else $TUNELAB_API_KEY, else none."""
+    if args.api_key:
+        return args.api_key, "--api-key"
+    if args.api_key_file:
+        path = Path(args.api_key_file)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)  # a key is one short line: never read a whole (or endless) file
+            lines = head.decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TuneLabError(f"cannot read the API key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise TuneLabError(f"the API key file {path} is empty")
+        return key, f"the file {path}"
+    key = os.environ.get(KEY_ENV, "").strip()
+    return (key, f"${KEY_ENV}") if key else (None, "")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from tunelab.serve.app import create_app
 
+    api_key, key_source = resolve_api_key(args)
     _check_port(args.host, args.port)
     spec = args.model if args.backend == "auto" else f"{args.backend}:{args.model}"
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
-    app = create_app(spec, api_key=args.api_key, model_id=args.model)
-    auth = "an API key" if args.api_key else "no API key"
-    print(f"serving {args.model} at http://{args.host}:{args.port}/v1 ({auth})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(spec, api_key=api_key, model_id=args.model, max_tokens_limit=args.max_tokens_limit,
+                     max_prompt_chars=args.max_prompt_chars, max_messages=args.max_messages)
+    auth = f"an API key from {key_source}" if api_key else "no API key"
+    lim = app.state.limits
+    print(f"serving {args.model} at http://{args.host}:{args.port}/v1 ({auth}; at most {lim.max_tokens} new tokens, "
+          f"{lim.max_prompt_chars} characters and {lim.max_messages} messages a request)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    _server(config, app.state.stop_generation).run()
+
+
+def _server(config, stop_generation):
+    """uvicorn's server, whose exit signal also stops every running generation at its next token.
+
+    uvicorn alone waits for open requests to finish, and a long generation holds one for minutes.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            try:  # a signal handler must not take locks the interrupted loop may hold: run it on the loop
+                asyncio.get_running_loop().call_soon_threadsafe(stop_generation)
+            except RuntimeError:
+                stop_generation()
+
+    return Server(config)
