@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 
 from tunelab import jobs
@@ -64,20 +63,15 @@ def _config(args, models: list[str]) -> EvalConfig:
                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
 
 
-def _on_sigterm(signum, frame):
-    raise evaluate.Stopped()
-
-
 def _run(report_id: str) -> dict:
-    """Run a report here, turning SIGTERM (`reports stop`) into a recorded `stopped`."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    """Run a report here (jobs.running turns SIGTERM from `reports stop` into a recorded `stopped`)."""
     return evaluate.run_report(report_id, log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def _start(args, models: list[str]) -> dict | None:
     """Create the report; run it here, or launch it in the background with --detach."""
     if args.detach:
-        report_id = evaluate.launch_report(_config(args, models))
+        report_id = evaluate.start_report(_config(args, models))
         emit({"report": report_id, "status": "queued"}, args.json, lambda d: f"started report {d['report']}")
         return None
     return _run(evaluate.create_report(_config(args, models)))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,10 +48,6 @@ class EvalConfig:
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N examples."})
     batch_size: int = field(default=8, metadata={"help": "Examples generated together; larger is faster until memory runs out."})
     max_new_tokens: int = field(default=128, metadata={"help": "Longest answer per example, in tokens."})
-
-
-class Stopped(Exception):
-    """Raised inside a report run when it is asked to stop (SIGTERM from `reports stop`)."""
 
 
 def _dir(report_id: str) -> Path:
@@ -125,12 +120,10 @@ def create_report(cfg: EvalConfig, report_id: str | None = None) -> str:
     return report_id
 
 
-def launch_report(cfg: EvalConfig) -> str:
+def start_report(cfg: EvalConfig) -> str:
     """Create a report and run it in a background process (`tunelab reports run ID`); returns its id."""
     report_id = create_report(cfg)
-    proc = jobs.launch(KIND, report_id, ["reports", "run", report_id])
-    # The pid in status.json lets a reader notice a process that died before it started running.
-    jobs.write_status(_dir(report_id), pid=proc.pid)
+    jobs.launch(KIND, report_id, ["reports", "run", report_id])
     return report_id
 
 
@@ -205,11 +198,11 @@ def run_report(report_id: str, log: Callable[[str], None] | None = None) -> dict
     settings = settings_for(cfg)
     total = len(items) * len(cfg.models)
     done = 0
-    jobs.write_status(d, status="running", pid=os.getpid(), started=time.time())
     log = log or (lambda _msg: None)
-    try:
+    # SIGTERM (`reports stop`) raises jobs.Stopped in here; what finished is kept and summarised below.
+    with jobs.running(KIND, report_id) as job:
         for name in cfg.models:
-            jobs.write_status(d, model=name)
+            job.update(model=name)
             t0 = time.perf_counter()
             backend = get_backend(name)
             append_jsonl(d / "models.jsonl", {"name": name, "load_s": round(time.perf_counter() - t0, 2),
@@ -220,19 +213,14 @@ def run_report(report_id: str, log: Callable[[str], None] | None = None) -> dict
                 for r in rows:
                     append_jsonl(d / "examples.jsonl", dict(r, model=name))
                 done += len(rows)
-                jobs.write_status(d, done=done, total=total, progress=f"{done}/{total}")
+                job.update(done=done, total=total, progress=f"{done}/{total}")
                 log(f"{name}: {done}/{total}")
 
             evaluate_batches(backend, items, settings, cfg.batch_size, on_batch)
             write_json(d / "results.json", build_report(report_id))
-    except Stopped:
-        jobs.write_status(d, status="stopped")
+    if job.status == "stopped":
         write_json(d / "results.json", build_report(report_id))
-        raise TuneLabError(f"report {report_id} was stopped after {done}/{total} answers") from None
-    except BaseException as exc:
-        jobs.write_status(d, status="failed", error=str(exc) or type(exc).__name__)
-        raise
-    jobs.write_status(d, status="completed", finished=time.time())
+        raise TuneLabError(f"report {report_id} was stopped after {done}/{total} answers")
     doc = build_report(report_id)
     write_json(d / "results.json", doc)
     return doc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from tunelab import jobs
 from tunelab.errors import TuneLabError
 
 
@@ -48,14 +47,6 @@ def config(args):
                           outputs=not args.no_outputs, temperature=args.temperature, seed=args.seed)
 
 
-def _child_argv(args, batch_id: str) -> list[str]:
-    """The background command: it reads everything else from the batch folder's config.json."""
-    argv = ["generate", "--job", batch_id, "--json"]
-    if args.no_accept or not args.into:
-        return [*argv, "--no-accept"]
-    return [*argv, "--into", args.into]
-
-
 def _human(result: dict) -> str:
     lines = [f"batch {result['batch']}: {result['generated']} generated, {result['accepted']} accepted, "
              f"{len(result['rejected'])} rejected (prompt {result['template']} v{result['prompt_version']})"]
@@ -79,9 +70,7 @@ def cmd_generate(args) -> int:
         validate_name(args.into, "dataset name")
     cfg = generate.load_config(args.job) if args.job and not args.seeds else config(args)
     if args.detach:
-        generate.check(cfg)  # refuse a bad seed source or template here, not in the background
-        batch_id = generate.create(cfg)
-        jobs.launch("generations", batch_id, _child_argv(args, batch_id))
+        batch_id = generate.start_batch(cfg, into=None if args.no_accept else args.into)
         emit({"batch": batch_id, "status": "queued"}, args.json, lambda r: f"started batch {r['batch']}")
         return 0
 

@@ -157,6 +157,26 @@ def create(cfg: GenerateConfig, batch_id: str | None = None) -> str:
     return batch_id
 
 
+def start_batch(cfg: GenerateConfig, into: str | None = None, api_key: str | None = None) -> str:
+    """Check cfg, make a queued batch and run it in the background (`tunelab generate --job ID`).
+
+    Args:
+        cfg: what to generate.
+        into: a dataset the accepted items are added to when the batch ends; None keeps them for review.
+        api_key: the endpoint key typed in the browser ("" = none): the child then gets only that
+            (endpoint_env). None (a terminal's --detach) passes this process's environment on.
+    Returns:
+        The batch id.
+    """
+    check(cfg)  # refuse a bad seed source or template here, not in the background
+    batch_id = create(cfg)
+    accept = ["--into", into] if into else ["--no-accept"]
+    # The key travels in the child's environment only: not in argv (ps), config.json or job.log.
+    env = None if api_key is None else endpoint_env(cfg.backend, api_key)
+    jobs.launch("generations", batch_id, ["generate", "--job", batch_id, *accept, "--json"], env=env)
+    return batch_id
+
+
 # ------------------------------------------------------------------ generation
 
 
@@ -278,24 +298,23 @@ def run(cfg: GenerateConfig, batch_id: str | None = None, progress: Progress | N
         if progress:
             progress(done, total, message)
 
-    jobs.write_status(d, status="running", pid=os.getpid(), started=time.time())
-    try:
+    # SIGTERM (`jobs.stop`, a plain `kill`) raises jobs.Stopped in here: the batch is `stopped`.
+    with jobs.running("generations", batch_id, redact=redact) as job:
         version, seeds = check(cfg)
         cfg.prompt_version = version["version"]
         write_json(d / "config.json", asdict(cfg))  # with the resolved prompt version
         report(0, 1, f"loading {cfg.backend}")
         backend = get_backend(cfg.backend)
         model = getattr(backend, "model", None)
-        jobs.write_status(d, prompt_version=cfg.prompt_version, seed_dataset=seeds.source, seed_version=seeds.version,
-                          model=model if isinstance(model, str) else backend_model(cfg.backend)[1])
+        job.update(prompt_version=cfg.prompt_version, seed_dataset=seeds.source, seed_version=seeds.version,
+                   model=model if isinstance(model, str) else backend_model(cfg.backend)[1])
         items, surplus = _generate(backend, version, seeds, cfg, report)
-    except BaseException as exc:
-        jobs.write_status(d, status="failed", error=redact(str(exc)) or type(exc).__name__)
-        raise
-    for i, it in enumerate(items):
-        it["id"] = i
-    save_items(batch_id, items)
-    jobs.write_status(d, status="completed", progress="done", finished=time.time(), surplus=surplus)
+        for i, it in enumerate(items):
+            it["id"] = i
+        save_items(batch_id, items)
+        job.update(progress="done", surplus=surplus)
+    if job.status == "stopped":
+        raise TuneLabError(f"generation batch {batch_id} was stopped")
     return dict(summary(batch_id, items, version), surplus=surplus)
 
 

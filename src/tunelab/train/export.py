@@ -6,7 +6,6 @@ The job and CLI glue lives here; merging and writing GGUF are the models layer's
 
 from __future__ import annotations
 
-import os
 import shutil
 
 from tunelab import workspace
@@ -47,17 +46,14 @@ def start(run_id: str, name: str, fmt: str) -> str:
 
 
 def run_job(job_id: str, work) -> dict:
-    """Run work() as the export job job_id: running -> completed (with its files) or failed (with the error)."""
+    """Run work() as the export job job_id (jobs.running): completed with its files, failed or stopped."""
     from tunelab import jobs
 
-    d = jobs.job_dir(JOB_KIND, job_id)
-    jobs.write_status(d, status="running", pid=os.getpid())
-    try:
+    with jobs.running(JOB_KIND, job_id) as job:
         doc = work()
-    except Exception as exc:
-        jobs.write_status(d, status="failed", error=str(exc) if isinstance(exc, TuneLabError) else repr(exc))
-        raise
-    jobs.write_status(d, status="completed", files=doc["files"])
+        job.update(files=doc["files"])
+    if job.status == "stopped":
+        raise TuneLabError(f"export {job_id} was stopped")
     return doc
 
 

@@ -95,16 +95,17 @@ def status(run_id: str) -> dict:
     return jobs.read_status(run_dir(run_id)) or {}
 
 
-def wait_turn(d: Path, stopping) -> bool:
-    """Block while another run trains or an older run waits; then mark this one running.
+def wait_turn(job: jobs.Job) -> bool:
+    """Block while another run trains or an older run waits; then mark this one running (job.start()).
 
     Returns False when a stop was requested while waiting.
     """
-    if os.environ.get(ACCEL_CHILD):  # the accelerate wrapper already waited for this run
-        return True
+    d = job.dir
+    if os.environ.get(ACCEL_CHILD):  # the accelerate wrapper already waited: rank 0 records its own pid
+        return job.start()
     cfg = TrainConfig.from_yaml(d / "config.yaml")
     mine = read_json(d / "status.json") or {}
-    while not stopping():
+    while not job.stopping:
         if (read_json(d / "status.json") or {}).get("status") == "stopped":  # stopped while queued
             return False
         with locked(workspace.subdir("runs") / ".queue.lock"):
@@ -113,8 +114,7 @@ def wait_turn(d: Path, stopping) -> bool:
                 j["status"] == "queued" and j.get("created", 0) < mine.get("created", 0) and jobs.pid_alive(j.get("pid"))
                 for j in others)
             if not busy or not cfg.training.wait_for_others:
-                jobs.write_status(d, status="running", pid=os.getpid(), started=time.time(), error=None)
-                return True
+                return job.start()
         time.sleep(1.0)
     return False
 
@@ -135,9 +135,12 @@ def _accelerate(d: Path, n: int) -> int:
     import signal
     import subprocess
 
-    # The children get SIGTERM from the process group and checkpoint; this wrapper just waits.
+    # The children get SIGTERM from the process group and checkpoint; this wrapper just waits,
+    # and records an outcome only when they could not (rank 0 owns the run's status meanwhile).
     signal.signal(signal.SIGTERM, lambda *a: None)
-    if not wait_turn(d, lambda: False):
+    job = jobs.Job("runs", d.name)
+    if not wait_turn(job):
+        job.finish("stopped")
         return 0
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
     if (d / "accelerate.yaml").exists():  # FSDP / DeepSpeed / multi-node settings live there
@@ -150,7 +153,7 @@ def _accelerate(d: Path, n: int) -> int:
     rc = subprocess.call(cmd, env=dict(os.environ, **{ACCEL_CHILD: "1"}))
     st = read_json(d / "status.json") or {}
     if st.get("status") == "running":  # the children died without recording an outcome
-        jobs.write_status(d, status="failed" if rc else "interrupted", error=f"accelerate launch exited with {rc}")
+        job.finish("failed" if rc else "interrupted", error=f"accelerate launch exited with {rc}")
     return rc
 
 

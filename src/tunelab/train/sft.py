@@ -14,7 +14,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -381,7 +380,7 @@ def train(run_dir: Path, stopping) -> str:
     if main:  # rows past the checkpoint were never saved: drop them so resumed steps do not duplicate
         rows_kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= step]
         write_atomic(run_dir / "metrics.jsonl", "".join(_jsonl(r) for r in rows_kept))
-        jobs.write_status(run_dir, status="running", pid=os.getpid(), step=step, max_steps=max_steps,
+        jobs.write_status(run_dir, step=step, max_steps=max_steps,
                           progress=f"{step}/{max_steps}", truncated=enc.truncated, dropped=enc.dropped,
                           examples=len(enc.examples))
 
@@ -462,31 +461,19 @@ def main(run_dir: Path) -> int:
     """The worker: wait for its turn, train, record the final status. Returns the exit code."""
     from tunelab.train import runs
 
-    flag = {"stop": False}
-
-    def on_term(signum, frame):  # finish the current step, checkpoint, then record `stopped`
-        flag["stop"] = True
-        log("stop requested: saving a checkpoint after this step")
-
-    signal.signal(signal.SIGTERM, on_term)
-    stopping = lambda: flag["stop"]  # noqa: E731
-    main_proc = runs.is_main_process()
+    # jobs.running records the outcome (failed: the error in one line); SIGTERM only sets
+    # job.stopping, so the loop finishes its step and checkpoints before the run is `stopped`.
     try:
-        if not runs.wait_turn(run_dir, stopping):
-            jobs.write_status(run_dir, status="stopped")
-            return 0
-        status = train(run_dir, stopping)
-        if main_proc:
-            jobs.write_status(run_dir, status=status, finished=time.time(), error=None)
+        with jobs.running("runs", run_dir.name, start=False, on_term="flag", owner=runs.is_main_process(),
+                          on_stop=lambda: log("stop requested: saving a checkpoint after this step")) as job:
+            if runs.wait_turn(job):
+                job.outcome = train(run_dir, lambda: job.stopping)  # "completed" or "stopped"
+            else:
+                job.outcome = "stopped"  # while queued
         return 0
     except TuneLabError as exc:
-        if main_proc:
-            jobs.write_status(run_dir, status="failed", error=str(exc), finished=time.time())
         log(f"error: {exc}")
         return 1
-    except Exception as exc:  # a bug or resource error: the log keeps the traceback, status one line
+    except Exception:  # a bug or resource error: the log keeps the traceback, status.json one line
         traceback.print_exc()
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if main_proc:
-            jobs.write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {msg}"[:300], finished=time.time())
         return 1

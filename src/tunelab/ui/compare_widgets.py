@@ -90,8 +90,8 @@ def report_picker() -> str | None:
 
 def launch(models: list[str], data: str, version: int | None, limit: int, max_new_tokens: int) -> str:
     """Start a comparison in the background and select its report."""
-    rid = evaluate.launch_report(evaluate.EvalConfig(models=models, data=data, version=version, limit=limit,
-                                                     max_new_tokens=max_new_tokens))
+    rid = evaluate.start_report(evaluate.EvalConfig(models=models, data=data, version=version, limit=limit,
+                                                    max_new_tokens=max_new_tokens))
     st.session_state["compare.report"] = rid
     return rid
 

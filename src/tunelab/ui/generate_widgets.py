@@ -167,11 +167,8 @@ def strategy_picker() -> list[str]:
 
 def launch(cfg: generate.GenerateConfig) -> None:
     """Start `tunelab generate --job ID` in the background and select its batch."""
-    generate.check(cfg)
-    batch_id = generate.create(cfg)
-    # The key travels in the child's environment only: not in argv (ps), config.json or job.log.
-    jobs.launch("generations", batch_id, ["generate", "--job", batch_id, "--no-accept", "--json"],
-                env=generate.endpoint_env(cfg.backend, endpoint_key(cfg.backend)))
+    # Only the key typed for this URL in this tab goes along ("" = none), never the server's own.
+    batch_id = generate.start_batch(cfg, api_key=endpoint_key(cfg.backend))
     st.session_state["gen.batch"] = batch_id
     _flash(t("Started batch {id} (`tunelab generate --job {id}`).", id=batch_id))
 

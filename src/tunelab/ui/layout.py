@@ -51,7 +51,7 @@ def sidebar() -> None:
     with st.sidebar:
         language_switch()
         st.caption(f"{t('Workspace')}: `{workspace.home()}`")
-        active = jobs.running()
+        active = jobs.active_jobs()
         if active:
             st.markdown(f"**{t('Running jobs')}**")
             for j in active:
