@@ -46,3 +46,25 @@ def tiny_model(tmp_path_factory) -> str:
 
     path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
     return str(builder.build(path, width=64, tied=False, max_positions=1024, init_range=0.5))
+
+
+# Every test file belongs to one layer (issue 12): `pytest -m pages` runs the AppTests only, and so on.
+# A file not listed is a unit test of the core. Browser tests carry their own `browser` marker.
+LAYERS = {
+    "cli": ("test_data_cli.py", "test_serve.py", "test_serve_hardening.py", "test_export.py", "test_persona.py"),
+    "pages": ("test_app_shell.py", "test_home.py", "test_pages_data.py", "test_pages_sql.py", "test_pages_stats.py",
+              "test_compare_page.py", "test_generate_page.py", "test_train_page.py", "test_playground.py",
+              "test_ui_hardening.py"),
+    "reliability": ("test_reliability.py", "test_import_fuzz.py", "test_import_hardening.py",
+                    "test_store_hardening.py", "test_sql_hardening.py", "test_pickle_and_jobs.py",
+                    "test_jobs_lifecycle.py"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    layer_of = {name: layer for layer, names in LAYERS.items() for name in names}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.parent.name == "browser":
+            continue
+        item.add_marker(getattr(pytest.mark, layer_of.get(path.name, "unit")))

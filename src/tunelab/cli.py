@@ -77,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     except TuneLabError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
+    except BrokenPipeError:
+        # `tunelab data show x | head`: the reader left; not an error. (It is an OSError, so it must be
+        # caught before the file-system branch below, which used to swallow it.)
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except OSError as exc:
         # Disk full, read-only or permission-denied workspace, a path in the way: one clear line.
         where = f" {exc.filename}" if exc.filename else ""
@@ -85,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":
