@@ -20,7 +20,7 @@ with new:
     try:
         cfg = tw.config_form()
         if cfg is not None:
-            tw.estimate(cfg)
+            tw.estimate(tw.recipe_table(cfg))
             st.markdown(t("**The same run from a terminal**"))
             tw.command(cfg)
             tw.launch_button(cfg)

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from tunelab import jobs
 from tunelab.cli import add_json, emit
 from tunelab.errors import TuneLabError
@@ -57,13 +59,27 @@ def cmd_train(args) -> int:
 
     if args.worker:
         return runs.worker(args.worker)
-    base = tconfig.TrainConfig.from_yaml(_config_path(args.config)) if args.config else None
+    from tunelab.train import recipe
+
+    base, mine = None, tconfig.flag_keys(args)
+    if args.config:
+        text = _config_path(args.config).read_text(encoding="utf-8")
+        base = tconfig.TrainConfig.from_yaml(text)
+        mine |= tconfig.user_keys(yaml.safe_load(text) or {})
     cfg = tconfig.from_flags(args, base)
+    if cfg.data.data:  # without data, create() refuses in one line
+        recipe.apply(cfg, mine)
     run_id = runs.create(cfg, args.launcher, args.num_processes, args.accelerate_config)
+    for line in recipe.lines(cfg.recipe):  # after create(): a refused run prints only its one error line
+        print(line, file=sys.stderr)
     runs.start(run_id)
     print(f"run {run_id} launched (log: {runs.run_dir(run_id) / 'job.log'})", file=sys.stderr)
     st = runs.status(run_id) if args.detach else _follow(run_id)
-    emit({"run": run_id, "status": st.get("status")}, args.json, lambda o: f"{o['run']} {o['status']}")
+    doc = {"run": run_id, "status": st.get("status"), "recipe": cfg.recipe}
+    if st.get("best_step") is not None:
+        doc.update(best_step=st["best_step"], best_eval_loss=st.get("best_eval_loss"),
+                   early_stopped=bool(st.get("early_stopped")))
+    emit(doc, args.json, lambda o: f"{o['run']} {o['status']}")
     if st.get("status") == "failed":
         print(f"error: {st.get('error')}", file=sys.stderr)
         return 1
@@ -122,9 +138,16 @@ def cmd_show(args) -> int:
     from tunelab.train import runs
 
     doc = runs.show(args.run)
+    st = runs.status(args.run)
+    if st.get("best_step") is not None and "best_step" not in doc:  # early stopping's pick of the run's weights
+        doc.update(best_step=st["best_step"], best_eval_loss=st.get("best_eval_loss"),
+                   early_stopped=bool(st.get("early_stopped")))
 
     def human(o):
         lines = [f"{o['run']}: {o['status']}, step {o['step']}/{o['max_steps']}"]
+        if o.get("best_step") is not None:
+            lines.append(f"  best eval loss {o['best_eval_loss']:.4f} at step {o['best_step']}"
+                         + (f"; stopped early at step {o['step']}" if o.get("early_stopped") else ""))
         lines += [f"  step {m['step']:>5}  loss {m['loss']:.4f}"
                   + (f"  eval_loss {m['eval_loss']:.4f}" if m.get("eval_loss") is not None else "")
                   for m in o["metrics"][-10:]]

@@ -97,6 +97,10 @@ class MethodArgs:
 class TrainingArgs:
     """How long and how fast to train."""
 
+    recipe: str = _f("auto",
+                     "auto: size the run to the dataset (steps, learning rate, batch, packing, warmup, evaluation "
+                     "and early stopping), each value shown with its reason; anything you set yourself wins. "
+                     "manual: use exactly the values given here.", beginner=True, choices=("auto", "manual"))
     learning_rate: float = _f(2e-4,
                               "How big a step the weights take each update. Too high: the loss jumps or "
                               "explodes; too low: it barely moves.", beginner=True)
@@ -115,6 +119,9 @@ class TrainingArgs:
     weight_decay: float = _f(0.0, "Pull weights slightly towards zero each step (a mild regulariser).")
     max_grad_norm: float = _f(1.0, "Gradient clipping: cap the size of each update to keep training stable.")
     eval_steps: int = _f(0, "Measure the evaluation loss every N steps (needs eval_split or eval_data); 0 = at the end only.")
+    early_stopping_patience: int = _f(0,
+                                      "Stop when the evaluation loss has not improved for this many evaluations in a "
+                                      "row, and keep the best step's weights as the run's result; 0 = off.")
     save_steps: int = _f(10,
                          "Save a checkpoint every N steps: a stopped or crashed run resumes from the last one, "
                          "and the run is usable as a model from the first one.")
@@ -141,6 +148,8 @@ class TrainConfig:
     data: DataArgs = field(default_factory=DataArgs)
     method: MethodArgs = field(default_factory=MethodArgs)
     training: TrainingArgs = field(default_factory=TrainingArgs)
+    # What the auto recipe picked: {setting: {"value", "why", "source": "recipe"|"you"}} (train/recipe.py).
+    recipe: dict = field(default_factory=dict)
 
     @classmethod
     def for_method(cls, method: str = "lora") -> "TrainConfig":
@@ -163,6 +172,9 @@ class TrainConfig:
         method = (d.get("method") or {}).get("method", "lora")
         cfg = cls.for_method(method)
         for group, values in d.items():
+            if group == RECIPE:
+                cfg.recipe = _recipe_section(values)
+                continue
             if group not in GROUPS:
                 raise TuneLabError(f"unknown config section {group!r}: use {', '.join(GROUPS)}")
             for k, v in (values or {}).items():
@@ -199,6 +211,37 @@ class TrainConfig:
     def flat(self) -> dict:
         """All fields in one dict, as the CLI flags name them."""
         return {k: v for g in GROUPS for k, v in dataclasses.asdict(getattr(self, g)).items()}
+
+
+RECIPE = "recipe"
+
+
+def _recipe_section(values: Any) -> dict:
+    """The config.yaml `recipe:` section as {setting: {"value", "why", "source"}}; refused when malformed."""
+    values = values or {}
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+        raise TuneLabError("the recipe section of a config must map each setting to its value and reason")
+    return {str(k): dict(v) for k, v in values.items()}
+
+
+def user_keys(d: dict) -> set[str]:
+    """Settings a config dict (config.yaml) sets itself: every key except values the auto recipe picked.
+
+    A run's config.yaml holds the recipe's picks too; reused for a new run, those are picked again
+    for the new data unless the file changed them.
+    """
+    picked = {k: v.get("value") for k, v in (d.get(RECIPE) or {}).items()
+              if isinstance(v, dict) and v.get("source", "recipe") == "recipe"}
+    keys = set()
+    for group, values in d.items():
+        if group in GROUPS and isinstance(values, dict):
+            keys |= {k for k, v in values.items() if k not in picked or picked[k] != v}
+    return keys
+
+
+def flag_keys(args: argparse.Namespace) -> set[str]:
+    """Settings given as flags (add_flags leaves unset flags out of the namespace)."""
+    return {f.name for _, f in all_fields() if hasattr(args, f.name)}
 
 
 def field_group(name: str) -> str:

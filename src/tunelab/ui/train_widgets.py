@@ -15,8 +15,9 @@ from tunelab import jobs
 from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.models import registry
-from tunelab.train import runs
+from tunelab.train import recipe, runs
 from tunelab.train.config import METHOD_DEFAULTS, TrainConfig, all_fields, to_flags
+from tunelab.train.diagnose import diagnose
 from tunelab.ui.i18n import t, t_error
 from tunelab.ui.layout import show_error
 
@@ -138,6 +139,45 @@ def _tokens_per_epoch(model: str, data: str, version: int, cutoff: int) -> int:
     return tokens_per_epoch(model, data, version, cutoff)
 
 
+@st.cache_data(ttl=30, max_entries=16, show_spinner=False)
+def _facts(model: str, data: str, version: int, cutoff: int, max_records: int | None) -> recipe.Facts:
+    cfg = TrainConfig()
+    cfg.set({"model": model, "data": data, "data_version": version, "cutoff_len": cutoff, "max_records": max_records})
+    return recipe.facts(cfg)
+
+
+def with_recipe(cfg: TrainConfig) -> TrainConfig:
+    """A copy of the form's config with the auto recipe applied (the form's own values win)."""
+    out = TrainConfig.from_dict(cfg.to_dict())
+    if out.training.recipe == "auto":
+        d = cfg.data
+        facts = _facts(cfg.model.model, d.data, store.resolve_version(d.data, d.data_version), d.cutoff_len,
+                       d.max_records)
+        recipe.apply(out, recipe.form_keys(cfg), facts)
+    return out
+
+
+def recipe_table(cfg: TrainConfig) -> TrainConfig:
+    """The auto recipe for the form's config as a table "setting: value — why"; returns the config it gives."""
+    try:
+        tuned = with_recipe(cfg)
+    except (TuneLabError, OSError, KeyError) as exc:
+        st.caption(t("No recipe: {reason}", reason=t_error(str(exc))))
+        return cfg
+    if tuned.recipe:
+        st.markdown(t("**Recipe** (auto: sized to this dataset; a value you change in the form wins)"))
+        show_recipe(tuned.recipe, key="train.recipe_table")
+    return tuned
+
+
+def show_recipe(chosen: dict, key: str) -> None:
+    """A recipe's values and reasons as a table."""
+    st.dataframe([{"setting": t(k.replace("_", " ")), "value": str(v["value"]), "why": v["why"],
+                   "by": t("you") if v.get("source") == "you" else t("recipe")} for k, v in chosen.items()],
+                 hide_index=True, key=key,
+                 column_config={"setting": t("Setting"), "value": t("Value"), "why": t("Why"), "by": t("Set by")})
+
+
 def estimate(cfg: TrainConfig) -> None:
     """Trainable parameters, memory and time, before launching."""
     from tunelab.train.estimate import estimate as est
@@ -168,7 +208,7 @@ def command(cfg: TrainConfig) -> str:
 def launch_button(cfg: TrainConfig) -> None:
     if st.button(t("Start training"), key="train.start", type="primary"):
         try:
-            run_id = runs.create(cfg)
+            run_id = runs.create(with_recipe(cfg))
             runs.start(run_id)
         except TuneLabError as exc:
             show_error(exc)
@@ -257,6 +297,19 @@ def live(run_id: str) -> None:
             show_error(exc)
     if rows:
         st.plotly_chart(_charts(rows), key=f"train.chart.{run_id}")
+    if st_.get("best_step") is not None and st_.get("best_eval_loss") is not None:
+        st.caption(t("best eval loss {loss} at step {step}", loss=f"{st_['best_eval_loss']:.4f}", step=st_["best_step"])
+                   + (t(" · stopped early: the run's weights are that step's") if st_.get("early_stopped") else ""))
+    for w in diagnose(rows, finished=status in jobs.FINAL):
+        st.warning(t(w["message"], **w["values"]) + " " + t(w["suggestion"], **w["values"]),
+                   icon=":material/warning:")
+    try:
+        chosen = runs.config(run_id).recipe
+    except TuneLabError:
+        chosen = {}
+    if chosen:
+        with st.expander(t("Recipe of this run")):
+            show_recipe(chosen, key=f"train.run_recipe.{run_id}")
     with st.expander(t("Log"), expanded=status == "failed"):
         st.code(runs.log_tail(run_id) or t("(empty)"), language=None)
     if status == "completed":
