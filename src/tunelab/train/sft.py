@@ -14,7 +14,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import sys
 import time
 import traceback
