@@ -7,7 +7,8 @@ RSS is its own: TuneLab (import into a temporary workspace, build the search ind
 searches, 50 `data show` pages) and the baseline (pandas read_json(lines=True), str.contains over
 the same queries, iloc pages). Prints the figures and appends a dated section to bench/RESULTS.md.
 --fts-baseline also times the fts extension's own create_fts_index over the same segmented text,
-the main step of the index build before it was written in plain SQL (about 600 s at 1M records).
+the main step of the index build before it was written in plain SQL (about 600 s at 1M records);
+it needs `pip install duckdb-extension-fts==<duckdb's version>`, no longer a TuneLab requirement.
 """
 
 from __future__ import annotations
@@ -95,25 +96,31 @@ def fts_extension_build(name: str) -> float:
     import duckdb
     import pyarrow as pa
 
-    from tunelab.data import query, store
+    from tunelab.data import search, store
 
+    try:
+        import duckdb_extension_fts
+    except ImportError:
+        raise SystemExit("--fts-baseline needs the fts extension: pip install "
+                         f"duckdb-extension-fts=={duckdb.__version__}") from None
+    ext = Path(duckdb_extension_fts.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "fts.duckdb_extension"
     folder = Path(tempfile.mkdtemp(prefix="fts-baseline-"))
     try:
         with duckdb.connect(str(folder / "fts.duckdb")) as con, duckdb.connect() as src:
-            query._load_fts(con)
-            con.execute(f"CREATE TABLE docs (rid BIGINT, {', '.join(c + ' VARCHAR' for c in query.INDEXED)})")
+            con.execute(f"LOAD '{ext}'")
+            con.execute(f"CREATE TABLE docs (rid BIGINT, {', '.join(c + ' VARCHAR' for c in search.INDEXED)})")
             reader = src.execute(
                 "SELECT file_row_number AS rid, instruction, input, output, system, "
                 "array_to_string(flatten(history), ' ') AS history FROM read_parquet(?, file_row_number=true)",
-                [str(store.version_path(name))]).to_arrow_reader(query.BATCH)
+                [str(store.version_path(name))]).to_arrow_reader(search.BATCH)
             for batch in reader:
-                seg = pa.table({"rid": batch.column("rid"),
-                                **{c: query._segment_column(batch.column(c)) for c in query.INDEXED}})
+                con.register("seg", pa.table({"rid": batch.column("rid"),
+                                              **{c: search._segment_column(batch.column(c)) for c in search.INDEXED}}))
                 con.execute("INSERT INTO docs SELECT * FROM seg")
             options = ("stemmer='porter', stopwords='english', lower=1, strip_accents=1, overwrite=1, "
-                       f"ignore='{query.IGNORE}'")
+                       f"ignore='{search.IGNORE}'")
             t = time.perf_counter()
-            con.execute(f"PRAGMA create_fts_index('docs', 'rid', {', '.join(map(repr, query.INDEXED))}, {options})")
+            con.execute(f"PRAGMA create_fts_index('docs', 'rid', {', '.join(map(repr, search.INDEXED))}, {options})")
             return time.perf_counter() - t
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -123,7 +130,7 @@ def run_tunelab(src: Path, qs: list[str], n: int, fts_baseline: bool = False) ->
     """Child: import, index, search and page with TuneLab in a temporary workspace."""
     import random
 
-    from tunelab.data import query
+    from tunelab.data import browse, search
     from tunelab.data.importer import import_path
 
     t = time.perf_counter()
@@ -131,23 +138,23 @@ def run_tunelab(src: Path, qs: list[str], n: int, fts_baseline: bool = False) ->
     import_s = time.perf_counter() - t
     assert res["imported"] == n, res
     t = time.perf_counter()
-    query.build_index("bench")
+    search.build_index("bench")
     index_s = time.perf_counter() - t
     search_ms = []
     for q in qs:
         t = time.perf_counter()
-        query.search("bench", q, limit=20)
+        search.search("bench", q, limit=20)
         search_ms.append(1000 * (time.perf_counter() - t))
     scan_ms = []
-    for q in qs[:5]:  # the no-index fallback, for the FTS-vs-scan comparison in query.py
+    for q in qs[:5]:  # the no-index fallback, for the FTS-vs-scan comparison in search.py
         t = time.perf_counter()
-        query.search("bench", q, limit=20, method="scan")
+        search.search("bench", q, limit=20, method="scan")
         scan_ms.append(1000 * (time.perf_counter() - t))
     rng = random.Random(2)
     show_ms = []
     for _ in range(len(qs)):
         t = time.perf_counter()
-        query.show("bench", offset=rng.randrange(max(1, n - 20)), limit=20)
+        browse.show("bench", offset=rng.randrange(max(1, n - 20)), limit=20)
         show_ms.append(1000 * (time.perf_counter() - t))
     out = {"import_s": import_s, "index_s": index_s, "search_p95_ms": _p95(search_ms),
            "search_p50_ms": sorted(search_ms)[len(search_ms) // 2], "scan_p95_ms": _p95(scan_ms),

@@ -4,6 +4,7 @@ import streamlit as st
 
 from tunelab.data import export as exporter
 from tunelab.data import formats, store
+from tunelab.data.schema import SEARCH_FIELDS
 from tunelab.ui import data_actions as act
 from tunelab.ui import data_widgets as w
 from tunelab.ui import layout
@@ -62,7 +63,7 @@ with browse:
     c1, c2, c3 = st.columns([3, 1, 1])
     text = c1.text_input(t("Search"), key="data.query", on_change=act.reset_page,
                          placeholder=t("words to find (English or 中文); empty = browse all"))
-    c2.selectbox(t("In field"), ("any", "instruction", "input", "output", "system"), key="data.field")
+    c2.selectbox(t("In field"), SEARCH_FIELDS, key="data.field")
     size = c3.selectbox(t("Per page"), w.PAGE_SIZES, key="data.page_size", on_change=act.reset_page)
     try:
         if text.strip():

@@ -264,7 +264,7 @@ def test_every_user_error_has_a_chinese_entry():
     templates, opaque = _error_sites()
     assert len(templates) > 100  # the scan found the raise sites, not nothing
     # Messages built elsewhere cannot be matched: only DuckDB's own text (the SQL sandbox) is allowed.
-    assert {site.split(":")[0] for site in opaque} <= {"src/tunelab/data/query.py"}, opaque
+    assert {site.split(":")[0] for site in opaque} <= {"src/tunelab/data/sql.py"}, opaque
     missing = {t: site for t, site in templates.items() if t not in ZH_ERRORS["templates"]}
     assert missing == {}, "add these to locales/zh_errors.json:\n" + json.dumps(missing, ensure_ascii=False, indent=1)
 

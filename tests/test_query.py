@@ -1,13 +1,14 @@
-"""Browse and full-text search over real Parquet versions with real DuckDB (fts extension)."""
+"""Browse and full-text search over real Parquet versions with real DuckDB and PyStemmer."""
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 
 import pytest
 
-from tunelab.data import query, store
+from tunelab.data import browse, search, store
 from tunelab.data.schema import to_table
 from tunelab.errors import TuneLabError
 
@@ -32,102 +33,102 @@ def ids(result):
 
 
 def test_show_pages_and_versions(ds):
-    page = query.show(ds, offset=2, limit=2)
+    page = browse.show(ds, offset=2, limit=2)
     assert page["total"] == 6
     assert ids(page) == ["zh1", "zh2"]
     assert set(page["records"][0]) == {"id", "instruction", "input", "output", "system", "history"}
     assert page["records"][1]["history"] == [["你好", "你好！"]]
-    assert query.show(ds, offset=100)["records"] == []
+    assert browse.show(ds, offset=100)["records"] == []
     store.commit(ds, to_table(RECORDS[:2]), "edit")
-    assert query.show(ds)["total"] == 2
-    assert query.show(ds, version=1)["total"] == 6
+    assert browse.show(ds)["total"] == 2
+    assert browse.show(ds, version=1)["total"] == 6
 
 
 def test_show_refuses_negative_offset(ds):
     with pytest.raises(TuneLabError):
-        query.show(ds, offset=-1)
+        browse.show(ds, offset=-1)
 
 
 def test_unknown_dataset_is_a_user_error(workspace):
     with pytest.raises(TuneLabError, match="unknown dataset"):
-        query.show("nope")
+        browse.show("nope")
 
 
 def test_english_search_is_ranked_and_stemmed(ds):
-    res = query.search(ds, "dog")  # "dogs" in the record: Porter stemming matches it
+    res = search.search(ds, "dog")  # "dogs" in the record: Porter stemming matches it
     assert ids(res)[0] == "en2"
-    res = query.search(ds, "machine learning")
+    res = search.search(ds, "machine learning")
     assert ids(res)[0] == "en1" and res["total"] == 1
     assert res["scores"] == sorted(res["scores"], reverse=True)
 
 
 def test_chinese_query_finds_chinese_records(ds):
-    res = query.search(ds, "机器学习")
+    res = search.search(ds, "机器学习")
     assert ids(res)[0] == "zh1"  # the whole phrase (all bigrams) ranks first
     assert "zh2" in ids(res)  # shares the bigram 学习
     assert "en1" not in ids(res)
-    assert ids(query.search(ds, "三体")) == ["zh3"]
-    assert ids(query.search(ds, "书")) == ["zh3"]  # one character still matches
+    assert ids(search.search(ds, "三体")) == ["zh3"]
+    assert ids(search.search(ds, "书")) == ["zh3"]  # one character still matches
 
 
 def test_search_by_field_and_history(ds):
-    assert ids(query.search(ds, "图书管理员", field="system")) == ["zh3"]
-    assert query.search(ds, "图书管理员", field="output")["total"] == 0
-    assert ids(query.search(ds, "你好")) == ["zh2"]  # history turns are searchable under any
-    assert ids(query.search(ds, "cat", field="input")) == ["en3"]
+    assert ids(search.search(ds, "图书管理员", field="system")) == ["zh3"]
+    assert search.search(ds, "图书管理员", field="output")["total"] == 0
+    assert ids(search.search(ds, "你好")) == ["zh2"]  # history turns are searchable under any
+    assert ids(search.search(ds, "cat", field="input")) == ["en3"]
 
 
 def test_search_limit_total_and_no_match(ds):
-    res = query.search(ds, "学习", limit=1)
+    res = search.search(ds, "学习", limit=1)
     assert res["total"] == 2 and len(res["records"]) == 1
-    assert query.search(ds, "zzzunknownword")["total"] == 0
+    assert search.search(ds, "zzzunknownword")["total"] == 0
     with pytest.raises(TuneLabError):
-        query.search(ds, "x", field="nope")
+        search.search(ds, "x", field="nope")
     with pytest.raises(TuneLabError):
-        query.search(ds, "   ")
+        search.search(ds, "   ")
 
 
 def test_index_is_a_sidecar_per_version_and_reused(ds):
-    query.search(ds, "dog")
-    folder = query.index_dir(ds)
+    search.search(ds, "dog")
+    folder = search.index_dir(ds)
     assert (folder / "index.duckdb").exists() and folder.name == "v1.search"
     mtime = (folder / "index.duckdb").stat().st_mtime_ns
-    query.search(ds, "cat")
+    search.search(ds, "cat")
     assert (folder / "index.duckdb").stat().st_mtime_ns == mtime
     assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]
     store.commit(ds, to_table(RECORDS[2:3]), "edit")
-    assert ids(query.search(ds, "学习")) == ["zh1"]  # the new head has its own index
+    assert ids(search.search(ds, "学习")) == ["zh1"]  # the new head has its own index
 
 
 def test_scan_fallback_finds_the_same_records(ds):
     for q in ("机器学习", "dogs", "图书管理员"):
-        assert set(ids(query.search(ds, q, method="scan"))) <= set(ids(query.search(ds, q))) | {"zh2"}
-        assert ids(query.search(ds, q, method="scan"))
+        assert set(ids(search.search(ds, q, method="scan"))) <= set(ids(search.search(ds, q))) | {"zh2"}
+        assert ids(search.search(ds, q, method="scan"))
 
 
 def test_segment_cjk():
-    assert query.segment("学习 abc") == " 学 习 学习  abc"
-    assert query.segment("机器学习", for_query=True).split() == ["机器", "器学", "学习"]
-    assert query.segment("hello") == "hello"
+    assert search.segment("学习 abc") == " 学 习 学习  abc"
+    assert search.segment("机器学习", for_query=True).split() == ["机器", "器学", "学习"]
+    assert search.segment("hello") == "hello"
 
 
-def test_missing_fts_extension_falls_back_with_a_warning(ds, monkeypatch, capsys):
-    monkeypatch.setattr(query, "fts_extension", lambda: query.Path("/nonexistent/fts.duckdb_extension"))
-    query.fts_available.cache_clear()
+def test_missing_stemmer_falls_back_with_a_warning(ds, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "Stemmer", None)  # `import Stemmer` raises ImportError
+    search.index_available.cache_clear()
     try:
-        res = query.search(ds, "机器学习")
+        res = search.search(ds, "机器学习")
     finally:
-        query.fts_available.cache_clear()
+        search.index_available.cache_clear()
     assert ids(res)[0] == "zh1"
-    assert "fts extension did not load" in capsys.readouterr().err
-    assert not query.index_dir(ds).exists()
+    assert "PyStemmer is not installed" in capsys.readouterr().err
+    assert not search.index_dir(ds).exists()
 
 
 def _search_worker(home: str, out) -> None:
     import os
 
     os.environ["TUNELAB_HOME"] = home
-    from tunelab.data import query as q
+    from tunelab.data import search as q
 
     out.put([r["id"] for r in q.search("ds", "机器学习")["records"]])
 
@@ -145,7 +146,7 @@ def test_two_processes_search_a_fresh_dataset_at_once(ds, workspace):
         p.join(60)
         assert p.exitcode == 0
     assert results[0] == results[1] and results[0][0] == "zh1"
-    folder = query.index_dir(ds)
+    folder = search.index_dir(ds)
     assert (folder / "index.duckdb").exists()
     assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]
 
@@ -216,7 +217,7 @@ BM25_QUERIES = [
 
 def _assert_plain_bm25(text: str, field: str) -> None:
     expected = _ref_bm25(BM25_RECORDS, text, field)
-    res = query.search("bm", text, field=field)
+    res = search.search("bm", text, field=field)
     assert expected, text  # every query here has hits
     assert ids(res) == [i for i, _ in expected]
     assert res["scores"] == pytest.approx([s for _, s in expected], abs=2e-4)
@@ -231,7 +232,7 @@ def test_scores_match_a_plain_bm25(workspace, text, field):
 
 def test_scores_do_not_depend_on_build_batches(workspace, monkeypatch):
     # The build numbers words and counts df batch by batch: three records per batch here.
-    monkeypatch.setattr(query, "BATCH", 3)
+    monkeypatch.setattr(search, "BATCH", 3)
     store.commit("bm", to_table(BM25_RECORDS), "import")
     for text, field in BM25_QUERIES:
         _assert_plain_bm25(text, field)
@@ -241,20 +242,20 @@ def test_indexed_rows_read_back_as_show_prints_them(workspace):
     tricky = {"id": None, "instruction": 'He said "hi" \\ back', "input": "line\nbreak\ttab \u2028 😀",
               "output": "café ＡＢＣ", "history": [["q \"1\"", "a\\1"], ["", "中文"]]}
     store.commit("rows", to_table([*RECORDS, tricky, {"id": "empty"}]), "import")
-    folder = query.build_index("rows")
+    folder = search.build_index("rows")
     n = len(RECORDS) + 2
-    assert query._fetch_rows(folder, list(range(n))) == query.show("rows", limit=n)["records"]
+    assert search._fetch_rows(folder, list(range(n))) == browse.show("rows", limit=n)["records"]
     assert sorted(p.name for p in folder.iterdir()) == ["index.duckdb", "rows.bin", "rows.idx"]
 
 
 @pytest.mark.parametrize("batch", [7, 64])
 def test_ties_at_the_per_term_cut_go_to_the_earlier_records(workspace, monkeypatch, batch):
     # 40 records with the same words score the same: the cut keeps each term's first postings by row.
-    monkeypatch.setattr(query, "TOP_PER_TERM", 4)
-    monkeypatch.setattr(query, "BATCH", batch)
+    monkeypatch.setattr(search, "TOP_PER_TERM", 4)
+    monkeypatch.setattr(search, "BATCH", batch)
     store.commit("ties", to_table([{"id": f"t{i}", "instruction": "apple pie", "output": "warm"} for i in range(40)]),
                  "import")
     for text in ("apple", "apple pie", "pie warm apple"):
-        hits = query.search("ties", text, limit=3)
+        hits = search.search("ties", text, limit=3)
         assert ids(hits) == ["t0", "t1", "t2"] and len(set(hits["scores"])) == 1
         assert hits["total"] == 40

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab.data import query, store
+from tunelab.data import sql, store
 from tunelab.data.schema import to_table
 from tunelab.errors import TuneLabError
 
@@ -22,11 +22,11 @@ def two(workspace, tmp_path):
 
 
 def test_select_and_join_across_datasets(two):
-    res = query.sql('SELECT a.id, a.output, b.output AS other FROM a JOIN "b.v2" b USING (id)')
+    res = sql.sql('SELECT a.id, a.output, b.output AS other FROM a JOIN "b.v2" b USING (id)')
     assert res == {"columns": ["id", "output", "other"], "rows": [["1", "x", "z"]]}
-    res = query.sql("WITH t AS (SELECT count(*) AS n FROM a) SELECT n FROM t")
+    res = sql.sql("WITH t AS (SELECT count(*) AS n FROM a) SELECT n FROM t")
     assert res["rows"] == [[2]]
-    assert query.sql("SELECT id FROM a ORDER BY id", limit=1)["rows"] == [["1"]]
+    assert sql.sql("SELECT id FROM a ORDER BY id", limit=1)["rows"] == [["1"]]
 
 
 ESCAPES = [
@@ -60,33 +60,33 @@ ESCAPES = [
 @pytest.mark.parametrize("q", ESCAPES)
 def test_escapes_are_refused_with_one_line(two, q):
     with pytest.raises(TuneLabError) as exc:
-        query.sql(q)
+        sql.sql(q)
     assert "\n" not in str(exc.value) and str(exc.value)
 
 
 def test_parquet_outside_datasets_is_refused(two):
     with pytest.raises(TuneLabError, match="(?i)permission|access"):
-        query.sql(f"SELECT * FROM read_parquet('{two}')")
+        sql.sql(f"SELECT * FROM read_parquet('{two}')")
 
 
 def test_statement_kinds_named_in_refusal(two):
     with pytest.raises(TuneLabError, match="only SELECT"):
-        query.sql("INSERT INTO a VALUES ('x')")
+        sql.sql("INSERT INTO a VALUES ('x')")
     with pytest.raises(TuneLabError, match="only one query"):
-        query.sql("SELECT 1; SELECT 2")
+        sql.sql("SELECT 1; SELECT 2")
 
 
 def test_duckdb_errors_become_one_line(two):
     with pytest.raises(TuneLabError, match="nosuch") as exc:
-        query.sql("SELECT *\nFROM nosuch")
+        sql.sql("SELECT *\nFROM nosuch")
     assert "\n" not in str(exc.value)
     with pytest.raises(TuneLabError):
-        query.sql("SELEC 1")
+        sql.sql("SELEC 1")
 
 
 def test_data_is_unchanged_after_attempts(two):
     for q in ESCAPES:
         with pytest.raises(TuneLabError):
-            query.sql(q)
-    assert query.sql("SELECT count(*) FROM a")["rows"] == [[2]]
+            sql.sql(q)
+    assert sql.sql("SELECT count(*) FROM a")["rows"] == [[2]]
     assert store.manifest("a")["head"] == 1

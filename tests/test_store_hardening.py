@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tunelab.data import export, query, store
+from tunelab.data import browse, export, sql, store
 from tunelab.data.schema import to_table
 from tunelab.errors import TuneLabError
 
@@ -242,10 +242,10 @@ def test_a_damaged_manifest_names_its_dataset_and_the_others_stay_usable(workspa
     assert broken["name"] == "bad" and "dataset 'bad' cannot be read" in broken["error"]
     for call in (lambda: store.manifest("bad"), lambda: store.read("bad"),
                  lambda: store.edit("bad", lambda t: t, op="clean"), lambda: store.undo("bad"),
-                 lambda: store.commit("bad", recs(1), "import"), lambda: query.show("bad")):
+                 lambda: store.commit("bad", recs(1), "import"), lambda: browse.show("bad")):
         with pytest.raises(TuneLabError, match="dataset 'bad' cannot be read"):
             call()
-    assert query.sql("SELECT count(*) FROM good")["rows"] == [[2]]
+    assert sql.sql("SELECT count(*) FROM good")["rows"] == [[2]]
     store.edit("good", lambda t: t.slice(0, 1), op="clean")  # writes to the others go on
     store.delete("bad")  # and the damaged one can be removed
     assert store.unreadable() == []

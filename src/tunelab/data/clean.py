@@ -24,13 +24,13 @@ from typing import Callable
 import pyarrow as pa
 
 from tunelab.data import store
-from tunelab.data.query import CJK_RUN
+from tunelab.data.schema import TEXT_FIELDS
 from tunelab.data.stats import duplicate_rows, token_counter, token_lengths
+from tunelab.text import CJK_RUN
 
 NEAR_THRESHOLD = 0.7
 NUM_PERM = 64
 LSH_MARGIN = 0.2
-TEXT_COLUMNS = ("instruction", "input", "output", "system")
 
 # ---------------------------------------------------------------- PII
 
@@ -116,7 +116,7 @@ def redact_text(text: str) -> tuple[str, dict[str, int]]:
 
 def _map_texts(rec: dict, fn: Callable[[str], str], raw_too: bool) -> dict:
     out = dict(rec)
-    for f in TEXT_COLUMNS:
+    for f in TEXT_FIELDS:
         out[f] = fn(rec.get(f) or "")
     out["history"] = [[fn(t or "") for t in pair] for pair in rec.get("history") or []]
     if raw_too:  # the original turns feed a lossless ShareGPT export: they must not keep PII

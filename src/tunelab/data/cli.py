@@ -17,6 +17,8 @@ CELL = 48
 
 
 def register(sub) -> None:
+    from tunelab.data.schema import SEARCH_FIELDS
+
     data = sub.add_parser("data", help="import, browse, search, clean, split and export datasets")
     cmds = data.add_subparsers(dest="data_command", required=True, parser_class=type(data))
 
@@ -40,7 +42,7 @@ def register(sub) -> None:
     p = cmds.add_parser("search", help="ranked full-text search (Chinese included)")
     p.add_argument("name")
     p.add_argument("query")
-    p.add_argument("--field", default="any", choices=("any", "instruction", "input", "output", "system"))
+    p.add_argument("--field", default="any", choices=SEARCH_FIELDS)
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--version", type=int)
     _done(p, cmd_search)
@@ -183,24 +185,24 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from tunelab.data import query
+    from tunelab.data import browse
 
-    emit(query.show(args.name, args.offset, args.limit, args.version), args.json, _records_text)
+    emit(browse.show(args.name, args.offset, args.limit, args.version), args.json, _records_text)
     return 0
 
 
 def cmd_search(args) -> int:
-    from tunelab.data import query
+    from tunelab.data import search
 
-    result = query.search(args.name, args.query, args.field, args.limit, args.version)
+    result = search.search(args.name, args.query, args.field, args.limit, args.version)
     emit(result, args.json, lambda r: _records_text(r, "matches"))
     return 0
 
 
 def cmd_sql(args) -> int:
-    from tunelab.data import query
+    from tunelab.data import sql
 
-    emit(query.sql(args.query, args.limit, args.timeout), args.json, lambda r: table(r["rows"], r["columns"]))
+    emit(sql.sql(args.query, args.limit, args.timeout), args.json, lambda r: table(r["rows"], r["columns"]))
     return 0
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from tunelab.data import schema
 from tunelab.errors import TuneLabError
 
 FORMATS = ("auto", "alpaca", "sharegpt", "messages", "csv", "parquet")
@@ -54,7 +55,7 @@ ALIASES = {
     "input": ("input", "context"),
     "system": ("system", "system_prompt"),
 }
-FIELDS = ("id", "instruction", "input", "output", "system", "history", "conversations", "tools")
+FIELDS = schema.FIELDS  # the record fields a column mapping may name
 
 
 class BadRecord(ValueError):
@@ -404,7 +405,7 @@ def auto_record(obj: Any, cols: Columns) -> dict:
 
 def text_problem(rec: dict) -> str | None:
     """Why a record's text cannot be stored (invalid UTF-8 / lone surrogates), or None."""
-    for k in ("instruction", "input", "output", "system", "tools", "conversations"):
+    for k in (*schema.TEXT_FIELDS, "tools", "conversations"):
         v = rec.get(k)
         if v:
             try:

@@ -1,6 +1,6 @@
 """Mark the words of a search query inside a record's text, for showing search hits.
 
-Search ranks with BM25 over stemmed words and CJK character bigrams (see query.py), so a hit may
+Search ranks with BM25 over stemmed words and CJK character bigrams (see search.py), so a hit may
 not contain the query verbatim: "models" finds "modeling", "机器学习" finds "机器". Highlighting
 mirrors that loosely — a crudely de-suffixed Latin word in its common suffixed forms, and every
 CJK bigram of the query — so the reader sees why a record matched.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 
-from tunelab.data.query import CJK_RUN
+from tunelab.text import CJK_RUN
 
 # Crude English suffixes; the index uses the Porter stemmer, this only has to point at the word.
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")

@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from tunelab.data import messages as chat
 from tunelab.data import store
-from tunelab.data.query import CJK_RUN
 from tunelab.data.schema import TEXT_FIELDS
+from tunelab.text import CJK_RUN
 
 CUTOFFS = (256, 512, 1024, 2048)
 TOKEN_BATCH = 1000

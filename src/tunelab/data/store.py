@@ -1,12 +1,12 @@
 """Versioned dataset store: one immutable Parquet file per version plus a manifest (lineage).
 
-Layout: datasets/<name>/manifest.json, datasets/<name>/v<N>.parquet. Every head change (commit,
-edit, append, undo, delete) runs under one per-dataset file lock, datasets/<name>/.lock, and an
-edit holds it from reading the head to writing the new version: two processes editing at once
-both land, and an undo racing an edit lands before or after it, never in between (with a second
-lock for edits, an undo that ran while `data clean` was transforming the head was silently lost
-when the clean then committed on top of the undone version). `undo` moves the head back to the
-parent; undone versions stay on disk.
+Layout: datasets/<name>/manifest.json (with a "schema" number, read through migrations.py),
+datasets/<name>/v<N>.parquet. Every head change (commit, edit, append, undo, delete) runs under one
+per-dataset file lock, datasets/<name>/.lock, and an edit holds it from reading the head to writing
+the new version: two processes editing at once both land, and an undo racing an edit lands before
+or after it, never in between (with a second lock for edits, an undo that ran while `data clean`
+was transforming the head was silently lost when the clean then committed on top of the undone
+version). `undo` moves the head back to the parent; undone versions stay on disk.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunelab import workspace
+from tunelab import migrations, workspace
 from tunelab.data.schema import SCHEMA
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, write_json
@@ -76,6 +76,8 @@ def _load(name: str, d: Path) -> dict | None:
         return None
     except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise _damaged(name, path, " ".join(str(exc).split())) from None
+    if isinstance(m, dict):  # an older manifest is read in today's shape (migrations.py)
+        m = migrations.migrate("manifest", m)
     problem = _manifest_problem(m)
     if problem:
         raise _damaged(name, path, problem)
@@ -103,7 +105,11 @@ def _manifest_problem(m) -> str | None:
 
 
 def manifest(name: str) -> dict:
-    """The dataset's manifest: {"name", "head", "versions": [{version, parent, op, params, ...}]}."""
+    """The dataset's manifest: {"schema", "name", "head", "versions": [{version, parent, op, params, ...}]}.
+
+    `schema` counts the manifest migrations applied (migrations.py): a manifest written before
+    it existed reads as schema 0 and is migrated on every read, and stamped when next written.
+    """
     m = _load(name, _dir(name))
     if m is None:
         raise TuneLabError(f"unknown dataset {name!r} (see `tunelab data list`)")
@@ -251,7 +257,7 @@ def commit(
         batches = [batches]
     with _head_lock(d):
         sweep_tmp(d)
-        m = _load(name, d) or {"name": name, "head": 0, "versions": []}
+        m = _load(name, d) or migrations.stamp("manifest", {"name": name, "head": 0, "versions": []})
         version = max([v["version"] for v in m["versions"]], default=0) + 1
         rows = _write_file(d / f"v{version}.parquet", batches)
         entry = {

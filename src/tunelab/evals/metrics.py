@@ -14,17 +14,13 @@ import string
 import unicodedata
 from functools import lru_cache
 
+from tunelab.text import CJK_CLASS, has_cjk
+
 METRICS = ("rouge_l", "bleu", "exact_match")
 
-# CJK ideographs, kana and hangul: scripts written without spaces between words.
-_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
-_CJK_RE = re.compile(rf"[{_CJK}]")
+# A CJK character (kana, ideograph, hangul: no spaces between words) or a run of other letters/digits.
+_TOKEN_RE = re.compile(rf"[{CJK_CLASS}]|[^\W_{CJK_CLASS}]+")
 _PUNCT = set(string.punctuation) | {"，", "。", "！", "？", "；", "：", "、", "“", "”", "‘", "’", "（", "）", "《", "》"}
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK_RE.search(text or ""))
 
 
 def tokenize(text: str) -> list[str]:

@@ -15,8 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 
-from tunelab.data import clean, highlight, query, stats, store
-from tunelab.data.schema import TEXT_FIELDS
+from tunelab.data import browse, clean, highlight, stats, store
+from tunelab.data import search as fulltext
+from tunelab.data import sql as sandbox
+from tunelab.data.schema import PUBLIC_FIELDS, TEXT_FIELDS
 from tunelab.ui.i18n import t
 
 PAGE_SIZES = (10, 20, 50, 100)
@@ -26,14 +28,14 @@ ROLE_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "a
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def page(name: str, version: int, offset: int, limit: int) -> dict:
-    """One page of records (query.show)."""
-    return query.show(name, offset=offset, limit=limit, version=version)
+    """One page of records (browse.show)."""
+    return browse.show(name, offset=offset, limit=limit, version=version)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def search(name: str, version: int, text: str, field: str, limit: int) -> dict:
-    """Ranked search hits (query.search)."""
-    return query.search(name, text, field=field, limit=limit, version=version)
+    """Ranked search hits (search.search)."""
+    return fulltext.search(name, text, field=field, limit=limit, version=version)
 
 
 def dataset_stats(name: str, version: int, model: str | None) -> dict:
@@ -100,7 +102,7 @@ def run_sql(text: str, heads: tuple) -> dict:
     `heads` ((name, version), ...) keys the cache on the data. The time limit is the CLI's
     (TUNELAB_SQL_TIMEOUT, default 30 s); a stopped query raises and so is not cached.
     """
-    result = query.sql(text, limit=SQL_PAGE_ROWS + 1)
+    result = sandbox.sql(text, limit=SQL_PAGE_ROWS + 1)
     return {"columns": result["columns"], "rows": result["rows"][:SQL_PAGE_ROWS],
             "more": len(result["rows"]) > SQL_PAGE_ROWS}
 
@@ -174,9 +176,9 @@ def version_label(entry: dict, head: int) -> str:
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
     """Records as a table; history shown as its number of earlier turns."""
-    rows = [{**{k: r[k] for k in ("id", "instruction", "input", "output", "system")},
-             "history": len(r.get("history") or [])} for r in records]
-    return pd.DataFrame(rows, columns=["id", "instruction", "input", "output", "system", "history"])
+    rows = [{**{k: r[k] for k in ("id", *TEXT_FIELDS)}, "history": len(r.get("history") or [])}
+            for r in records]
+    return pd.DataFrame(rows, columns=list(PUBLIC_FIELDS))
 
 
 def text_block(text: str, query_text: str = "") -> None:

@@ -1,0 +1,401 @@
+"""Ranked full-text search (BM25) over dataset versions, with a sidecar index per version.
+
+Search is BM25 over an index built here in plain DuckDB SQL, with Snowball's Porter stemmer
+(PyStemmer) and the SMART English stopword list (data/stopwords.py): the very stemmer and list
+DuckDB's fts extension used to lend, so indexes built with it stay valid. The index of a version
+lives in a sidecar folder, datasets/<name>/v<N>.search/, built once on first search into a
+temporary folder and renamed, then opened read-only so that any number of processes can search at
+once (DuckDB allows one writer per file). The sidecar keeps the dictionary and statistics, BM25
+precomputed per (term, field, record) sorted by term then score, a word->stem vocabulary, and the
+public records as JSON with byte offsets. Words are split as the fts extension's tokenizer split
+them, and CJK runs are pre-segmented into characters plus character bigrams (tunelab.text), in the
+index and in the query: a bigram hit ranks "机器学习" above records that merely share its
+characters, and one-character queries still match.
+
+Why an index rather than an ILIKE scan: a scan reads and lower-cases every text column of every
+row per query and can only count hits; on 1M records (2 shared cores, bench/RESULTS.md) the
+scored scan fallback took 4-18 s per query, pandas str.contains about 4 s. Measured costs shaped
+the sidecar: the extension's match_bm25 (and a plain aggregation over term-sorted postings) sums
+every posting of a common word — 1.7 s p50, 3.9 s p95 on a Zipf-distributed 1M corpus — so each
+query term contributes only its best TOP_PER_TERM postings (exact for one-word queries; `total`
+is estimated past EXACT_TOTAL_MAX postings); query words are stemmed through the stored vocabulary
+and only an a-z word the corpus never contains goes through the stemmer; fetching 20 hits
+scattered over a Parquet file decodes 20 row groups (130-500 ms), so hits are read by offset from
+the rows file. The extension's own create_fts_index took 600-690 s on 1M records (it stems every
+token and fills its tables with correlated UPDATEs); the build here stems each distinct word once
+and aggregates batch by batch (bench: index build). The index takes about 3-4 times the Parquet
+file on disk. If PyStemmer is missing, search falls back to the scan with a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import struct
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from tunelab.data import store
+from tunelab.data.browse import reader as _reader
+from tunelab.data.browse import select as _select
+from tunelab.data.browse import sql_str as _sql_str
+from tunelab.data.schema import SEARCH_FIELDS, TEXT_FIELDS, PublicRecord, public
+from tunelab.data.stopwords import ENGLISH as STOPWORDS
+from tunelab.errors import TuneLabError
+from tunelab.text import CJK_RE2, segment
+
+# Indexed text: the four text fields plus the flattened history (earlier turns of a conversation).
+INDEXED = (*TEXT_FIELDS, "history")
+IGNORE = r"(\.|[^\p{L}\p{N}])+"  # the tokenizer keeps letters of every script, not only a-z
+BATCH = 65536
+
+
+def _segment_column(arr: pa.Array) -> pa.Array:
+    """Segment a string column, touching in Python only the rows that hold CJK text."""
+    import pyarrow.compute as pc
+
+    arr = pc.fill_null(arr, "")
+    has_cjk = pc.match_substring_regex(arr, CJK_RE2)
+    if not pc.any(has_cjk).as_py():
+        return arr
+    segmented = [segment(v) for v in pc.filter(arr, has_cjk).to_pylist()]
+    return pc.replace_with_mask(arr, has_cjk, pa.array(segmented, arr.type))
+
+
+@functools.lru_cache(maxsize=8)
+def _index_db(path: str, stamp: tuple[int, int]) -> duckdb.DuckDBPyConnection:
+    """A read-only connection per index file; stamp (inode, mtime) keys out a rebuilt index."""
+    # Insertion order is what _fts_hits reads each term's best postings by (DuckDB's default, pinned).
+    return duckdb.connect(path, read_only=True, config={"preserve_insertion_order": True})
+
+
+def _index_reader(folder: Path) -> duckdb.DuckDBPyConnection:
+    path = folder / "index.duckdb"
+    st = path.stat()
+    return _index_db(str(path), (st.st_ino, st.st_mtime_ns)).cursor()
+
+
+def _stemmer():
+    """A Porter stemmer (Snowball's, via PyStemmer); a new one per caller: they are not thread-safe."""
+    import Stemmer
+
+    return Stemmer.Stemmer("porter")
+
+
+@functools.lru_cache(maxsize=1)
+def index_available() -> bool:
+    """Whether the index can be built and queried here (PyStemmer imports)."""
+    try:
+        _stemmer()
+        return True
+    except ImportError:
+        return False
+
+
+def index_dir(name: str, version: int | None = None) -> Path:
+    """The search sidecar folder of a version: index.duckdb, rows.bin, rows.idx."""
+    v = store.resolve_version(name, version)
+    return store.version_path(name, v).with_name(f"v{v}.search")
+
+
+def build_index(name: str, version: int | None = None) -> Path:
+    """Build the search sidecar of a version if it does not exist yet; returns its folder."""
+    target = index_dir(name, version)
+    if (target / "index.duckdb").exists():
+        return target
+    source = store.version_path(name, version)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    tmp.mkdir()
+    started = time.perf_counter()
+    sys.stderr.write(f"building the search index of {name} (once per version)...\n")
+    try:
+        # On disk: memory stays bounded. Insertion order kept: impacts is stored in ranking order.
+        with duckdb.connect(str(tmp / "build.duckdb"), config={"preserve_insertion_order": True}) as con:
+            con.execute(_BUILD_TABLES)
+            con.execute("INSERT INTO stopwords SELECT unnest(?::VARCHAR[])", [sorted(STOPWORDS)])
+            docs = _fill(con, source, tmp)
+            con.execute(f"ATTACH {_sql_str(tmp / 'index.duckdb')} AS out")
+            fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
+            con.execute(_INDEX_TABLES.format(docs=int(docs), fields=fields))
+            con.execute("DETACH out")
+        (tmp / "build.duckdb").unlink()
+        with contextlib.suppress(OSError):  # another process renamed the same index in first
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.stderr.write(f"search index built in {time.perf_counter() - started:.1f} s\n")
+    return target
+
+
+def _tokens(expr: str) -> str:
+    """SQL for the fts extension's tokenizer (its `tokenize` macro), written out, applied to expr.
+
+    After the replace only single spaces separate words (every blank is in IGNORE), so a plain
+    split on ' ' matches the extension's split on '\\s+'; the empty strings at the ends are dropped
+    by the callers.
+    """
+    return f"string_split(regexp_replace(lower(strip_accents({expr})), '{IGNORE}', ' ', 'g'), ' ')"
+
+
+# Working tables of a build (in build.duckdb, deleted afterwards). words maps every distinct word
+# to its Porter stem once, so the stemmer runs per vocabulary entry, not per token; termid is NULL
+# for stopwords.
+_BUILD_TABLES = """
+CREATE TABLE stopwords (word VARCHAR);
+CREATE TABLE words (word VARCHAR, term VARCHAR, termid INTEGER);
+CREATE TABLE terms (termid INTEGER, term VARCHAR);
+CREATE TABLE postings (termid INTEGER, fieldid UTINYINT, rid BIGINT, tf INTEGER, len INTEGER);
+CREATE TABLE dfs (termid INTEGER, df BIGINT);
+CREATE TABLE lengths (len BIGINT);
+"""
+
+# One batch of segmented records (Arrow table `seg`) into postings: tokens, then the words not
+# seen in earlier batches (stemmed in Python, Arrow table `stems`), numbered, then tf per (term,
+# field, record) and the record's length over all fields. df is counted per batch and summed at
+# the end (batches hold disjoint records).
+_BATCH_TOKENS_SQL = """
+CREATE OR REPLACE TEMP TABLE tokens AS SELECT * FROM ({tokens}) WHERE word <> '';
+"""
+_NEW_WORDS = "SELECT word FROM (SELECT DISTINCT word FROM tokens) ANTI JOIN words USING (word)"
+_BATCH_POSTINGS = """
+CREATE OR REPLACE TEMP TABLE new_words AS
+    SELECT word, term, word IN (SELECT word FROM stopwords) AS stop FROM stems;
+INSERT INTO terms SELECT (SELECT count(*) FROM terms) + row_number() OVER (ORDER BY term) - 1, term
+    FROM (SELECT DISTINCT term FROM new_words WHERE NOT stop) ANTI JOIN terms USING (term);
+INSERT INTO words SELECT n.word, n.term, CASE WHEN NOT n.stop THEN t.termid END
+    FROM new_words n LEFT JOIN terms t USING (term);
+CREATE OR REPLACE TEMP TABLE tf AS
+    SELECT w.termid, k.fieldid, k.rid, count(*)::INTEGER AS tf
+    FROM tokens k JOIN words w USING (word) WHERE w.termid IS NOT NULL GROUP BY ALL;
+CREATE OR REPLACE TEMP TABLE lens AS SELECT rid, sum(tf)::INTEGER AS len FROM tf GROUP BY rid;
+INSERT INTO postings SELECT tf.*, lens.len FROM tf JOIN lens USING (rid);
+INSERT INTO dfs SELECT termid, count(DISTINCT rid) FROM tf GROUP BY termid;
+INSERT INTO lengths SELECT sum(len) FROM lens;
+"""
+_BATCH_TOKENS = " UNION ALL ".join(
+    f"SELECT rid, {i}::UTINYINT AS fieldid, unnest({_tokens(c)}) AS word FROM seg"
+    for i, c in enumerate(INDEXED))
+
+
+def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> int:
+    """Postings of every record into `con`; public records into rows.bin, byte offsets in rows.idx.
+
+    Returns:
+        The number of records.
+    """
+    docs = offset = 0
+    tokens_sql = _BATCH_TOKENS_SQL.format(tokens=_BATCH_TOKENS)
+    stemmer = _stemmer()
+    text = ", ".join(TEXT_FIELDS)
+    record = ", ".join(["id: id", *(f"{f}: coalesce({f}, '')" for f in TEXT_FIELDS),
+                        "history: coalesce(history, [])"])
+    with (duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows,
+          open(folder / "rows.idx", "wb") as idx):
+        # A second connection streams the source: a query on `con` would cancel the stream.
+        # to_json writes each record as _fetch_rows reads it back (public(): no NULL strings).
+        reader = src.execute(
+            f"SELECT file_row_number AS rid, {text}, array_to_string(flatten(history), ' ') AS history, "
+            f"to_json({{{record}}})::VARCHAR AS record "
+            f"FROM read_parquet({_sql_str(source)}, file_row_number=true) ORDER BY rid"
+        ).to_arrow_reader(BATCH)
+        idx.write(struct.pack("<q", 0))
+        for batch in reader:
+            seg = pa.table({"rid": batch.column("rid"),
+                            **{c: _segment_column(batch.column(c)) for c in INDEXED}})
+            # Smaller Arrow chunks let DuckDB tokenise on every thread.
+            con.register("seg", pa.Table.from_batches(seg.to_batches(max_chunksize=8192)))
+            con.execute(tokens_sql)
+            new = con.execute(_NEW_WORDS).to_arrow_table().column("word")
+            con.register("stems", pa.table({"word": new, "term": pa.array(
+                stemmer.stemWords(new.to_pylist()), pa.string())}))
+            con.execute(_BATCH_POSTINGS)
+            offset = _append_rows(batch.column("record"), rows, idx, offset)
+            docs += batch.num_rows
+    return docs
+
+
+def _append_rows(record: pa.Array, rows, idx, offset: int) -> int:
+    """Append JSON texts to rows.bin and their end offsets to rows.idx, from Arrow's buffers."""
+    import numpy as np
+
+    record = record.cast(pa.large_string())  # 64-bit offsets, whatever DuckDB sent
+    bounds = np.frombuffer(record.buffers()[1], "<i8")[record.offset:record.offset + len(record) + 1]
+    rows.write(memoryview(record.buffers()[2])[bounds[0]:bounds[-1]])
+    idx.write((bounds[1:] - bounds[0] + offset).astype("<i8").tobytes())
+    return offset + int(bounds[-1] - bounds[0])
+
+
+# What a query needs. BM25 is precomputed per (term, field, record) as the extension's match_bm25
+# scores it with a field filter (k=1.2, b=0.75; df and length per record over all fields) and
+# stored sorted by term, then score: a query reads only its terms' row groups (DuckDB keeps
+# min/max per row group) and keeps each term's best postings, instead of aggregating every
+# posting of a common word (seconds on 1M Zipf-distributed records). vocab maps each word seen to
+# its stem so most queries stem nothing (once the extension's load alone cost ~180 ms).
+# DuckDB's log() is base 10, as in match_bm25: scores are 0.43 times the ln-based idf's, same ranks.
+_INDEX_TABLES = """
+CREATE TABLE out.stats AS SELECT {docs}::BIGINT AS num_docs,
+    (SELECT sum(len) FROM lengths) / {docs} AS avgdl;
+CREATE TABLE out.dict AS SELECT termid::BIGINT AS termid, term, sum(df)::BIGINT AS df
+    FROM terms JOIN dfs USING (termid) GROUP BY ALL;
+CREATE TABLE out.impacts AS
+SELECT p.termid::BIGINT AS termid, p.fieldid, p.rid,
+       CAST(log((st.num_docs - d.df + 0.5) / (d.df + 0.5) + 1)
+            * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.len / st.avgdl)) AS FLOAT) AS score
+FROM postings p JOIN out.dict d USING (termid), out.stats st
+ORDER BY p.termid, score DESC, p.rid;
+CREATE TABLE out.fields AS SELECT * FROM (VALUES {fields}) t(fieldid, field);
+CREATE TABLE out.vocab AS SELECT word, term FROM words;
+"""
+TOP_PER_TERM = 2000  # candidates kept per query term (exact ranking for one-word queries)
+EXACT_TOTAL_MAX = 200_000  # postings counted exactly for `total`; above, it is estimated
+
+
+_STEMMABLE = re.compile(r"[a-z]+")
+
+
+def _query_terms(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[int, int]]:
+    """(termid, df) of the query's stemmed words that occur in the index."""
+    words = con.execute(
+        f"SELECT w.word, v.term FROM (SELECT DISTINCT unnest({_tokens('?')}) AS word) w "
+        "LEFT JOIN vocab v USING (word) WHERE w.word <> ''", [segment(query, True)]).fetchall()
+    terms = {t for _, t in words if t}
+    # Only a-z words can stem differently; anything else (CJK, digits) is its own term.
+    unseen = [w for w, t in words if not t and _STEMMABLE.fullmatch(w)]
+    terms |= {w for w, t in words if not t and not _STEMMABLE.fullmatch(w)}
+    if unseen:  # a new form of a known stem ("runs" where only "running" occurs) still matches
+        terms |= set(_stemmer().stemWords(unseen))
+    if not terms:
+        return []
+    return con.execute("SELECT termid, df FROM dict WHERE term IN (SELECT unnest(?::VARCHAR[]))",
+                       [sorted(terms)]).fetchall()
+
+
+def _fts_hits(name: str, query: str, field: str, limit: int, version: int | None) -> tuple[list, int]:
+    """Top hits by BM25: each term's best postings, summed per record (fields add up for "any")."""
+    folder = build_index(name, version)
+    with _index_reader(folder) as con:
+        terms = _query_terms(con, query)
+        if not terms:
+            return [], 0
+        field_filter = ""
+        if field != "any":
+            fid = con.execute("SELECT fieldid FROM fields WHERE field = ?", [field]).fetchone()
+            field_filter = f"AND fieldid = {int(fid[0])}"
+        # Each term's first postings in stored order are its best (impacts is written sorted by
+        # term, score descending, then row, so ties go to the earlier record and two builds agree);
+        # a LIMIT without ORDER BY stops there instead of top-N sorting every posting of a common
+        # word: p95 14 ms vs 41 ms with ORDER BY score DESC, rid on 1M records. Literal ids let
+        # each scan skip other terms' row groups.
+        per_term = " UNION ALL ".join(
+            f"(SELECT rid, score FROM impacts WHERE termid = {int(t)} {field_filter} "
+            f"LIMIT {max(TOP_PER_TERM, 2 * limit)})" for t, _ in terms)
+        rows = con.execute(f"SELECT rid, sum(score) AS s FROM ({per_term}) GROUP BY rid "
+                           "ORDER BY s DESC, rid LIMIT ?", [limit]).fetchall()
+        total = _match_count(con, terms, field_filter) if rows else 0
+    return [(int(r[0]), float(r[1])) for r in rows], total
+
+
+def _match_count(con: duckdb.DuckDBPyConnection, terms: list[tuple[int, int]], field_filter: str) -> int:
+    """How many records contain any query term: exact, or estimated when that would be slow."""
+    if len(terms) == 1 and not field_filter:
+        return int(terms[0][1])
+    if sum(df for _, df in terms) <= EXACT_TOTAL_MAX:
+        ids = ", ".join(str(int(t)) for t, _ in terms)
+        return int(con.execute(f"SELECT count(DISTINCT rid) FROM impacts WHERE termid IN ({ids}) "
+                               f"{field_filter}").fetchone()[0])
+    n = con.execute("SELECT num_docs FROM stats").fetchone()[0]
+    miss = 1.0
+    for _, df in terms:  # terms taken as independent: P(record has none of them)
+        miss *= 1 - df / n
+    return round(n * (1 - miss))
+
+
+def _scan_hits(name: str, query: str, field: str, limit: int, version: int | None) -> tuple[list, int]:
+    """The fallback: score = how many query terms each record contains (case-insensitive)."""
+    terms = [t for t in segment(query.lower(), True).split() if t][:32]
+    if not terms:
+        return [], 0
+    cols = [*TEXT_FIELDS, "array_to_string(flatten(history), ' ')"]
+    text = f"lower({field})"
+    if field == "any":
+        text = " || ' ' || ".join(f"lower(coalesce({c}, ''))" for c in cols)
+    score = " + ".join("CAST(contains(txt, ?) AS INTEGER)" for _ in terms)
+    path = store.version_path(name, version)
+    q = (
+        f"SELECT rid, score, count(*) OVER () FROM (SELECT file_row_number AS rid, {score} AS score FROM "
+        f"(SELECT file_row_number, {text} AS txt FROM read_parquet({_sql_str(path)}, file_row_number=true))) "
+        "WHERE score > 0 ORDER BY score DESC, rid LIMIT ?"
+    )
+    with _reader() as con:
+        rows = con.execute(q, [*terms, limit]).fetchall()
+    return [(int(r[0]), float(r[1])) for r in rows], (rows[0][2] if rows else 0)
+
+
+def search(
+    name: str, query: str, field: str = "any", limit: int = 20, version: int | None = None,
+    method: str = "auto",
+) -> dict:
+    """Ranked full-text search (BM25) over one field or all of them.
+
+    Args:
+        name: dataset name.
+        query: words to look for; Chinese/Japanese/Korean text is matched by character bigrams.
+        field: "any", "instruction", "input", "output" or "system".
+        limit: how many hits to return, best first.
+        version: dataset version (default: head).
+        method: "auto" (BM25, or the scan without PyStemmer), "fts" (BM25) or "scan".
+
+    Returns:
+        {"total": matches, "records": [public records], "scores": [float per record]}.
+    """
+    if field not in SEARCH_FIELDS:
+        raise TuneLabError(f"unknown field {field!r}: use one of {', '.join(SEARCH_FIELDS)}")
+    if not query.strip():
+        raise TuneLabError("the search query is empty")
+    if method == "auto":
+        method = "fts" if index_available() else "scan"
+        if method == "scan":
+            sys.stderr.write("warning: PyStemmer is not installed, so search has no index; "
+                             "using an unindexed scan\n")
+    version = store.resolve_version(name, version)  # hits and records from the same version
+    finder = _fts_hits if method == "fts" else _scan_hits
+    hits, total = finder(name, query, field, int(limit), version)
+    return {"total": int(total), "records": _fetch(name, [h[0] for h in hits], version),
+            "scores": [round(h[1], 4) for h in hits]}
+
+
+def _fetch(name: str, rids: list[int], version: int | None) -> list[PublicRecord]:
+    """Records at the given row numbers, in that order (from the sidecar's rows when built)."""
+    if not rids:
+        return []
+    folder = index_dir(name, version)
+    if (folder / "index.duckdb").exists():
+        return _fetch_rows(folder, rids)
+    # Without a sidecar: one Parquet scan that skips the row groups holding none of the rows.
+    where = f"WHERE file_row_number IN ({', '.join(str(int(r)) for r in rids)})"
+    path = store.version_path(name, version)
+    with _reader() as con:
+        cur = con.execute(_select(path, where).replace("SELECT ", "SELECT file_row_number, ", 1))
+        names = [d[0] for d in cur.description]
+        by_rid = {row[0]: public(dict(zip(names[1:], row[1:]))) for row in cur.fetchall()}
+    return [by_rid[r] for r in rids if r in by_rid]
+
+
+def _fetch_rows(folder: Path, rids: list[int]) -> list[PublicRecord]:
+    """Random access by offset: a few seeks instead of decoding a row group per hit."""
+    out = []
+    with open(folder / "rows.idx", "rb") as idx, open(folder / "rows.bin", "rb") as rows:
+        for rid in rids:
+            idx.seek(8 * int(rid))
+            start, end = struct.unpack("<qq", idx.read(16))
+            rows.seek(start)
+            out.append(json.loads(rows.read(end - start)))
+    return out
