@@ -82,7 +82,7 @@ def test_report_folder_reopens_identically(tiny_models, dataset):
     assert len((d / "examples.jsonl").read_text().splitlines()) == 6
     # per-example scores are the metrics of the stored answer against the stored reference
     ex = doc["examples"][1]
-    for name, out in ex["outputs"].items():
+    for out in ex["outputs"].values():
         assert out["rouge_l"] == pytest.approx(evaluate.metrics.rouge_l(out["output"], ex["reference"]))
     m = doc["models"][0]
     assert m["examples"] == 3 and m["tokens_per_s"] > 0 and m["latency_s"] > 0 and m["peak_rss_mb"] > 100

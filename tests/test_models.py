@@ -110,7 +110,7 @@ def test_smollm2_loads_and_answers(workspace):
 def test_gemma_loads_with_fallback_template(workspace):
     from tunelab.models.generation import GenerationSettings
 
-    backend = get_backend(f"local:gemma3-270m")
+    backend = get_backend("local:gemma3-270m")
     assert backend.fallback_template
     g = backend.complete(["The capital of France is"], GenerationSettings(max_new_tokens=8))[0]
     assert g.completion_tokens > 0 and g.text.strip()

@@ -64,7 +64,9 @@ def test_large_dataset_gets_one_packed_epoch_capped():
 
 
 def test_learning_rate_by_method_and_model_size():
-    facts = lambda params: recipe.Facts(records=500, tokens=50_000, params=params)
+    def facts(params):
+        return recipe.Facts(records=500, tokens=50_000, params=params)
+
     rates = {}
     for method, params in (("lora", SMOL), ("lora", 1_700_000_000), ("lora", 7_000_000_000), ("full", SMOL),
                            ("ptuning", SMOL)):
