@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tunelab import workflow
-from tunelab.ui import layout
+from tunelab.ui import chat, layout
 from tunelab.ui.i18n import t
 
 INTRO = (
@@ -29,6 +29,8 @@ for i, step in enumerate(steps, 1):
     c1.markdown(f"{mark} **{i}. {t(step.title)}** — {step.detail}")
     c2.page_link(step.page, label=t("Open {page}", page=t(step.page.split("/")[-1][:-3].capitalize())),
                  icon=":material/arrow_forward:")
+if waiting := chat.waiting_line():  # Playground ratings not trained on yet (none: nothing rated so far)
+    st.markdown(f":material/thumbs_up_down: {waiting}")
 
 nxt = workflow.next_step(steps)
 if nxt:

@@ -1,4 +1,5 @@
-"""Playground: chat with one model, or two side by side (base vs tuned), and keep good answers as data."""
+"""Playground: chat with one model, or two side by side (base vs tuned), keep good answers as data,
+and rate answers (thumbs, a better answer, A over B) into a preference dataset."""
 
 import streamlit as st
 
@@ -29,6 +30,8 @@ with st.expander(t("Generation settings")):
         layout.show_error(exc)
         st.stop()
     engine = st.radio(t("Engine"), chat.ENGINES, key="play.engine", horizontal=True, help=t(chat.ENGINE_HELP))
+with st.expander(t("Ratings")):
+    rater = chat.Rater(chat.feedback_target(), system, engine)
 
 slots = {"A": model_a} | ({"B": model_b} if model_b != chat.NO_MODEL else {})
 backends = {}
@@ -54,7 +57,7 @@ for slot, model in slots.items():
     with columns[slot]:
         if len(slots) > 1:
             st.subheader(model)
-        chat.render_thread(log[:-1] if prompt else log, slot)
+        chat.render_thread(log[:-1] if prompt else log, slot, rater)
         if prompt:
             st.chat_message("user").write(prompt)
             with st.chat_message("assistant"):
@@ -66,6 +69,8 @@ for slot, model in slots.items():
                     continue
                 log[-1]["replies"][slot] = chat.reply_entry(model, stream.generation)
                 st.caption(chat.stats_caption(log[-1]["replies"][slot]))
+                chat.answer_feedback(rater, log, len(log) - 1, slot)
+chat.preference_row(rater, log, slots)
 
 if log and log[-1]["replies"]:
     st.divider()

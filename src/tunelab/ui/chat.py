@@ -1,17 +1,19 @@
 """Playground helpers: the chat log in session state, model choices, rendering, and saving an exchange.
 
 The chat log is a list of exchanges {"user": str, "replies": {slot: {"model", "text", stats...}}};
-slot "A" and "B" are the two side-by-side models, each with its own thread of answers.
+slot "A" and "B" are the two side-by-side models, each with its own thread of answers. A rating
+(thumbs, a better answer, a preference between A and B) is saved through data/feedback.py and
+remembered in the exchange ("rated" in a reply, "preferred" in the exchange) so it is saved once.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import streamlit as st
 
 from tunelab import jobs
-from tunelab.data import store
+from tunelab.data import feedback, store
 from tunelab.errors import TuneLabError
 from tunelab.models.generation import Generation, GenerationSettings
 from tunelab.models.registry import list_models, resolve
@@ -117,12 +119,173 @@ def settings_form() -> GenerationSettings:
                               seed=int(seed) if temp > 0 else None)
 
 
-def render_thread(log: list[dict], slot: str) -> None:
-    """Earlier exchanges for one model column."""
-    for ex in log:
+@dataclass
+class Rater:
+    """Where ratings go and the lineage each one carries: the target dataset, system prompt, engine."""
+
+    dataset: str
+    system: str
+    engine: str
+
+    def lineage(self, *models: str) -> dict:
+        return {"models": list(models), "system": self.system.strip(), "engine": self.engine}
+
+
+NEW_DATASET = "(new dataset)"
+
+
+def feedback_target() -> str:
+    """The dataset ratings are saved into: an existing one, or a new name (default `feedback`)."""
+    names = [d["name"] for d in store.list_datasets()]
+    options = [NEW_DATASET] + names
+    default = options.index(feedback.DEFAULT_DATASET) if feedback.DEFAULT_DATASET in names else 0
+    labels = {NEW_DATASET: t(NEW_DATASET)} | {n: n for n in names}
+    c1, c2 = st.columns(2)
+    choice = c1.selectbox(t("Save ratings to"), options, index=default, key="play.feedback_dataset",
+                          format_func=labels.get,
+                          help=t("Thumbs up/down, a better answer you write, and a preference between two answers "
+                                 "each become a training record in this dataset (a new version each): preference "
+                                 "pairs for dpo/orpo, good/bad answers for kto."))
+    if choice != NEW_DATASET:
+        return choice
+    return c2.text_input(t("New dataset name"), value=feedback.DEFAULT_DATASET, key="play.feedback_new").strip()
+
+
+def _saved(entry: dict, dataset: str) -> str:
+    return t("saved to **{dataset}**, version {version}", dataset=dataset, version=entry["version"])
+
+
+def rate(rater: Rater, log: list[dict], i: int, slot: str, desirable: bool) -> dict:
+    """Thumbs up/down on answer `slot` of exchange i: a KTO record (the answer, desirable or not)."""
+    reply = log[i]["replies"][slot]
+    entry = feedback.save_feedback(rater.dataset, conversation(log, slot, rater.system, i), kind="kto",
+                                   answer=reply["text"], desirable=desirable, lineage=rater.lineage(reply["model"]),
+                                   source="thumbs")
+    reply["rated"] = {"up" if desirable else "down": entry["version"], "dataset": rater.dataset}
+    return entry
+
+
+def save_better(rater: Rater, log: list[dict], i: int, slot: str, text: str) -> dict:
+    """A written answer that beats answer `slot` of exchange i: a pair, chosen = text, rejected = the model's."""
+    reply = log[i]["replies"][slot]
+    entry = feedback.save_feedback(rater.dataset, conversation(log, slot, rater.system, i), kind="pair",
+                                   chosen=text, rejected=reply["text"], lineage=rater.lineage(reply["model"]),
+                                   source="better")
+    reply["better"] = {"version": entry["version"], "dataset": rater.dataset}
+    return entry
+
+
+def prefer(rater: Rater, log: list[dict], i: int, winner: str) -> dict:
+    """One side of a side-by-side exchange preferred: a pair, chosen = its answer, rejected = the other's.
+
+    The prompt is the winner's conversation (each side has its own earlier answers; for the first
+    exchange both are the same).
+    """
+    ex = log[i]
+    loser = next(s for s in ex["replies"] if s != winner)
+    win, lose = ex["replies"][winner], ex["replies"][loser]
+    entry = feedback.save_feedback(rater.dataset, conversation(log, winner, rater.system, i), kind="pair",
+                                   chosen=win["text"], rejected=lose["text"],
+                                   lineage=rater.lineage(win["model"], lose["model"]), source="prefer")
+    ex["preferred"] = {"slot": winner, "version": entry["version"], "dataset": rater.dataset}
+    return entry
+
+
+def _act(action) -> None:
+    """Run a save; a user error (an empty dataset name, an empty answer) shows as one sentence."""
+    from tunelab.ui import layout
+
+    try:
+        action()
+    except TuneLabError as exc:
+        layout.show_error(exc)
+    else:
+        st.rerun()  # redraw the thread with the rating in place of its buttons
+
+
+def answer_feedback(rater: Rater | None, log: list[dict], i: int, slot: str) -> None:
+    """Thumbs up/down and "write a better answer" under answer `slot` of exchange i (once each)."""
+    reply = log[i]["replies"][slot]
+    if rater is None or not reply["text"].strip():
+        return
+    rated = reply.get("rated")
+    if rated:
+        icon = ":material/thumb_up:" if "up" in rated else ":material/thumb_down:"
+        st.caption(f"{icon} " + _saved({"version": rated.get("up", rated.get("down"))}, rated["dataset"]))
+    else:
+        row = st.container(horizontal=True)
+        if row.button("", key=f"play.up.{slot}.{i}", icon=":material/thumb_up:", help=t("A good answer")):
+            _act(lambda: rate(rater, log, i, slot, True))
+        if row.button("", key=f"play.down.{slot}.{i}", icon=":material/thumb_down:", help=t("A bad answer")):
+            _act(lambda: rate(rater, log, i, slot, False))
+    better = reply.get("better")
+    if better:
+        st.caption(":material/edit_note: " + t("Better answer") + " " + _saved(better, better["dataset"]))
+        return
+    # Opened by a thumbs down: the natural next step is to say what the answer should have been.
+    with st.expander(t("Write the better answer"), expanded=bool(rated and "down" in rated)):
+        text = st.text_area(t("Better answer"), key=f"play.better.{slot}.{i}", height=100,
+                            help=t("Saved as a preference pair: your answer chosen, the model's rejected."))
+        if st.button(t("Save the pair"), key=f"play.better_save.{slot}.{i}", icon=":material/save:"):
+            _act(lambda: save_better(rater, log, i, slot, text))
+
+
+def preference_row(rater: Rater, log: list[dict], slots: dict[str, str]) -> None:
+    """"Prefer A" / "Prefer B" for the last exchange when both models answered it."""
+    ex = log[-1] if log else None
+    if ex is None or len(ex["replies"]) < 2 or not all(r["text"].strip() for r in ex["replies"].values()):
+        return
+    i = len(log) - 1
+    done = ex.get("preferred")
+    if done:
+        st.caption(":material/thumbs_up_down: " + t("Preferred **{model}**", model=ex["replies"][done["slot"]]["model"])
+                   + " — " + _saved(done, done["dataset"]))
+        return
+    row = st.container(horizontal=True)
+    for slot in ex["replies"]:
+        if row.button(t("Prefer {model}", model=slots.get(slot, slot)), key=f"play.prefer.{slot}",
+                      icon=":material/thumb_up:", help=t("Saved as a preference pair: this answer chosen, "
+                                                         "the other rejected.")):
+            _act(lambda slot=slot: prefer(rater, log, i, slot))
+
+
+def trained_versions() -> list[tuple[str, int]]:
+    """(dataset, version) of every preference run not failed: the ratings they have used."""
+    from tunelab.train import runs
+    from tunelab.train.config import PREFERENCE_METHODS
+
+    out = []
+    for j in jobs.list_jobs("runs"):
+        if j.get("status") == "failed":
+            continue
+        try:
+            cfg = runs.config(j["id"])
+        except (TuneLabError, OSError):
+            continue
+        if cfg.method.method in PREFERENCE_METHODS and cfg.data.data_version:
+            out.append((cfg.data.data, int(cfg.data.data_version)))
+    return out
+
+
+def waiting_line() -> str | None:
+    """The Home checklist's line on ratings not trained on yet; None when nothing was ever rated."""
+    counts = feedback.waiting(trained_versions())
+    if not counts:
+        return None
+    pairs = sum(c["pairs"] for c in counts.values())
+    kto = sum(c["kto"] for c in counts.values())
+    return t("**{pairs}** preference pair(s) and **{kto}** rated answer(s) from the Playground are waiting for a "
+             "preference run (dpo, orpo or kto) in {datasets}.", pairs=pairs, kto=kto,
+             datasets=", ".join(f"`{n}`" for n in counts))
+
+
+def render_thread(log: list[dict], slot: str, rater: Rater | None = None) -> None:
+    """Earlier exchanges for one model column, each answer with its rating controls."""
+    for i, ex in enumerate(log):
         st.chat_message("user").write(ex["user"])
         reply = ex["replies"].get(slot)
         if reply is not None:
             with st.chat_message("assistant"):
                 st.markdown(reply["text"] or t("_(empty answer)_"))
                 st.caption(stats_caption(reply))
+                answer_feedback(rater, log, i, slot)
