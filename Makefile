@@ -9,7 +9,7 @@ PORT    ?= 8501
 # The dashboard has no login: it listens on this machine only unless HOST=0.0.0.0 says otherwise.
 HOST    ?= 127.0.0.1
 
-.PHONY: run test test-fast bench install browser samples clean-workspace
+.PHONY: run test test-fast lint bench install browser samples clean-workspace
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,11 +41,15 @@ run: install samples
 	$(BIN)/python -m tunelab.ui.launch --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false
 
-test: install browser
-	$(BIN)/python -m pytest -q --timeout 900
+test: install browser lint
+	$(BIN)/python -m pytest -q --timeout 900 --durations=15
 
-test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+# Under 5 minutes on 2 cores: everything but model-loading/training tests and the browser.
+test-fast: install lint
+	$(BIN)/python -m pytest -q --timeout 900 -m "not slow and not browser"
+
+lint: install
+	$(BIN)/ruff check .
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -53,6 +53,7 @@ def _records(n: int) -> list[dict]:
              "input": "  padded  " if i % 3 == 0 else ""} for i in range(n)]
 
 
+@pytest.mark.slow  # ~190 s on 2 cores: a full 30-item batch is generated on the re-run
 def test_kill_generation_job_then_rerun(workspace, tiny_model):
     out = tunelab("generate", "--seeds", str(SEEDS), "--n", "30", "--into", "grown",
                   "--backend", f"local:{tiny_model}", "--detach", "--json")
@@ -69,6 +70,7 @@ def test_kill_generation_job_then_rerun(workspace, tiny_model):
     assert jobs.read_status(d)["status"] == "completed", again.stderr[-500:]
 
 
+@pytest.mark.slow  # ~140 s on 2 cores: the re-run answers every example with two models
 def test_kill_comparison_then_rerun(workspace, tiny_model, tmp_path):
     other = tmp_path / "tiny-copy"
     shutil.copytree(tiny_model, other)
