@@ -9,7 +9,7 @@ PORT    ?= 8501
 # The dashboard has no login: it listens on this machine only unless HOST=0.0.0.0 says otherwise.
 HOST    ?= 127.0.0.1
 
-.PHONY: run test test-fast lint bench install browser samples clean-workspace
+.PHONY: run test test-fast test-outcomes lint bench install browser samples clean-workspace
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,7 +42,11 @@ run: install samples
 	  --browser.gatherUsageStats false
 
 test: install browser lint
-	$(BIN)/python -m pytest -q --timeout 900 --durations=15
+	$(BIN)/python -m pytest -q --timeout 900 --durations=15 -m "not outcome"
+
+# The learning checks (the persona test: the default recipe teaches SmolLM2 a name, 6-13 min).
+test-outcomes: install
+	$(BIN)/python -m pytest -q --timeout 1800 -m outcome
 
 # Under 5 minutes on 2 cores: everything but model-loading/training tests and the browser.
 test-fast: install lint

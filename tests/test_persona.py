@@ -31,6 +31,7 @@ def _answers(model: str, questions: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.outcome  # ~6-13 min on 2 cores: `make test-outcomes`, not the default suite
 def test_default_train_teaches_the_persona(workspace, capsys):
     assert cli(["data", "import", str(SAMPLES / "persona.jsonl"), "--name", "persona-train", "--json"]) == 0
     assert cli(["data", "import", str(SAMPLES / "persona_heldout.jsonl"), "--name", "persona-test", "--json"]) == 0
