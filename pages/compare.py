@@ -22,10 +22,11 @@ try:
         max_new = c2.number_input(t("Max new tokens"), 1, 4096, 128, key="compare.max_new_tokens",
                                   help=t("Longest answer per example. Longer answers cost time on a CPU."))
         w.cost_table(models)
+        judge, judge_prompt = w.judge_fields()
         ready = data is not None and evaluate.MIN_MODELS <= len(models) <= evaluate.MAX_MODELS
         if st.button(t("Run comparison"), key="compare.run", type="primary", disabled=not ready,
                      icon=":material/play_arrow:"):
-            rid = w.launch(models, data, version, int(limit), int(max_new))
+            rid = w.launch(models, data, version, int(limit), int(max_new), judge, judge_prompt)
             st.toast(t("Started {id}. It runs in the background: `tunelab reports show {id}`", id=rid))
 
     st.subheader(t("2 · Results"))
@@ -47,9 +48,11 @@ try:
             w.charts(doc)
             w.cost_table([m["name"] for m in doc["models"]], key="compare.report_cost")
             w.before_after(doc)
+            w.judge_results(doc)
             w.winner(doc)
             st.subheader(t("3 · Examples"))
             w.examples_view(doc)
             w.downloads(doc)
+            w.loop_panel(doc)
 except Exception as exc:  # a user error is one sentence; a bug shows its traceback
     show_error(exc)

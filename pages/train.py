@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from tunelab.ui import compare_widgets as cw
 from tunelab.ui import train_widgets as tw
 from tunelab.ui.i18n import t
 from tunelab.ui.layout import show_error
@@ -14,6 +15,7 @@ watching = tw.current_run()
 if watching:
     tw.live(watching)
     tw.export_panel(watching)
+    cw.run_report(watching)  # the before/after report, started by the run itself when it finishes
 
 new, past = st.tabs([t("New run"), t("Past runs")])
 with new:

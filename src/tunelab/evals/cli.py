@@ -6,7 +6,8 @@ import sys
 
 from tunelab import jobs
 from tunelab.cli import add_json, emit
-from tunelab.evals import evaluate
+from tunelab.errors import TuneLabError
+from tunelab.evals import evaluate, judge
 from tunelab.evals.evaluate import EvalConfig
 
 COLUMNS = ("rouge_l", "bleu", "exact_match", "tokens_per_s", "latency_s", "peak_rss_mb")
@@ -30,10 +31,12 @@ def register(sub) -> None:
 
     p = sub.add_parser("compare", help="evaluate 2-4 models on the same examples, side by side")
     p.add_argument("--models", required=True, help="comma-separated MODELs, 2 to 4")
+    _judge_flags(p)
     _common(p)
     p.set_defaults(func=cmd_compare)
 
-    rp = sub.add_parser("reports", help="evaluation reports: list, show, stop, export, run")
+    rp = sub.add_parser("reports", aliases=["report"],
+                        help="evaluation reports: list, show, stop, export, run, judge, and fix the data from one")
     rsub = rp.add_subparsers(dest="reports_command", required=True)
     q = rsub.add_parser("list", help="every report, newest first")
     add_json(q)
@@ -56,6 +59,69 @@ def register(sub) -> None:
     q.add_argument("report")
     add_json(q)
     q.set_defaults(func=lambda a: emit(_run(a.report), a.json, _human_report))
+    q = rsub.add_parser("judge", help="let a judge model pick the better answer of two models, example by example")
+    q.add_argument("report")
+    _judge_flags(q, required=True)
+    add_json(q)
+    q.set_defaults(func=cmd_judge)
+
+    # The loop: a report's wrong answers back into the data (then `tunelab train --model RUN --data NAME`).
+    q = rsub.add_parser("wrong", help="the examples the tuned model got wrong (not exact, ROUGE-L below --threshold)")
+    q.add_argument("report")
+    _pick_flags(q, examples=False)
+    add_json(q)
+    q.set_defaults(func=cmd_wrong)
+    q = rsub.add_parser("fix", help="add a report's wrong answers, corrected, as training records (a new dataset version)")
+    q.add_argument("report")
+    q.add_argument("--into", required=True, help="dataset NAME to add them to (a record it already has is corrected)")
+    q.add_argument("--answers", help="corrected answers: JSON {index or id: answer} or JSONL {index or id, output}; "
+                                     "default: each example's reference")
+    _pick_flags(q)
+    add_json(q)
+    q.set_defaults(func=cmd_fix)
+    q = rsub.add_parser("seeds", help="send a report's wrong answers to Generate: seeds plus 'mistakes to avoid'")
+    q.add_argument("report")
+    q.add_argument("--into", required=True, help="seed dataset NAME (a new version)")
+    q.add_argument("--template", help="prompt template to add the mistakes to (default: default-en, or default-zh "
+                                      "for Chinese prompts)")
+    _pick_flags(q)
+    add_json(q)
+    q.set_defaults(func=cmd_seeds)
+
+
+def _judge_flags(p, required: bool = False) -> None:
+    p.add_argument("--judge", required=required, metavar="openai:BASE_URL",
+                   help="LLM-as-judge: an OpenAI-compatible endpoint (openai:BASE_URL[#model]) compares the first two "
+                        "models' answers pairwise (off unless given)")
+    p.add_argument("--judge-prompt", metavar="FILE",
+                   help="the judge prompt, with {prompt} {reference} {answer_a} {answer_b} (default: a built-in one)")
+
+
+def _judge_prompt(args) -> str | None:
+    if not args.judge_prompt:
+        return None
+    from pathlib import Path
+
+    path = Path(args.judge_prompt).expanduser()
+    if not path.is_file():
+        raise TuneLabError(f"judge prompt file {args.judge_prompt} not found")
+    return path.read_text(encoding="utf-8")
+
+
+def _pick_flags(p, examples: bool = True) -> None:
+    if examples:
+        p.add_argument("--examples", help="comma-separated example indices (default: every wrong answer)")
+    p.add_argument("--model", help="whose answers are read (default: the report's run, else its last model)")
+    p.add_argument("--threshold", type=float, default=0.5, help="ROUGE-L below which a non-exact answer is wrong")
+
+
+def _indices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TuneLabError(f"--examples takes comma-separated indices such as 0,3,7, not {text!r}") from None
 
 
 def _config(args, models: list[str]) -> EvalConfig:
@@ -63,18 +129,29 @@ def _config(args, models: list[str]) -> EvalConfig:
                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
 
 
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def _run(report_id: str) -> dict:
-    """Run a report here (jobs.running turns SIGTERM from `reports stop` into a recorded `stopped`)."""
-    return evaluate.run_report(report_id, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    """Run a report here (jobs.running turns SIGTERM from `reports stop` into a recorded `stopped`),
+    then the judge asked for when it was made, if any."""
+    doc = evaluate.run_report(report_id, log=_log)
+    verdicts = judge.run_if_pending(report_id, log=_log)
+    return dict(doc, judge=verdicts["counts"]) if verdicts else doc
 
 
 def _start(args, models: list[str]) -> dict | None:
     """Create the report; run it here, or launch it in the background with --detach."""
+    prompt = _judge_prompt(args) if getattr(args, "judge", None) else None
+    report_id = evaluate.create_report(_config(args, models))
+    if getattr(args, "judge", None):
+        judge.configure(report_id, args.judge, prompt)
     if args.detach:
-        report_id = evaluate.start_report(_config(args, models))
+        evaluate.launch_report(report_id)
         emit({"report": report_id, "status": "queued"}, args.json, lambda d: f"started report {d['report']}")
         return None
-    return _run(evaluate.create_report(_config(args, models)))
+    return _run(report_id)
 
 
 def cmd_compare(args) -> int:
@@ -89,6 +166,44 @@ def cmd_eval(args) -> int:
     doc = _start(args, [args.model])
     if doc is not None:
         emit(dict(doc["models"][0], report=doc["report"]), args.json, lambda e: _table([e]))
+    return 0
+
+
+def cmd_judge(args) -> int:
+    judge.configure(args.report, args.judge, _judge_prompt(args))
+    out = judge.run(args.report, log=_log)
+    emit(out, args.json, lambda d: "{win} win, {tie} tie, {loss} loss, {invalid} unreadable".format(**d["counts"])
+         + f" ({d['pair'][1]} vs {d['pair'][0]})")
+    return 0
+
+
+def cmd_wrong(args) -> int:
+    from tunelab import workflow
+
+    doc = evaluate.load_report(args.report)
+    rows = workflow.wrong_examples(doc, args.model, args.threshold)
+    emit({"report": args.report, "model": args.model or workflow.tuned_model(doc), "examples": rows}, args.json,
+         lambda d: "\n".join(f"{e['index']}\t{e['rouge_l']:.2f}\t{e['prompt'][:50]}\t{e['answer'][:50]}"
+                             for e in d["examples"]) or "no wrong answers")
+    return 0
+
+
+def cmd_fix(args) -> int:
+    from tunelab import workflow
+
+    answers = workflow.read_answers(args.answers) if args.answers else None
+    out = workflow.fix(args.report, args.into, _indices(args.examples), answers, args.model, args.threshold)
+    emit(out, args.json, lambda d: f"{d['name']} v{d['version']}: {d['added']} added, {d['corrected']} corrected "
+                                   f"from report {d['report']}; next: tunelab train --model RUN --data {d['name']}")
+    return 0
+
+
+def cmd_seeds(args) -> int:
+    from tunelab import workflow
+
+    out = workflow.seeds(args.report, args.into, args.template, _indices(args.examples), args.model, args.threshold)
+    emit(out, args.json, lambda d: f"seeds {d['seeds']['name']} v{d['seeds']['version']}, prompt "
+                                   f"{d['prompt']['name']} v{d['prompt']['version']}; next: {d['command']}")
     return 0
 
 

@@ -91,12 +91,17 @@ def _model_entry(spec: str) -> dict:
     return {"name": spec, "ref": resolve(spec).to_dict()}
 
 
-def create_report(cfg: EvalConfig, report_id: str | None = None) -> str:
+def create_report(cfg: EvalConfig, report_id: str | None = None, items: list[dict] | None = None,
+                  meta: dict | None = None) -> str:
     """Resolve models and data, snapshot the inputs, and write a queued report folder.
 
     Args:
         cfg: what to evaluate; cfg.version is filled with the resolved version.
         report_id: folder name (default: a new `eval-...`/`compare-...` id).
+        items: the examples to evaluate (load_examples' shape) instead of cfg.data's first cfg.limit
+            records, e.g. a run's held-out split; cfg.version must then name their version.
+        meta: where the report comes from (a run's before/after report: {"run", "source"}); kept in
+            config.json, and its "run" in status.json so the report list can name the run.
     Returns:
         The report id.
     """
@@ -105,7 +110,8 @@ def create_report(cfg: EvalConfig, report_id: str | None = None) -> str:
     if cfg.batch_size < 1:
         raise TuneLabError(f"batch size must be at least 1, got {cfg.batch_size}")
     models = [_model_entry(m) for m in cfg.models]  # unknown models fail here, before any folder exists
-    cfg.version, items = load_examples(cfg.data, cfg.version, cfg.limit)
+    if items is None:
+        cfg.version, items = load_examples(cfg.data, cfg.version, cfg.limit)
     report_id = report_id or jobs.new_id("compare" if len(cfg.models) > 1 else "eval")
     d = _dir(report_id)
     if (d / "config.json").exists():
@@ -113,16 +119,21 @@ def create_report(cfg: EvalConfig, report_id: str | None = None) -> str:
     d.mkdir(parents=True, exist_ok=True)
     write_atomic(d / "inputs.jsonl", "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
     write_json(d / "config.json", {**asdict(cfg), "model_refs": models,
-                                   "generation": asdict(settings_for(cfg)), "examples": len(items)})
+                                   "generation": asdict(settings_for(cfg)), "examples": len(items),
+                                   "meta": meta or {}})
     jobs.write_status(d, status="queued", created=time.time(), kind="compare" if len(cfg.models) > 1 else "eval",
-                      models=cfg.models, data=cfg.data, version=cfg.version,
+                      models=cfg.models, data=cfg.data, version=cfg.version, run=(meta or {}).get("run"),
                       done=0, total=len(items) * len(cfg.models), progress=f"0/{len(items) * len(cfg.models)}")
     return report_id
 
 
 def start_report(cfg: EvalConfig) -> str:
     """Create a report and run it in a background process (`tunelab reports run ID`); returns its id."""
-    report_id = create_report(cfg)
+    return launch_report(create_report(cfg))
+
+
+def launch_report(report_id: str) -> str:
+    """Run a created (queued) report in a background process, `tunelab reports run ID`; returns its id."""
     jobs.launch(KIND, report_id, ["reports", "run", report_id])
     return report_id
 
@@ -276,7 +287,7 @@ def build_report(report_id: str) -> dict:
             "progress": {"done": status.get("done", 0), "total": status.get("total", 0)},
             "data": {"name": conf["data"], "version": conf["version"]}, "generation": conf["generation"],
             "config": {k: conf[k] for k in ("models", "limit", "batch_size", "max_new_tokens")},
-            "model_refs": conf["model_refs"], "models": models, "examples": examples}
+            "model_refs": conf["model_refs"], "meta": conf.get("meta") or {}, "models": models, "examples": examples}
 
 
 def load_report(report_id: str) -> dict:
@@ -285,8 +296,12 @@ def load_report(report_id: str) -> dict:
 
 
 def list_reports() -> list[dict]:
-    """Every report, newest first: {"id", "status", "models", "data", "version", "progress", "created"}."""
-    return [{k: j.get(k) for k in ("id", "status", "kind", "models", "data", "version", "progress", "created", "error")}
+    """Every report, newest first: {"id", "status", "models", "data", "version", "progress", "created", "run"}.
+
+    "run" names the training run of a before/after report (None for a comparison made by hand).
+    """
+    return [{k: j.get(k) for k in ("id", "status", "kind", "models", "data", "version", "progress", "created", "error",
+                                  "run")}
             for j in jobs.list_jobs(KIND)]
 
 

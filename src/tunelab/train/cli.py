@@ -151,6 +151,8 @@ def cmd_show(args) -> int:
         lines += [f"  step {m['step']:>5}  loss {m['loss']:.4f}"
                   + (f"  eval_loss {m['eval_loss']:.4f}" if m.get("eval_loss") is not None else "")
                   for m in o["metrics"][-10:]]
+        if o.get("report"):  # the before/after report (evals/auto.py), in one sentence
+            lines.append(f"  report {o['report']['report'] or '-'}: {o['report']['sentence']}")
         return "\n".join(lines + ([f"error: {o['error']}"] if o.get("error") else []))
 
     emit(doc, args.json, human)

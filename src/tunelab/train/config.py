@@ -135,6 +135,9 @@ class TrainingArgs:
                               "faster where the hardware has native bf16 (CPUs with AVX512-BF16 or AMX, recent "
                               "GPUs). auto uses it there only; bf16 forces it; no turns it off.",
                               choices=("auto", "bf16", "no"))
+    auto_report: bool = _f(True, "When the run finishes, evaluate the base and the tuned model side by side on the "
+                           "test data (NAME-test, the eval data or the held-out split; up to 50 examples) as a "
+                           "background report, shown with the run. --no-auto-report turns it off.")
 
 
 GROUPS = {"model": ModelArgs, "data": DataArgs, "method": MethodArgs, "training": TrainingArgs}

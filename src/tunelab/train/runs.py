@@ -187,12 +187,15 @@ def resume(run_id: str) -> dict:
 
 
 def show(run_id: str) -> dict:
-    """The `runs show` document: status, step, metrics rows (CLI.md shape) and error."""
+    """The `runs show` document: status, step, metrics rows (CLI.md shape), error and the before/after report."""
+    from tunelab.evals import auto
+
     d = run_dir(run_id)
     st = status(run_id)
     rows = read_jsonl(d / "metrics.jsonl")
     return {"run": run_id, "status": st.get("status"), "step": st.get("step", 0), "max_steps": st.get("max_steps"),
-            "metrics": [{k: r.get(k) for k in SHOW_METRICS} for r in rows], "error": st.get("error")}
+            "metrics": [{k: r.get(k) for k in SHOW_METRICS} for r in rows], "error": st.get("error"),
+            "report": auto.summary(run_id)}
 
 
 def list_runs() -> list[dict]:

@@ -504,6 +504,10 @@ def main(run_dir: Path) -> int:
                 job.outcome = train(run_dir, lambda: job.stopping)  # "completed" or "stopped"
             else:
                 job.outcome = "stopped"  # while queued
+        if job.status == "completed" and runs.is_main_process():  # early stopping completes too
+            from tunelab.evals import auto
+
+            auto.start(run_dir, log)  # the before/after report, a background job (never raises)
         return 0
     except TuneLabError as exc:
         log(f"error: {exc}")

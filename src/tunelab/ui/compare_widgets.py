@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from tunelab import jobs
 from tunelab.data import store
+from tunelab.errors import TuneLabError
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
 from tunelab.ui.i18n import t, t_error
@@ -82,16 +83,30 @@ def report_picker() -> str | None:
     info = {r["id"]: r for r in reports}
     if st.session_state.get("compare.report") not in ids:
         st.session_state["compare.report"] = ids[0]
-    return st.selectbox(
-        t("Report"), ids, key="compare.report",
-        format_func={i: t("{id} · {status} · {models} on {data}", id=i, status=t(info[i]["status"] or "queued"),
-                          models=", ".join(info[i]["models"] or []), data=info[i]["data"]) for i in ids}.get)
+    return st.selectbox(t("Report"), ids, key="compare.report", format_func={i: _report_label(info[i]) for i in ids}.get)
 
 
-def launch(models: list[str], data: str, version: int | None, limit: int, max_new_tokens: int) -> str:
-    """Start a comparison in the background and select its report."""
-    rid = evaluate.start_report(evaluate.EvalConfig(models=models, data=data, version=version, limit=limit,
-                                                    max_new_tokens=max_new_tokens))
+def _report_label(r: dict) -> str:
+    """A report's line in the picker; a run's before/after report is named after its run."""
+    if r.get("run"):
+        return t("{id} · {status} · before/after of run {run} on {data}", id=r["id"],
+                 status=t(r["status"] or "queued"), run=r["run"], data=r["data"])
+    return t("{id} · {status} · {models} on {data}", id=r["id"], status=t(r["status"] or "queued"),
+             models=", ".join(r["models"] or []), data=r["data"])
+
+
+def launch(models: list[str], data: str, version: int | None, limit: int, max_new_tokens: int,
+           judge: str = "", judge_prompt: str | None = None) -> str:
+    """Start a comparison in the background (judged afterwards when a judge is given) and select its report."""
+    from tunelab.evals import judge as judging
+
+    if judge:
+        judging.check_prompt(judge_prompt or judging.DEFAULT_PROMPT)  # before a report folder exists
+    rid = evaluate.create_report(evaluate.EvalConfig(models=models, data=data, version=version, limit=limit,
+                                                     max_new_tokens=max_new_tokens))
+    if judge:
+        judging.configure(rid, judge, judge_prompt)
+    evaluate.launch_report(rid)
     st.session_state["compare.report"] = rid
     return rid
 
@@ -279,3 +294,209 @@ def downloads(doc: dict) -> None:
                        key="compare.download_csv")
     c2.download_button(t("Download JSON"), evaluate.export_text(doc, "json"), f"{doc['report']}.json",
                        "application/json", key="compare.download_json")
+
+
+# ---------------------------------------------------------------- a run's before/after report (Train page)
+
+def _verdict_text(s: dict) -> str:
+    values = {"after": _two(s["tuned"].get("rouge_l")), "before": _two(s["base"].get("rouge_l"))}
+    if s["beat_base"]:
+        return t("The tuned model beat its base on ROUGE-L ({after} vs {before}).", **values)
+    return t("The tuned model did not beat its base on ROUGE-L ({after} vs {before}).", **values)
+
+
+def _two(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _open_in_compare(report_id: str) -> None:
+    st.session_state["compare.report"] = report_id
+
+
+@st.fragment(run_every=2)
+def run_report(run_id: str) -> None:
+    """The run's before/after report (base vs tuned on its test data), re-read from disk every 2 s.
+
+    Appears by itself once the run finishes: the training process starts the report.
+    """
+    from tunelab.evals import auto
+
+    s = auto.summary(run_id)
+    if s is None:
+        return
+    st.subheader(t("Before / after"))
+    if s["status"] == "skipped":
+        st.caption(t("No before/after report for this run: {reason}.", reason=t(s["reason"])))
+        return
+    if s["status"] == "missing":
+        st.caption(t("The before/after report {id} cannot be read.", id=s["report"]))
+        return
+    if s["status"] in jobs.ACTIVE:
+        p = s["progress"]
+        st.info(t("The before/after report is {status} ({done}/{total} answers).", status=t(s["status"]),
+                  done=p["done"], total=p["total"]), icon=":material/hourglass_top:")
+        st.progress(p["done"] / max(p["total"], 1))
+    elif s["beat_base"] is not None:
+        (st.success if s["beat_base"] else st.warning)(_verdict_text(s))
+    else:
+        st.warning(t("The before/after report {status}: it shows what it finished.", status=t(s["status"])))
+    rows = [{"model": t("before: {model}", model=s["base"]["name"]), **{_labels()[k]: s["base"].get(k) for k in
+                                                                         ("rouge_l", "bleu", "exact_match")}},
+            {"model": t("after: {model}", model=s["tuned"]["name"]), **{_labels()[k]: s["tuned"].get(k) for k in
+                                                                         ("rouge_l", "bleu", "exact_match")}}]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"train.report.{run_id}",
+                 column_config={"model": t("Model")})
+    if s.get("judge"):
+        st.caption(t("Judge {judge}: {win} win, {tie} tie, {loss} loss for the tuned model.", **s["judge"]))
+    st.caption(t("Report {id} on {data} v{version} ({source}) · `tunelab reports show {id}`", id=s["report"],
+                 data=s["data"]["name"], version=s["data"]["version"], source=t(s.get("source") or "")))
+    if s["status"] not in jobs.ACTIVE:
+        st.button(t("Open in Compare: fix the data from its mistakes"), key=f"train.report_open.{run_id}",
+                  on_click=_open_in_compare, args=(s["report"],), icon=":material/compare_arrows:")
+        if st.session_state.get("compare.report") == s["report"]:
+            st.page_link("pages/compare.py", label=t("Go to Compare"), icon=":material/compare_arrows:")
+
+
+# ---------------------------------------------------------------- LLM-as-judge (Compare page)
+
+def judge_fields() -> tuple[str, str]:
+    """Optional judge for a new comparison: endpoint and editable prompt; keys compare.judge, compare.judge_prompt."""
+    from tunelab.evals import judge
+
+    st.session_state.setdefault("compare.judge_prompt", judge.DEFAULT_PROMPT)
+    endpoint = st.text_input(t("Judge (optional)"), key="compare.judge", placeholder="openai:http://127.0.0.1:8000/v1",
+                             help=t("An OpenAI-compatible endpoint that reads both answers and picks the better "
+                                    "one, for tasks where ROUGE says little. Empty: no judge."))
+    if endpoint.strip():
+        st.text_area(t("Judge prompt"), key="compare.judge_prompt", height=220,
+                     help=t("Variables: {prompt} {reference} {answer_a} {answer_b}. Stored with the report."))
+    return endpoint.strip(), st.session_state["compare.judge_prompt"]
+
+
+def judge_results(doc: dict) -> None:
+    """The judge's win/tie/loss counts and the prompt it was given, when the report was judged."""
+    from tunelab.evals import judge
+
+    verdicts = judge.load(doc["report"])
+    if not verdicts:
+        return
+    st.subheader(t("Judge"))
+    a, b = verdicts["pair"]
+    if verdicts.get("status") == "failed":
+        st.error(t_error(verdicts.get("error") or ""))
+    elif verdicts.get("counts"):
+        c = verdicts["counts"]
+        st.markdown(t("**{b}** vs **{a}**, judged by `{judge}`: {win} win, {tie} tie, {loss} loss ({invalid} unreadable).",
+                      a=a, b=b, judge=verdicts["judge"], **c))
+    else:
+        st.caption(t("The judge runs once the answers are in."))
+    with st.expander(t("Judge prompt")):
+        st.code(verdicts["prompt"], language=None)
+
+
+# ---------------------------------------------------------------- the loop: fix the data from a report's mistakes
+
+def _fix(report_id: str, examples: list[int], into: str) -> None:
+    from tunelab import workflow
+
+    try:
+        out = workflow.fix(report_id, into, examples)
+    except TuneLabError as exc:
+        st.session_state["compare.loop_error"] = str(exc)
+        return
+    st.session_state["compare.fixed"] = out
+    st.session_state["compare.loop_error"] = None
+
+
+def _seeds(report_id: str, examples: list[int], into: str) -> None:
+    from tunelab import workflow
+
+    try:
+        out = workflow.seeds(report_id, into, examples=examples)
+    except TuneLabError as exc:
+        st.session_state["compare.loop_error"] = str(exc)
+        return
+    st.session_state["compare.seeded"] = out
+    st.session_state["compare.loop_error"] = None
+    # The Generate page opens on these seeds and this prompt version.
+    st.session_state["gen.seeds"] = out["seeds"]["name"]
+    st.session_state["gen.template"] = out["prompt"]["name"]
+    st.session_state["gen.version"] = out["prompt"]["version"]
+
+
+def _continue(run_id: str, data: str) -> None:
+    from tunelab import workflow
+
+    try:
+        new = workflow.continue_training(run_id, data)
+    except TuneLabError as exc:
+        st.session_state["compare.loop_error"] = str(exc)
+        return
+    st.session_state["compare.continued"] = new
+    st.session_state["train.run"] = new
+    st.session_state["compare.loop_error"] = None
+
+
+def loop_panel(doc: dict) -> None:
+    """Where the tuned model is wrong, and one click each to fix the data, seed Generate, train again."""
+    from tunelab import workflow
+    from tunelab.train import runs
+
+    tuned = workflow.tuned_model(doc)
+    st.subheader(t("Fix the data"))
+    threshold = st.slider(t("Wrong when ROUGE-L is below"), 0.0, 1.0, workflow.WRONG_BELOW, 0.05,
+                          key="compare.wrong_below", help=t("…and the answer is not an exact match."))
+    wrong = workflow.wrong_examples(doc, tuned, threshold)
+    if not wrong:
+        st.caption(t("{model} answered every example well enough.", model=tuned))
+        return
+    st.caption(t("{n} of {total} answers of {model} are wrong.", n=len(wrong), total=len(doc["examples"]), model=tuned))
+    st.dataframe(pd.DataFrame([{"#": e["index"], "prompt": e["prompt"], "reference": e["reference"],
+                                "answer": e["answer"], "ROUGE-L": e["rouge_l"]} for e in wrong]),
+                 hide_index=True, width="stretch", key="compare.wrong",
+                 column_config={"prompt": t("Prompt"), "reference": t("Reference"), "answer": t("Answer")})
+    indices = [e["index"] for e in wrong]
+    key = f"compare.loop_examples.{doc['report']}"
+    st.session_state.setdefault(key, indices)
+    st.session_state[key] = [i for i in st.session_state[key] if i in indices] or indices
+    chosen = st.multiselect(t("Examples"), indices, key=key)
+    run = (doc.get("meta") or {}).get("run") or (tuned if any(
+        r["name"] == tuned and r["ref"].get("kind") == "run" for r in doc.get("model_refs") or []) else None)
+    train_data = ""
+    if run:
+        try:
+            train_data = runs.config(run).data.data
+        except TuneLabError:
+            run = None
+    st.session_state.setdefault("compare.fix_into", train_data or f"{doc['data']['name']}-fixed")
+    st.session_state.setdefault("compare.seeds_into", f"{doc['data']['name']}-seeds")
+    c1, c2 = st.columns(2)
+    with c1:
+        into = st.text_input(t("Training dataset"), key="compare.fix_into",
+                             help=t("The corrected answers (each example's reference) are added as a new version."))
+        st.button(t("Add as training records"), key="compare.fix", icon=":material/playlist_add:",
+                  on_click=_fix, args=(doc["report"], chosen, into.strip()), disabled=not chosen)
+    with c2:
+        seeds_into = st.text_input(t("Seed dataset"), key="compare.seeds_into")
+        st.button(t("Send to Generate"), key="compare.seeds", icon=":material/auto_awesome:",
+                  on_click=_seeds, args=(doc["report"], chosen, seeds_into.strip()), disabled=not chosen)
+    if st.session_state.get("compare.loop_error"):
+        st.error(t_error(st.session_state["compare.loop_error"]))
+    fixed = st.session_state.get("compare.fixed")
+    if fixed and fixed.get("report") == doc["report"]:
+        st.success(t("{name} v{version}: {added} added, {corrected} corrected from this report.", **fixed))
+        if run:
+            st.button(t("Continue training {run} on {name}", run=run, name=fixed["name"]), key="compare.continue",
+                      type="primary", icon=":material/model_training:", on_click=_continue,
+                      args=(run, fixed["name"]))
+        st.code(f"tunelab train --model {run or tuned} --data {fixed['name']}", language="bash")
+    seeded = st.session_state.get("compare.seeded")
+    if seeded and seeded.get("report") == doc["report"]:
+        st.success(t("Seeds {seeds} v{sv} and prompt {prompt} v{pv} with these mistakes to avoid are ready.",
+                     seeds=seeded["seeds"]["name"], sv=seeded["seeds"]["version"], prompt=seeded["prompt"]["name"],
+                     pv=seeded["prompt"]["version"]))
+        st.page_link("pages/generate.py", label=t("Go to Generate"), icon=":material/auto_awesome:")
+    if st.session_state.get("compare.continued"):
+        st.success(t("Started {run}: its own before/after report follows when it finishes.",
+                     run=st.session_state["compare.continued"]))
+        st.page_link("pages/train.py", label=t("Go to Train"), icon=":material/model_training:")

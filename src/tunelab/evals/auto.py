@@ -1,0 +1,247 @@
+"""The before/after report of a training run: its base and the tuned model on the run's test data.
+
+When a run finishes (completed, or ended by early stopping), its training process calls `start`,
+which writes a queued report (tunelab.evals.evaluate) and launches it as a background job
+(`tunelab reports run ID`), so nobody has to click anything for it. The test data is, in order:
+the dataset's `NAME-test` twin (for a run on NAME-train or NAME), else the eval dataset the run
+used, else the eval split the run held out of its own records (the same seeded draw as
+train/sft.load_records). At most MAX_EXAMPLES examples, greedy, with answers only a little longer
+than the longest reference, so the report takes a minute on a CPU rather than an hour.
+
+The run folder's report.json says which report belongs to the run (or why there is none):
+    {"report": ID, "source", "data", "version", "examples", "created"}  or  {"report": null, "skipped": reason}
+The report's config.json carries meta {"run", "source"}; `summary` is what `runs show --json`
+prints under "report" and the Train page shows.
+
+This module reads the run's config.yaml as plain YAML and its output.json through the models
+layer: the training layer imports it, not the other way round.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from tunelab import jobs
+from tunelab.data import store
+from tunelab.evals import evaluate, metrics
+from tunelab.jsonio import read_json, write_json
+from tunelab.models import run_output
+
+FILE = "report.json"  # in the run folder
+MAX_EXAMPLES = 50
+MIN_NEW_TOKENS, MAX_NEW_TOKENS = 16, 128
+METRIC, METRIC_LABEL = "rouge_l", "ROUGE-L"
+SHOWN = ("rouge_l", "bleu", "exact_match")
+
+
+def _run_dir(run_id: str) -> Path:
+    return jobs.job_dir("runs", run_id)
+
+
+def _config(run_dir: Path) -> dict:
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def holdout_indices(n: int, share: float, seed: int) -> list[int]:
+    """The positions a run holds out for evaluation: the same draw as train/sft.load_records."""
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    return sorted(idx[: max(1, int(n * share))])
+
+
+def test_data(run_dir: Path) -> dict | None:
+    """Which records a run's before/after report evaluates, or None when it has no test data.
+
+    Returns:
+        {"source": "test split"|"eval data"|"held-out split", "data", "version", "indices"
+        (positions in that version, None for all)}.
+    """
+    conf = _config(run_dir)
+    d, t = conf.get("data") or {}, conf.get("training") or {}
+    data = d.get("data") or ""
+    stem = data[: -len("-train")] if data.endswith("-train") else data
+    twin = f"{stem}-test"
+    if data and twin != data and store.exists(twin):
+        return {"source": "test split", "data": twin, "version": store.resolve_version(twin), "indices": None}
+    if d.get("eval_data") and store.exists(d["eval_data"]):
+        return {"source": "eval data", "data": d["eval_data"], "version": store.resolve_version(d["eval_data"]),
+                "indices": None}
+    share = float(d.get("eval_split") or 0)
+    if data and share > 0 and store.exists(data):
+        version = store.resolve_version(data, d.get("data_version"))
+        entry = next(v for v in store.manifest(data)["versions"] if v["version"] == version)
+        n = int(entry.get("records") or store.read(data, version).num_rows)
+        if d.get("max_records"):
+            n = min(n, int(d["max_records"]))
+        return {"source": "held-out split", "data": data, "version": version,
+                "indices": holdout_indices(n, share, int(t.get("seed", 42)))}
+    return None
+
+
+def examples(src: dict, limit: int = MAX_EXAMPLES) -> list[dict]:
+    """The report's inputs for test_data's choice: at most limit, numbered from 0."""
+    _, items = evaluate.load_examples(src["data"], src["version"])
+    if src.get("indices") is not None:
+        items = [items[i] for i in src["indices"] if i < len(items)]
+    items = items[:limit]
+    # The Compare page addresses examples by their index: keep it 0..n-1 whatever was picked.
+    return [dict(it, index=i) for i, it in enumerate(items)]
+
+
+def new_tokens_for(items: list[dict]) -> int:
+    """max_new_tokens a little above the longest reference (words, CJK characters), within bounds."""
+    longest = max((len(metrics.tokenize(it["reference"])) for it in items), default=0)
+    return max(MIN_NEW_TOKENS, min(MAX_NEW_TOKENS, 2 * longest + 8))
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def start(run_dir: Path, log: Callable[[str], None] = _log) -> str | None:
+    """Create and launch the run's before/after report; record it in the run folder.
+
+    Never raises: a run that trained well must not be marked failed for want of a report, so
+    any problem is recorded in report.json ("skipped") and logged.
+
+    Args:
+        run_dir: a finished run's folder (it has published weights).
+        log: where the one line about the report goes (the run's job.log).
+    Returns:
+        The report id, or None when none was started.
+    """
+    run_dir = Path(run_dir)
+
+    def skip(reason: str) -> None:
+        write_json(run_dir / FILE, {"report": None, "skipped": reason, "created": time.time()})
+        log(f"no before/after report: {reason}")
+
+    try:
+        conf = _config(run_dir)
+        if not (conf.get("training") or {}).get("auto_report", True):
+            return skip("turned off (auto_report: false)")
+        out = run_output.read(run_dir)
+        if not out or not out.get("base"):
+            return skip("the run has no saved weights")
+        src = test_data(run_dir)
+        if src is None:
+            return skip("no test data: no NAME-test dataset, no eval dataset and no held-out split")
+        items = examples(src)
+        if not items:
+            return skip(f"{src['data']} v{src['version']} has no records to evaluate")
+        cfg = evaluate.EvalConfig(models=[out["base"], run_dir.name], data=src["data"], version=src["version"],
+                                  limit=len(items), batch_size=8, max_new_tokens=new_tokens_for(items))
+        rid = evaluate.create_report(cfg, report_id=jobs.new_id("after"), items=items,
+                                     meta={"run": run_dir.name, "source": src["source"]})
+        write_json(run_dir / FILE, {"report": rid, "source": src["source"], "data": src["data"],
+                                    "version": src["version"], "examples": len(items), "created": time.time()})
+        evaluate.launch_report(rid)
+        log(f"before/after report {rid}: {out['base']} vs {run_dir.name} on {len(items)} examples of "
+            f"{src['data']} v{src['version']} ({src['source']})")
+        return rid
+    except Exception as exc:  # noqa: BLE001 - see the docstring: recorded, never raised
+        skip(f"could not start it ({jobs.error_line(exc)})")
+        return None
+
+
+def _scores(entry: dict | None) -> dict:
+    entry = entry or {}
+    return {"name": entry.get("name"), **{k: entry.get(k) for k in SHOWN}, "examples": entry.get("examples", 0)}
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def verdict(base: dict, tuned: dict) -> tuple[bool, str]:
+    """(whether the tuned model beat its base on ROUGE-L, one plain sentence saying so)."""
+    b, a = base.get(METRIC), tuned.get(METRIC)
+    beat = a is not None and b is not None and a > b
+    word = "beat" if beat else "did not beat"
+    return beat, f"The tuned model {word} its base on {METRIC_LABEL} ({_fmt(a)} vs {_fmt(b)})."
+
+
+def summary(run_id: str) -> dict | None:
+    """The run's before/after report in short (the `runs show --json` "report"), or None before there is one.
+
+    Returns:
+        {"report", "status", "source", "data": {"name", "version"}, "progress": {"done", "total"},
+         "base": {"name", "rouge_l", "bleu", "exact_match", "examples"}, "tuned": {...},
+         "beat_base": bool or None until the report is complete, "sentence", "judge": counts or None};
+        for a run without one: {"report": None, "status": "skipped", "reason", "sentence"}.
+    """
+    rec = read_json(_run_dir(run_id) / FILE)
+    if not rec:
+        return None
+    rid = rec.get("report")
+    if not rid:
+        reason = rec.get("skipped") or "unknown"
+        return {"report": None, "status": "skipped", "reason": reason, "beat_base": None,
+                "sentence": f"No before/after report for this run: {reason}."}
+    try:
+        doc = evaluate.load_report(rid)
+    except Exception as exc:  # noqa: BLE001 - a deleted or damaged report folder is shown, not raised
+        return {"report": rid, "status": "missing", "beat_base": None,
+                "sentence": f"The before/after report {rid} cannot be read ({jobs.error_line(exc)})."}
+    by_name = {m["name"]: m for m in doc["models"]}
+    base, tuned = _scores(by_name.get(doc["config"]["models"][0])), _scores(by_name.get(run_id))
+    out = {"report": rid, "status": doc["status"], "source": rec.get("source"), "data": doc["data"],
+           "progress": doc["progress"], "base": base, "tuned": tuned, "beat_base": None, "judge": None}
+    if doc["status"] == "completed" and base["examples"] and tuned["examples"]:
+        out["beat_base"], out["sentence"] = verdict(base, tuned)
+    elif doc["status"] in jobs.ACTIVE:
+        p = doc["progress"]
+        out["sentence"] = (f"The before/after report is {doc['status']} "
+                           f"({p['done']}/{p['total']} answers).")
+    else:
+        out["sentence"] = f"The before/after report {doc['status']}: {doc.get('error') or 'it did not finish'}."
+    from tunelab.evals import judge
+
+    verdicts = judge.load(rid)
+    if verdicts and verdicts.get("counts"):
+        out["judge"] = dict(verdicts["counts"], judge=verdicts.get("judge"))
+    return out
+
+
+def lineage(report_id: str) -> dict:
+    """Where a report's tuned model came from, as far back as the workspace records it.
+
+    Returns:
+        {"report", "data": {"name", "version"} (evaluated on), "run" (None for a report without
+         one), "base", "init_run" (the run it continued), "train_data": {"name", "version",
+         "op", "params"}, "from_report" (the report whose examples made that data version), "examples"}.
+    """
+    doc = evaluate.load_report(report_id)
+    run = (doc.get("meta") or {}).get("run") or next(
+        (r["name"] for r in doc["model_refs"] if r["ref"].get("kind") == "run"), None)
+    out = {"report": report_id, "data": doc["data"], "run": run, "base": None, "init_run": None,
+           "train_data": None, "from_report": None, "examples": None}
+    out_doc = run_output.read(_run_dir(run)) if run else None
+    if not out_doc:
+        return out
+    lin = out_doc.get("lineage") or {}
+    out.update(base=out_doc.get("base"), init_run=lin.get("init_adapter"))
+    name, version = lin.get("data"), lin.get("data_version")
+    if name and store.exists(name):
+        versions = {v["version"]: v for v in store.manifest(name)["versions"]}
+        entry = versions.get(version)
+        out["train_data"] = {"name": name, "version": version, "op": (entry or {}).get("op"),
+                             "params": (entry or {}).get("params") or {}}
+        # The version trained on, or an earlier one it was edited from, was made from a report.
+        seen = 0
+        while entry and seen < 100:
+            params = entry.get("params") or {}
+            if params.get("report"):
+                out.update(from_report=params["report"], examples=params.get("examples"))
+                break
+            entry, seen = versions.get(entry.get("parent")), seen + 1
+    return out

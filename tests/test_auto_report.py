@@ -1,0 +1,257 @@
+"""The before/after report: a finished run evaluates its base and itself on its test data, unasked.
+
+Real runs on a tiny random Llama (trained in this process through the worker's own entry point),
+real background report jobs, the real `runs show` CLI and the real Train page through AppTest;
+the LLM judge against a small HTTP server on 127.0.0.1 written here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from pagetest import open_page, texts
+
+import tiny_model
+from tunelab import jobs
+from tunelab.cli import main as cli
+from tunelab.data import schema, store
+from tunelab.evals import auto, evaluate, judge
+from tunelab.train import config as tconfig
+from tunelab.train import runs, sft
+from tunelab.train.config import TrainConfig
+
+QA = [{"id": f"q{i}", "instruction": f"What is {i} plus {i}?", "output": f"{2 * i}"} for i in range(12)]
+SENTENCE = re.compile(r"^The tuned model (beat|did not beat) its base on ROUGE-L \(\d\.\d\d vs \d\.\d\d\)\.$")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(tiny_model.build(tmp_path_factory.mktemp("tiny") / "tiny-llama"))
+
+
+def _cfg(model: str, data: str, **kw) -> TrainConfig:
+    cfg = TrainConfig.for_method("lora")
+    cfg.set({"model": model, "data": data, "max_steps": 2, "save_steps": 2, "batch_size": 2, "cutoff_len": 64,
+             "recipe": "manual"})
+    cfg.set(kw)
+    return cfg
+
+
+def _train(cfg: TrainConfig) -> str:
+    run_id = runs.create(cfg)
+    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    return run_id
+
+
+def _wait_report(run_id: str, timeout: float = 240) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        s = auto.summary(run_id)
+        if s and s["status"] not in jobs.ACTIVE:
+            return s
+        time.sleep(0.5)
+    rid = (auto.summary(run_id) or {}).get("report")
+    log = (jobs.job_dir("reports", rid) / "job.log").read_text() if rid else "no report"
+    raise AssertionError(f"the report did not finish:\n{log}")
+
+
+def _show_json(run_id: str, capsys) -> dict:
+    capsys.readouterr()
+    assert cli(["runs", "show", run_id, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------- which test data
+
+def test_test_data_prefers_the_test_twin_then_eval_data_then_the_held_out_split(workspace, tiny):
+    store.commit("qa", schema.to_table(QA), "import")
+    run = runs.create(_cfg(tiny, "qa", eval_split=0.25, seed=7))
+    src = auto.test_data(runs.run_dir(run))
+    assert src["source"] == "held-out split" and src["data"] == "qa"
+    # The same records the training held out (sft.load_records), not a second, different draw.
+    _, held = sft.load_records(runs.config(run))
+    assert [e["id"] for e in auto.examples(src)] == [r["id"] for r in held]
+    assert [e["index"] for e in auto.examples(src)] == list(range(len(held)))  # the Compare page indexes by position
+
+    store.commit("other", schema.to_table(QA[:3]), "import")
+    run = runs.create(_cfg(tiny, "qa", eval_data="other"))
+    assert auto.test_data(runs.run_dir(run))["data"] == "other"
+
+    store.commit("qa-train", schema.to_table(QA[:8]), "import")
+    store.commit("qa-test", schema.to_table(QA[8:]), "import")
+    run = runs.create(_cfg(tiny, "qa-train", eval_data="other"))
+    src = auto.test_data(runs.run_dir(run))
+    assert (src["source"], src["data"], src["indices"]) == ("test split", "qa-test", None)
+
+    run = runs.create(_cfg(tiny, "other"))  # no twin, no eval data, nothing held out
+    assert auto.test_data(runs.run_dir(run)) is None
+
+
+def test_answer_length_follows_the_references():
+    short = [{"reference": "4"}, {"reference": "ten"}]
+    assert auto.new_tokens_for(short) == auto.MIN_NEW_TOKENS
+    assert auto.new_tokens_for([{"reference": "word " * 30}]) == 2 * 30 + 8
+    assert auto.new_tokens_for([{"reference": "word " * 500}]) == auto.MAX_NEW_TOKENS
+
+
+def test_no_auto_report_flag_reaches_the_run_config():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    tconfig.add_flags(p)
+    assert tconfig.from_flags(p.parse_args(["--no-auto-report"])).training.auto_report is False
+    assert tconfig.from_flags(p.parse_args([])).training.auto_report is True
+    assert "--no-auto-report" in tconfig.to_flags(tconfig.from_flags(p.parse_args(["--no-auto-report"])))
+
+
+def test_a_run_without_test_data_says_why_it_has_no_report(workspace, tiny, capsys):
+    tiny_model.dataset()
+    run = _train(_cfg(tiny, "tiny"))
+    doc = _show_json(run, capsys)
+    assert doc["report"]["report"] is None and doc["report"]["status"] == "skipped"
+    assert "no test data" in doc["report"]["sentence"]
+    assert not evaluate.list_reports()
+
+
+def test_auto_report_off_launches_nothing(workspace, tiny, capsys):
+    store.commit("qa-train", schema.to_table(QA[:8]), "import")
+    store.commit("qa-test", schema.to_table(QA[8:]), "import")
+    run = _train(_cfg(tiny, "qa-train", auto_report=False))
+    assert "turned off" in _show_json(run, capsys)["report"]["reason"]
+    assert not evaluate.list_reports()
+
+
+# ---------------------------------------------------------------- the report itself, in the CLI and on the page
+
+def test_finished_run_shows_its_before_after_report_without_a_click(workspace, tiny, capsys):
+    store.commit("qa-train", schema.to_table(QA[:8]), "import")
+    store.commit("qa-test", schema.to_table(QA[8:]), "import")
+    run = _train(_cfg(tiny, "qa-train"))
+    rec = json.loads((runs.run_dir(run) / auto.FILE).read_text())
+    assert rec["source"] == "test split" and rec["data"] == "qa-test" and rec["examples"] == 4
+    # The Compare page's list has it, labelled with its run.
+    listed = {r["id"]: r for r in evaluate.list_reports()}
+    assert listed[rec["report"]]["run"] == run and listed[rec["report"]]["models"] == [tiny, run]
+
+    s = _wait_report(run)
+    assert s["status"] == "completed", s
+    doc = _show_json(run, capsys)
+    report = doc["report"]
+    assert report["report"] == rec["report"] and report["status"] == "completed"
+    assert report["base"]["name"] == tiny and report["tuned"]["name"] == run
+    for side in ("base", "tuned"):
+        assert report[side]["examples"] == 4
+        assert all(isinstance(report[side][k], float) for k in ("rouge_l", "bleu", "exact_match"))
+    assert isinstance(report["beat_base"], bool)
+    assert SENTENCE.match(report["sentence"]), report["sentence"]
+    assert report["beat_base"] == (report["tuned"]["rouge_l"] > report["base"]["rouge_l"])
+    full = evaluate.load_report(rec["report"])
+    assert all(set(ex["outputs"]) == {tiny, run} for ex in full["examples"])  # per-example answers of both
+    assert full["generation"]["max_new_tokens"] == auto.MIN_NEW_TOKENS  # sized to the short references
+
+    # The Train page's run view shows it on open: no button pressed.
+    at = open_page("pages/train.py")
+    shown = texts(at)
+    assert report["sentence"] in shown
+    assert rec["report"] in shown
+
+    # The Compare page lists it under the run's name.
+    at = open_page("pages/compare.py")
+    label = at.selectbox(key="compare.report").format_func(rec["report"])
+    assert run in label
+
+
+def test_train_page_shows_a_report_in_progress_then_its_result(workspace, tiny, monkeypatch):
+    """The run view's report panel reads the folder on every rerun (the polling fragment)."""
+    store.commit("qa-train", schema.to_table(QA[:8]), "import")
+    store.commit("qa-test", schema.to_table(QA[8:]), "import")
+    run = _train(_cfg(tiny, "qa-train", auto_report=False))
+    d = runs.run_dir(run)
+    # The run's report made but its job not started yet, as right after training.
+    cfg = runs.config(run)
+    cfg.training.auto_report = True
+    cfg.to_yaml(d / "config.yaml")
+    with monkeypatch.context() as m:
+        m.setattr(jobs, "launch", lambda *a, **k: None)  # the job itself is not under test here
+        rid = auto.start(d)
+    at = open_page("pages/train.py")
+    assert "The before/after report is queued (0/8 answers)." in texts(at)
+    evaluate.run_report(rid)
+    at.run()  # the fragment's next tick: a rerun, not a click
+    assert auto.summary(run)["sentence"] in texts(at)
+
+
+# ---------------------------------------------------------------- LLM-as-judge
+
+class _Judge(BaseHTTPRequestHandler):
+    """A judge that always prefers answer B (and mumbles once), recording what it was asked."""
+
+    asked: list[str] = []
+
+    def log_message(self, *a):  # keep the test output clean
+        pass
+
+    def do_GET(self):
+        self._send({"data": [{"id": "judge"}]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        type(self).asked.append(prompt)
+        reply = "hmm" if "What is 10 plus 10?" in prompt else "B"
+        self._send({"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
+    def _send(self, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def judge_server():
+    _Judge.asked = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"openai:http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_judge_counts_pairwise_wins_with_positions_swapped(workspace, tiny, judge_server, tmp_path, capsys):
+    from tunelab.models import registry
+
+    registry.add_model("tiny-a", tiny)
+    registry.add_model("tiny-b", str(tiny_model.build(tmp_path / "b")))
+    store.commit("qa-test", schema.to_table(QA[6:11]), "import")  # q6..q10; q10 gets an unreadable reply
+    prompt = tmp_path / "judge.txt"
+    prompt.write_text("Q: {prompt}\nRef: {reference}\nA: {answer_a}\nB: {answer_b}\nBetter? A or B.")
+    capsys.readouterr()
+    assert cli(["compare", "--models", "tiny-a,tiny-b", "--data", "qa-test", "--max-new-tokens", "4",
+                "--judge", judge_server, "--judge-prompt", str(prompt), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # The judge always says B; B is tiny-b on even examples and tiny-a on odd ones (positions swap).
+    assert doc["judge"] == {"win": 2, "tie": 0, "loss": 2, "invalid": 1}
+    stored = judge.load(doc["report"])
+    assert stored["prompt"] == prompt.read_text() and stored["judge"] == judge_server
+    assert [r["first"] for r in stored["results"]] == ["tiny-a", "tiny-b", "tiny-a", "tiny-b", "tiny-a"]
+    assert len(_Judge.asked) == 5 and all(p.startswith("Q: What is") and "\nRef: " in p for p in _Judge.asked)
+    # Judged again from the CLI with the default prompt; the report keeps the latest verdicts.
+    assert cli(["reports", "judge", doc["report"], "--judge", judge_server, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["prompt"] == judge.DEFAULT_PROMPT and again["counts"]["win"] == 2
+
+
+def test_judge_refuses_a_prompt_without_both_answers(workspace):
+    from tunelab.errors import TuneLabError
+
+    with pytest.raises(TuneLabError, match=r"needs \{answer_a\} and \{answer_b\}"):
+        judge.check_prompt("Which is better? {answer_a}")
+    assert [judge.parse(x) for x in ("B", " a.", "TIE", "Answer: B", "")] == ["B", "A", "tie", None, None]
