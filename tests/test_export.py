@@ -23,7 +23,7 @@ def content(name: str, keys=FIELDS) -> list[tuple]:
 
 @pytest.fixture
 def samples(workspace):
-    """The shipped samples imported: alpaca_mixed, sharegpt_tools, openai_messages, qa."""
+    """The shipped samples imported: alpaca_mixed, sharegpt_tools, openai_messages, qa, dpo_pairs, kto_feedback."""
     import_path(str(SAMPLES / "dataset_info.json"))
     return workspace
 

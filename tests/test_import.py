@@ -142,7 +142,7 @@ def test_dataset_info_resolves_files_next_to_it_not_the_cwd(workspace, tmp_path,
     monkeypatch.chdir(tmp_path)  # file_name must not be looked up here
     result = import_path(str(SAMPLES / "dataset_info.json"))
     names = {d["name"]: d for d in result["datasets"]}
-    assert set(names) == {"alpaca_mixed", "sharegpt_tools", "openai_messages", "qa"}
+    assert set(names) == {"alpaca_mixed", "sharegpt_tools", "openai_messages", "qa", "dpo_pairs", "kto_feedback"}
     assert names["alpaca_mixed"]["skipped"] == 6 and names["alpaca_mixed"]["imported"] > 250
     reasons = {s["name"]: s["reason"] for s in result["skipped"]}
     assert reasons["alpaca_en_hub"].startswith("hub-only dataset, needs network")
@@ -177,7 +177,8 @@ def test_dataset_info_honours_columns_tags_and_names_broken_entries(workspace, t
     assert [x["name"] for x in result["datasets"]] == ["a", "chat"]
     assert rows("a")[0] | {"id": ""} == {"id": "", "instruction": "Q1", "input": "C", "output": "A1",
                                          "system": "S", "history": [["u", "v"]],
-                                         "conversations": None, "tools": None}
+                                         "conversations": None, "tools": None,
+                                         "chosen": None, "rejected": None, "kto_tag": None}
     chat = rows("chat")[0]
     assert chat["output"] == "3 degrees" and chat["history"] == [["hi", "yo"], ["weather?", '{"name": "w"}']]
     assert [t["from"] for t in json.loads(chat["conversations"])] == [

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 
 from tunelab.data import store
-from tunelab.data.schema import PUBLIC_FIELDS, PublicRecord, public
+from tunelab.data.schema import FIELDS, PREFERENCE_FIELDS, PUBLIC_FIELDS, SCHEMA, PublicRecord, public
 from tunelab.errors import TuneLabError
 
 
@@ -33,9 +33,31 @@ def sql_str(value: str | Path) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+@functools.lru_cache(maxsize=256)
+def _columns(path: str, stamp: tuple[int, int]) -> frozenset[str]:
+    import pyarrow.parquet as pq
+
+    return frozenset(pq.read_schema(path).names)
+
+
+def fields_sql(path: Path, fields: tuple[str, ...] = FIELDS) -> str:
+    """A select list of fields from a version file; a field an older version lacks reads as NULL."""
+    try:
+        st = Path(path).stat()
+        have = _columns(str(path), (st.st_ino, st.st_mtime_ns))
+    except OSError:
+        have = frozenset(FIELDS)  # let DuckDB name the problem with the file
+    return ", ".join(f if f in have else f"NULL::{_sql_type(f)} AS {f}" for f in fields)
+
+
+def _sql_type(field: str) -> str:
+    return "BOOLEAN" if SCHEMA.field(field).type == "bool" else "VARCHAR"
+
+
 def select(path: Path, where: str = "", order: str = "") -> str:
-    """SQL reading the public fields of a version file, with file_row_number available."""
-    cols = ", ".join(PUBLIC_FIELDS)
+    """SQL reading the public fields (and preference fields) of a version file, with
+    file_row_number available."""
+    cols = fields_sql(path, (*PUBLIC_FIELDS, *PREFERENCE_FIELDS))
     return f"SELECT {cols} FROM read_parquet({sql_str(path)}, file_row_number=true) {where} {order}"
 
 

@@ -24,7 +24,7 @@ from typing import Callable
 import pyarrow as pa
 
 from tunelab.data import store
-from tunelab.data.schema import TEXT_FIELDS
+from tunelab.data.schema import PAIR_FIELDS, TEXT_FIELDS
 from tunelab.data.stats import duplicate_rows, token_counter, token_lengths
 from tunelab.text import CJK_RUN
 
@@ -117,7 +117,8 @@ def redact_text(text: str) -> tuple[str, dict[str, int]]:
 def _map_texts(rec: dict, fn: Callable[[str], str], raw_too: bool) -> dict:
     out = dict(rec)
     for f in TEXT_FIELDS:
-        out[f] = fn(rec.get(f) or "")
+        if rec.get(f) is not None or f not in PAIR_FIELDS:  # a plain record keeps chosen=None
+            out[f] = fn(rec.get(f) or "")
     out["history"] = [[fn(t or "") for t in pair] for pair in rec.get("history") or []]
     if raw_too:  # the original turns feed a lossless ShareGPT export: they must not keep PII
         for f in ("conversations", "tools"):
@@ -180,7 +181,9 @@ def near_duplicate_rows(texts: list[str], threshold: float = NEAR_THRESHOLD) -> 
 
 def _record_text(rec: dict) -> str:
     turns = " ".join(t or "" for pair in rec.get("history") or [] for t in pair)
-    return " ".join(rec.get(f) or "" for f in ("system", "instruction", "input", "output")) + " " + turns
+    # `rejected` too: two pairs that share the prompt and the chosen answer are different pairs.
+    fields = ("system", "instruction", "input", "output", "rejected")
+    return " ".join(rec.get(f) or "" for f in fields) + " " + turns
 
 
 def plan(

@@ -16,11 +16,13 @@ import shutil
 from pathlib import Path
 from typing import IO, Iterator
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tunelab import workspace
 from tunelab.data import store
-from tunelab.data.formats import turns_of
+from tunelab.data.formats import ASSISTANT, turns_of
+from tunelab.data.schema import FIELDS, SCHEMA, conform, kind
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import read_json, write_json
 
@@ -36,6 +38,11 @@ SHAREGPT_INFO = {"formatting": "sharegpt", "columns": {
     "messages": "conversations", "system": "system", "tools": "tools"}, "tags": {
     "role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
     "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}}
+# A pair set is a `"ranking": true` entry whose answers are `chosen` and `rejected`; a KTO set maps
+# its label column as `kto_tag` (LLaMA-Factory's layouts, which its importer reads back).
+PAIR_COLUMNS = {"chosen": "chosen", "rejected": "rejected"}
+ALPACA_PAIR_INFO = {"formatting": "alpaca", "ranking": True, "columns": {
+    "prompt": "instruction", "query": "input", **PAIR_COLUMNS, "system": "system", "history": "history"}}
 
 
 def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None) -> dict:
@@ -58,9 +65,7 @@ def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None)
     if fmt == "llamafactory":
         records, target = _llamafactory(name, src, target)
     elif fmt == "parquet":
-        with _atomic(target, binary=True) as fh, open(src, "rb") as srcfh:
-            shutil.copyfileobj(srcfh, fh)  # the version file is already in the store's schema
-        records = pq.ParquetFile(src).metadata.num_rows
+        records = _write_parquet(target, src)
     else:
         records = _write_json(target, src, fmt)
     return {"name": name, "version": v, "format": fmt, "path": str(target), "records": records}
@@ -78,17 +83,42 @@ def _outside_state(target: Path, out: str) -> Path:
 
 def _rows(src: Path) -> Iterator[dict]:
     for batch in pq.ParquetFile(src).iter_batches(batch_size=BATCH):
-        yield from batch.to_pylist()
+        yield from conform(batch).to_pylist()  # an older version lacks the preference fields
+
+
+def _write_parquet(target: Path, src: Path) -> int:
+    """The version file as it is, or, for a version written before a field existed, in SCHEMA."""
+    pf = pq.ParquetFile(src)
+    if pf.schema_arrow.names == list(FIELDS):
+        with _atomic(target, binary=True) as fh, open(src, "rb") as srcfh:
+            shutil.copyfileobj(srcfh, fh)
+        return pf.metadata.num_rows
+    with _atomic(target, binary=True) as fh, pq.ParquetWriter(fh, SCHEMA, compression="zstd") as writer:
+        for batch in pf.iter_batches(batch_size=BATCH):
+            writer.write_table(conform(batch), row_group_size=store.ROW_GROUP_ROWS)
+    return pf.metadata.num_rows
+
+
+def _preference(r: dict, rec: dict) -> dict:
+    """rec with a pair's chosen/rejected or a KTO record's kto_tag (a plain record unchanged)."""
+    if kind(r) == "pair":
+        rec.update(chosen=r["chosen"], rejected=r["rejected"])
+    elif kind(r) == "kto":
+        rec["kto_tag"] = r["kto_tag"]
+    return rec
 
 
 def alpaca_record(r: dict, full: bool = False) -> dict:
-    """{instruction, input, output[, system, history]}; full keeps empty system/history too."""
+    """{instruction, input, output[, system, history]}; full keeps empty system/history too.
+
+    A pair adds chosen and rejected (LLaMA-Factory's Alpaca ranking layout), a KTO record kto_tag.
+    """
     rec = {"instruction": r["instruction"] or "", "input": r["input"] or "", "output": r["output"] or ""}
     if full or r["system"]:
         rec["system"] = r["system"] or ""
     if full or r["history"]:
         rec["history"] = [list(p) for p in r["history"] or []]
-    return rec
+    return _preference(r, rec)
 
 
 def jsonl_record(r: dict) -> dict:
@@ -101,8 +131,17 @@ def jsonl_record(r: dict) -> dict:
 
 
 def sharegpt_record(r: dict) -> dict:
-    """LLaMA-Factory's ShareGPT layout; the original turns (function_call, observation...) kept."""
-    return {"conversations": turns_of(r), "system": r["system"] or "", "tools": r["tools"] or ""}
+    """LLaMA-Factory's ShareGPT layout; the original turns (function_call, observation...) kept.
+
+    A pair is its ranking layout: the turns up to the prompt, then chosen and rejected as turns;
+    a KTO record adds kto_tag.
+    """
+    turns = turns_of(r)
+    if kind(r) != "pair":
+        return _preference(r, {"conversations": turns, "system": r["system"] or "", "tools": r["tools"] or ""})
+    return {"conversations": turns[:-1], "chosen": {"from": ASSISTANT, "value": r["chosen"]},
+            "rejected": {"from": ASSISTANT, "value": r["rejected"]}, "system": r["system"] or "",
+            "tools": r["tools"] or ""}
 
 
 def _write_json(target: Path, src: Path, fmt: str) -> int:
@@ -129,10 +168,18 @@ def _llamafactory(name: str, src: Path, folder: Path) -> tuple[int, Path]:
 
     ShareGPT layout when any record carries turns or tools (so tool calls survive), else Alpaca
     with every record holding system and history (one consistent set of columns for `datasets`).
-    An existing dataset_info.json in the folder keeps its other entries.
+    Preference pairs are a `"ranking": true` entry, KTO records map `kto_tag`; LLaMA-Factory reads
+    one kind per dataset, so a dataset that mixes kinds is refused. An existing dataset_info.json
+    in the folder keeps its other entries.
     """
     if folder.exists() and not folder.is_dir():
         raise TuneLabError(f"{folder} is a file; llamafactory export needs a folder")
+    counts = kinds(src)
+    held = {k: n for k, n in counts.items() if n}
+    if len(held) > 1:
+        mix = ", ".join(f"{n} {k}" for k, n in held.items())
+        raise TuneLabError(f"dataset {name!r} mixes record kinds ({mix}) and LLaMA-Factory reads one kind "
+                           "per dataset: export it as jsonl, or keep one kind in it first")
     folder.mkdir(parents=True, exist_ok=True)
     chat = _has_turns(src)
     n = 0
@@ -147,9 +194,32 @@ def _llamafactory(name: str, src: Path, folder: Path) -> tuple[int, Path]:
     info = read_json(info_path, {}) if info_path.exists() else {}
     if not isinstance(info, dict):
         raise TuneLabError(f"{info_path} exists but is not a dataset_info.json object")
-    info[name] = {"file_name": f"{name}.json", **(SHAREGPT_INFO if chat else ALPACA_INFO)}
+    entry = {"file_name": f"{name}.json", **(SHAREGPT_INFO if chat else ALPACA_INFO)}
+    if counts["pair"]:
+        entry = ({"file_name": f"{name}.json", "ranking": True, **SHAREGPT_INFO,
+                  "columns": {**SHAREGPT_INFO["columns"], **PAIR_COLUMNS}} if chat
+                 else {"file_name": f"{name}.json", **ALPACA_PAIR_INFO})
+    elif counts["kto"]:
+        entry["columns"] = {**entry["columns"], "kto_tag": "kto_tag"}
+    info[name] = entry
     write_json(info_path, info)
     return n, folder
+
+
+def kinds(src: Path) -> dict[str, int]:
+    """{"sft", "pair", "kto"}: how many records of each kind a version file holds."""
+    counts = {"sft": 0, "pair": 0, "kto": 0}
+    pf = pq.ParquetFile(src)
+    if "chosen" not in pf.schema_arrow.names:  # written before preference records existed
+        counts["sft"] = pf.metadata.num_rows
+        return counts
+    for batch in pf.iter_batches(batch_size=BATCH, columns=["chosen", "rejected", "kto_tag"]):
+        pair = pc.and_(pc.is_valid(batch.column(0)), pc.is_valid(batch.column(1)))
+        tagged = pc.and_(pc.invert(pair), pc.is_valid(batch.column(2)))
+        counts["pair"] += pc.sum(pair).as_py() or 0
+        counts["kto"] += pc.sum(tagged).as_py() or 0
+        counts["sft"] += len(batch) - (pc.sum(pair).as_py() or 0) - (pc.sum(tagged).as_py() or 0)
+    return counts
 
 
 def _has_turns(src: Path) -> bool:

@@ -180,7 +180,7 @@ def _table(rows: list[tuple[int, dict]], tally: _Tally) -> pa.Table:
 def _build(recs: list[dict]) -> pa.Table:
     hexes = secrets.token_hex(6 * len(recs))  # one random draw per batch, not per record
     ids = [r["id"] or hexes[12 * i:12 * i + 12] for i, r in enumerate(recs)]
-    data = {c: [r[c] for r in recs] for c in COLUMNS if c != "id"}
+    data = {c: [r.get(c) for r in recs] for c in COLUMNS if c != "id"}  # a plain record has no chosen
     return pa.table({"id": ids, **data}, schema=SCHEMA)
 
 
@@ -255,8 +255,6 @@ def _entry(key: str, entry: object, base: Path,
         raise _Skip("malformed entry: no `file_name` (nor a hub url)")
     if not isinstance(file_name, str) or not file_name or "\x00" in file_name:
         raise _Skip("malformed entry: `file_name` must be a file name")
-    if entry.get("ranking"):
-        raise _Skip("preference (ranking) datasets are not supported yet", "unsupported")
     formatting = entry.get("formatting", "alpaca")
     columns, tags = entry.get("columns") or {}, entry.get("tags") or {}
     if formatting not in ("alpaca", "sharegpt"):
@@ -264,15 +262,19 @@ def _entry(key: str, entry: object, base: Path,
     if not isinstance(columns, dict) or not isinstance(tags, dict):
         raise _Skip("malformed entry: `columns` and `tags` must be objects")
     file = _uploaded(file_name, allowed) if allowed is not None else _inside(file_name, base)
+    # "ranking": true makes every record a pair; a mapped kto_tag every record a KTO record.
+    expect = "pair" if entry.get("ranking") else "kto" if "kto_tag" in columns else None
+    preference = {"chosen": columns.get("chosen", "chosen"), "rejected": columns.get("rejected", "rejected"),
+                  "kto_tag": columns.get("kto_tag", "kto_tag"), "expect": expect}
     if formatting == "sharegpt":
         cols = Columns(conversations=columns.get("messages", "conversations"),
                        system=columns.get("system"), tools=columns.get("tools"),
-                       tags=Tags.from_llamafactory(tags))
+                       tags=Tags.from_llamafactory(tags), **preference)
     else:  # LLaMA-Factory reads history/system/tools only when the entry maps them
         cols = Columns(instruction=columns.get("prompt", "instruction"),
                        input=columns.get("query", "input"), output=columns.get("response", "output"),
                        history=columns.get("history"), system=columns.get("system"),
-                       tools=columns.get("tools"))
+                       tools=columns.get("tools"), **preference)
     return file, formatting, cols
 
 

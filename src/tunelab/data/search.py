@@ -44,15 +44,17 @@ import duckdb
 import pyarrow as pa
 
 from tunelab.data import store
+from tunelab.data.browse import fields_sql as _fields_sql
 from tunelab.data.browse import reader as _reader
 from tunelab.data.browse import select as _select
 from tunelab.data.browse import sql_str as _sql_str
-from tunelab.data.schema import SEARCH_FIELDS, TEXT_FIELDS, PublicRecord, public
+from tunelab.data.schema import FIELDS, PREFERENCE_FIELDS, SEARCH_FIELDS, TEXT_FIELDS, PublicRecord, public
 from tunelab.data.stopwords import ENGLISH as STOPWORDS
 from tunelab.errors import TuneLabError
 from tunelab.text import CJK_RE2, segment
 
-# Indexed text: the four text fields plus the flattened history (earlier turns of a conversation).
+# Indexed text: the text fields (a pair's two answers too) plus the flattened history (earlier
+# turns of a conversation).
 INDEXED = (*TEXT_FIELDS, "history")
 IGNORE = r"(\.|[^\p{L}\p{N}])+"  # the tokenizer keeps letters of every script, not only a-z
 BATCH = 65536
@@ -195,8 +197,10 @@ def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> int:
     tokens_sql = _BATCH_TOKENS_SQL.format(tokens=_BATCH_TOKENS)
     stemmer = _stemmer()
     text = ", ".join(TEXT_FIELDS)
-    record = ", ".join(["id: id", *(f"{f}: coalesce({f}, '')" for f in TEXT_FIELDS),
-                        "history: coalesce(history, [])"])
+    # The preference fields stay NULL on a plain record: _fetch_rows reads rows back through public().
+    record = ", ".join(["id: id", *(f"{f}: coalesce({f}, '')" for f in TEXT_FIELDS
+                                    if f not in PREFERENCE_FIELDS),
+                        "history: coalesce(history, [])", *(f"{f}: {f}" for f in PREFERENCE_FIELDS)])
     with (duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows,
           open(folder / "rows.idx", "wb") as idx):
         # A second connection streams the source: a query on `con` would cancel the stream.
@@ -204,7 +208,8 @@ def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> int:
         reader = src.execute(
             f"SELECT file_row_number AS rid, {text}, array_to_string(flatten(history), ' ') AS history, "
             f"to_json({{{record}}})::VARCHAR AS record "
-            f"FROM read_parquet({_sql_str(source)}, file_row_number=true) ORDER BY rid"
+            f"FROM (SELECT file_row_number, {_fields_sql(source, FIELDS)} "
+            f"FROM read_parquet({_sql_str(source)}, file_row_number=true)) ORDER BY rid"
         ).to_arrow_reader(BATCH)
         idx.write(struct.pack("<q", 0))
         for batch in reader:
@@ -331,7 +336,8 @@ def _scan_hits(name: str, query: str, field: str, limit: int, version: int | Non
     path = store.version_path(name, version)
     q = (
         f"SELECT rid, score, count(*) OVER () FROM (SELECT file_row_number AS rid, {score} AS score FROM "
-        f"(SELECT file_row_number, {text} AS txt FROM read_parquet({_sql_str(path)}, file_row_number=true))) "
+        f"(SELECT file_row_number, {text} AS txt FROM (SELECT file_row_number, {_fields_sql(path)} "
+        f"FROM read_parquet({_sql_str(path)}, file_row_number=true)))) "
         "WHERE score > 0 ORDER BY score DESC, rid LIMIT ?"
     )
     with _reader() as con:
@@ -397,5 +403,5 @@ def _fetch_rows(folder: Path, rids: list[int]) -> list[PublicRecord]:
             idx.seek(8 * int(rid))
             start, end = struct.unpack("<qq", idx.read(16))
             rows.seek(start)
-            out.append(json.loads(rows.read(end - start)))
+            out.append(public(json.loads(rows.read(end - start))))
     return out

@@ -15,9 +15,12 @@ import duckdb
 
 from tunelab import workspace
 from tunelab.data import store
+from tunelab.data.browse import fields_sql
 from tunelab.data.browse import sql_str as _sql_str
+from tunelab.data.schema import FIELDS
 from tunelab.errors import TuneLabError
 
+SQL_FIELDS = FIELDS  # the columns of each dataset's table
 QUERY_WORDS = {"SELECT", "WITH", "FROM", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE"}
 _LEADING = re.compile(r"^(\s|--[^\n]*\n?|/\*.*?\*/|\()*", re.S)  # comments, brackets
 
@@ -91,7 +94,9 @@ def sandbox() -> duckdb.DuckDBPyConnection:
     for d in _tables():
         path = store.version_path(d["name"], d["version"])
         with contextlib.suppress(duckdb.Error):  # a missing/damaged file costs only its own table
-            con.execute(f'CREATE VIEW "{d["name"]}" AS SELECT * FROM read_parquet({_sql_str(path)})')
+            # A version written before a field existed shows it as NULL (fields_sql).
+            con.execute(f'CREATE VIEW "{d["name"]}" AS SELECT {fields_sql(path, SQL_FIELDS)} '
+                        f'FROM read_parquet({_sql_str(path)})')
     root = workspace.subdir("datasets")
     # Order matters: the allow-list first (views over Parquet need it); no temporary directory
     # (DuckDB lets a query read its temp directory whatever the allow-list, by default ./.tmp of

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from tunelab.data import messages as chat
 from tunelab.data import store
-from tunelab.data.schema import TEXT_FIELDS
+from tunelab.data.schema import PAIR_FIELDS, PREFERENCE_FIELDS, TEXT_FIELDS
 from tunelab.text import CJK_RUN
 
 CUTOFFS = (256, 512, 1024, 2048)
@@ -99,17 +99,26 @@ def _norm(text) -> str:
 
 
 def exact_key(record: dict) -> str:
-    """Normalised content (whitespace collapsed, case folded) of every field that trains."""
+    """Normalised content (whitespace collapsed, case folded) of every field that trains.
+
+    A pair's rejected answer and a KTO label count too: two pairs that share the prompt and the
+    chosen answer but not the rejected one are different pairs.
+    """
     history = "\x1e".join("\x1d".join(_norm(t) for t in pair) for pair in record.get("history") or [])
     parts = [_norm(record.get(f)) for f in ("system", "instruction", "input", "output")]
-    return "\x1f".join(parts + [history])
+    tag = record.get("kto_tag")
+    extra = [_norm(record.get("rejected")), "" if tag is None else str(tag)] \
+        if record.get("rejected") is not None or tag is not None else []
+    return "\x1f".join(parts + [history] + extra)
 
 
 def duplicate_rows(table: pa.Table) -> list[int]:
     """Row indices of records that repeat an earlier record (exact after normalisation)."""
     seen: set[str] = set()
     dups = []
-    rows = table.select(["system", "instruction", "input", "output", "history"]).to_pylist()
+    fields = ["system", "instruction", "input", "output", "history",
+              *(f for f in PREFERENCE_FIELDS if f != "chosen")]  # chosen is the output
+    rows = table.select([f for f in fields if f in table.column_names]).to_pylist()
     for i, rec in enumerate(rows):
         key = exact_key(rec)
         if key in seen:
@@ -141,7 +150,7 @@ def table_stats(table: pa.Table, counter: TokenCounter) -> dict:
 
     n = table.num_rows
     empty = {f: int(pc.sum(pc.equal(pc.utf8_trim_whitespace(pc.fill_null(table[f], "")), "")).as_py() or 0)
-             for f in TEXT_FIELDS}
+             for f in TEXT_FIELDS if f not in PAIR_FIELDS}  # a plain record has no chosen/rejected
     lengths = token_lengths(table, counter)
     ordered = sorted(lengths)
     dups = duplicate_rows(table)
@@ -161,7 +170,35 @@ def table_stats(table: pa.Table, counter: TokenCounter) -> dict:
         "histogram": _histogram(lengths),
         "duplicate_ids": [ids[i] for i in dups[:50]],
         "longest_ids": [ids[i] for i in sorted(range(n), key=lambda i: -lengths[i])[:10]],
+        "preference": preference_stats(table, counter),
     }
+
+
+def _spread(values: list[int]) -> dict:
+    ordered = sorted(values)
+    return {"p50": _percentile(ordered, 0.5), "p95": _percentile(ordered, 0.95),
+            "max": ordered[-1] if ordered else 0,
+            "mean": round(sum(ordered) / len(ordered), 1) if ordered else 0}
+
+
+def preference_stats(table: pa.Table, counter: TokenCounter) -> dict:
+    """Pairs and KTO records of a table, and the token lengths of the pairs' two answers.
+
+    Returns:
+        {"pairs", "kto_desirable", "kto_undesirable", "chosen_tokens": {"p50", "p95", "max",
+         "mean"}, "rejected_tokens": {...}, "chosen_longer": share of pairs whose chosen answer
+         has more tokens (a preference set that mostly rewards length teaches length)}.
+    """
+    import pyarrow.compute as pc
+
+    pairs = table.filter(pc.and_(pc.is_valid(table["chosen"]), pc.is_valid(table["rejected"])))
+    tags = pc.drop_null(pc.if_else(pc.is_valid(table["chosen"]), None, table["kto_tag"])).to_pylist()
+    chosen = counter.count(pairs["chosen"].to_pylist()) if pairs.num_rows else []
+    rejected = counter.count(pairs["rejected"].to_pylist()) if pairs.num_rows else []
+    longer = sum(1 for c, r in zip(chosen, rejected) if c > r)
+    return {"pairs": pairs.num_rows, "kto_desirable": sum(tags), "kto_undesirable": len(tags) - sum(tags),
+            "chosen_tokens": _spread(chosen), "rejected_tokens": _spread(rejected),
+            "chosen_longer": round(longer / pairs.num_rows, 4) if pairs.num_rows else 0.0}
 
 
 def stats(name: str, version: int | None = None, tokenizer=None) -> dict:
@@ -177,7 +214,8 @@ def stats(name: str, version: int | None = None, tokenizer=None) -> dict:
         {"records", "duplicates", "empty_output", "tokens": {"p50", "p95", "max", "mean"},
          "truncated": {"256": fraction, ...}, "tokenizer", "empty": {field: count},
          "with_history", "with_system", "histogram": {"edges", "counts"}, "duplicate_ids",
-         "longest_ids", "name", "version"}.
+         "longest_ids", "preference": {"pairs", "kto_desirable", "kto_undesirable",
+         "chosen_tokens", "rejected_tokens", "chosen_longer"}, "name", "version"}.
     """
     table = store.read(name, version)
     out = table_stats(table, token_counter(tokenizer))

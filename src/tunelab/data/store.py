@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tunelab import migrations, workspace
-from tunelab.data.schema import SCHEMA
+from tunelab.data.schema import SCHEMA, conform
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, write_json
 
@@ -213,7 +213,8 @@ def _write_file(target: Path, batches: Iterable[pa.Table]) -> int:
         with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
             for t in batches:
                 if t.num_rows:
-                    writer.write_table(t.cast(SCHEMA), row_group_size=ROW_GROUP_ROWS)
+                    # conform: a table built before the preference fields existed gets them as nulls
+                    writer.write_table(conform(t), row_group_size=ROW_GROUP_ROWS)
                     rows += t.num_rows
         tmp.replace(target)
     except BaseException:

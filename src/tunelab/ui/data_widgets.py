@@ -18,7 +18,7 @@ import streamlit as st
 from tunelab.data import browse, clean, highlight, stats, store
 from tunelab.data import search as fulltext
 from tunelab.data import sql as sandbox
-from tunelab.data.schema import PUBLIC_FIELDS, TEXT_FIELDS
+from tunelab.data.schema import PAIR_FIELDS, PREFERENCE_FIELDS, PUBLIC_FIELDS, TEXT_FIELDS
 from tunelab.ui.i18n import t
 
 PAGE_SIZES = (10, 20, 50, 100)
@@ -57,7 +57,8 @@ def field_lengths(name: str, version: int) -> pd.DataFrame:
     """Character-length quantiles of each text field (min, p25, p50, p75, p95, max, empty)."""
     table = store.read(name, version).select(list(TEXT_FIELDS))
     rows = []
-    for f in TEXT_FIELDS:
+    # chosen/rejected only for a set that holds pairs: on a plain one they would read as all empty
+    for f in (f for f in TEXT_FIELDS if f not in PAIR_FIELDS or table[f].null_count < table.num_rows):
         chars = pc.utf8_length(pc.fill_null(table[f], "")).to_numpy()
         q = np.quantile(chars, [0, 0.25, 0.5, 0.75, 0.95, 1]) if len(chars) else [0] * 6
         rows.append({"field": f, **dict(zip(("min", "p25", "p50", "p75", "p95", "max"), map(int, q))),
@@ -175,10 +176,12 @@ def version_label(entry: dict, head: int) -> str:
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    """Records as a table; history shown as its number of earlier turns."""
-    rows = [{**{k: r[k] for k in ("id", *TEXT_FIELDS)}, "history": len(r.get("history") or [])}
+    """Records as a table; history shown as its number of earlier turns; chosen, rejected and
+    kto_tag columns when the page holds preference or KTO records."""
+    extra = [f for f in PREFERENCE_FIELDS if any(f in r for r in records)]
+    rows = [{**{k: r.get(k) for k in ("id", *TEXT_FIELDS, *extra)}, "history": len(r.get("history") or [])}
             for r in records]
-    return pd.DataFrame(rows, columns=list(PUBLIC_FIELDS))
+    return pd.DataFrame(rows, columns=[*PUBLIC_FIELDS, *extra])
 
 
 def text_block(text: str, query_text: str = "") -> None:
@@ -193,7 +196,8 @@ def conversation(record: dict, query_text: str = "") -> None:
         user, assistant = (list(pair) + ["", ""])[:2]
         turns += [("user", user or ""), ("assistant", assistant or "")]
     prompt = "\n\n".join(p for p in (record.get("instruction") or "", record.get("input") or "") if p)
-    turns += [("user", prompt), ("assistant", record.get("output") or "")]
+    pair = record.get("chosen") is not None and record.get("rejected") is not None
+    turns += [("user", prompt)] + ([] if pair else [("assistant", record.get("output") or "")])
     for role, text in turns:
         if role == "system" and not text:
             continue
@@ -202,3 +206,22 @@ def conversation(record: dict, query_text: str = "") -> None:
                 text_block(text, query_text)
             else:
                 st.caption(t("(empty)"))
+    if pair:
+        answers(record, query_text)
+    elif record.get("kto_tag") is not None:
+        st.badge(t("desirable answer (KTO)") if record["kto_tag"] else t("undesirable answer (KTO)"),
+                 icon=":material/thumb_up:" if record["kto_tag"] else ":material/thumb_down:",
+                 color="green" if record["kto_tag"] else "red")
+
+
+def answers(record: dict, query_text: str = "") -> None:
+    """A preference pair's two answers side by side: the chosen one and the rejected one."""
+    chosen, rejected = st.columns(2)
+    with chosen:
+        st.badge(t("Chosen answer"), icon=":material/thumb_up:", color="green")
+        with st.chat_message("assistant", avatar=ROLE_AVATARS["assistant"]):
+            text_block(record["chosen"], query_text)
+    with rejected:
+        st.badge(t("Rejected answer"), icon=":material/thumb_down:", color="red")
+        with st.chat_message("assistant", avatar=ROLE_AVATARS["assistant"]):
+            text_block(record["rejected"], query_text)
