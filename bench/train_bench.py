@@ -8,7 +8,14 @@ tokens/s counts real (non-padding) tokens, median over steps 2..N. With CUDA, Lo
 also run on the GPU (tokens/s and peak GPU memory). Results are appended to bench/RESULTS.md
 (and bench/results/train.json for `make bench`).
 
-    .venv/bin/python bench/train_bench.py [--steps 8] [--repeat 2] [--model smollm2-135m-instruct]
+With --dpo, DPO instead: TuneLab's loop (train/preference.py) against TRL's DPOTrainer on the same
+pairs (prompt i, chosen = its answer, rejected = the next record's answer), same LoRA, 4 pairs per
+step, one epoch = the measured steps. Both take the reference log-probs from the model with the
+adapter disabled, computed once before training (TRL: precompute_ref_log_probs=True), so a step is
+policy forward + backward in both; tokens/s counts chosen + rejected non-padding tokens. TRL is a
+bench-only dependency: `.venv/bin/pip install trl` (requirements-dev.txt).
+
+    .venv/bin/python bench/train_bench.py [--steps 8] [--repeat 2] [--model smollm2-135m-instruct] [--dpo]
 """
 
 from __future__ import annotations
@@ -52,6 +59,80 @@ def run_tunelab(model: str, steps: int, method: str, device_mem: bool) -> dict:
 
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
+
+
+DPO_BATCH, DPO_LR, DPO_BETA, DPO_CUTOFF = 4, 5e-5, 0.1, 512
+
+
+def dpo_pairs(steps: int) -> list[dict]:
+    """steps x DPO_BATCH pairs from the sample: chosen = a record's answer, rejected = the next record's."""
+    from _common import sample_records
+
+    recs = sample_records(steps * DPO_BATCH + 1)
+    return [dict(r, chosen=r["output"], rejected=recs[i + 1]["output"]) for i, r in enumerate(recs[:-1])
+            if r["output"] and recs[i + 1]["output"] and r["output"] != recs[i + 1]["output"]]
+
+
+def run_tunelab_dpo(model: str, steps: int) -> dict:
+    from _common import peak_rss_mb
+
+    from tunelab.data import store
+    from tunelab.data.schema import to_table
+    from tunelab.train import runs, sft
+    from tunelab.train.config import TrainConfig
+
+    store.commit("pairs", to_table(dpo_pairs(steps)), op="bench")
+    cfg = TrainConfig.for_method("dpo")
+    cfg.set({"model": model, "data": "pairs", "max_steps": steps, "batch_size": DPO_BATCH, "cutoff_len": DPO_CUTOFF,
+             "save_steps": 0, "wait_for_others": False, "lora_r": LORA["r"], "lora_alpha": LORA["lora_alpha"],
+             "lora_target": ",".join(LORA["target_modules"]), "learning_rate": DPO_LR, "pref_beta": DPO_BETA,
+             "recipe": "manual", "mixed_precision": "no"})
+    if "auto_report" in cfg.flat():
+        cfg.set({"auto_report": False})
+    run_id = runs.create(cfg)
+    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    rows = runs.metrics(run_id)
+    return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows[1:]), "loss_first": rows[0]["loss"],
+            "loss_last": rows[-1]["loss"], "reward_accuracy_last": rows[-1]["reward_accuracy"],
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def run_trl_dpo(model: str, steps: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from _common import peak_rss_mb
+    from tunelab.data.messages import to_messages
+    from tunelab.models.loading import hf_dir, load_tokenizer
+
+    tok = load_tokenizer(model)
+    ds = Dataset.from_list([{"prompt": to_messages(r), "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in dpo_pairs(steps)])
+    speeds: list[float] = []
+    state = {"t": 0.0, "n": 0}
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, st, control, **kw):
+            state["t"], state["n"] = time.time(), trainer._total_train_tokens
+
+        def on_step_end(self, args, st, control, **kw):
+            speeds.append((trainer._total_train_tokens - state["n"]) / (time.time() - state["t"]))
+
+    args = DPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=DPO_BATCH,
+                     learning_rate=DPO_LR, beta=DPO_BETA, max_length=DPO_CUTOFF, logging_steps=1,
+                     save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
+                     precompute_ref_log_probs=True, dataloader_num_workers=0, seed=42)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(str(hf_dir(model)), dtype=torch.float32),
+                         args=args, train_dataset=ds, processing_class=tok,
+                         peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[Clock()])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    accs = [h["rewards/accuracies"] for h in trainer.state.log_history if "rewards/accuracies" in h]
+    return {"tokens_per_s": statistics.median(speeds[1:]), "loss_first": losses[0], "loss_last": losses[-1],
+            "reward_accuracy_last": accs[-1] if accs else None, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_baseline(model: str, steps: int) -> dict:
@@ -121,17 +202,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--repeat", type=int, default=2, help="alternating runs of each; the best of each is kept")
+    ap.add_argument("--dpo", action="store_true", help="measure DPO against TRL's DPOTrainer instead of LoRA SFT")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
     if a.child:
         fn = {"tunelab": lambda: run_tunelab(a.model, a.steps, "lora", False), "baseline": lambda: run_baseline(a.model, a.steps),
               "gpu-lora": lambda: run_tunelab(a.model, a.steps, "lora", True),
-              "gpu-qlora": lambda: run_tunelab(a.model, a.steps, "qlora", True)}[a.child]
+              "gpu-qlora": lambda: run_tunelab(a.model, a.steps, "qlora", True),
+              "tunelab-dpo": lambda: run_tunelab_dpo(a.model, a.steps), "trl-dpo": lambda: run_trl_dpo(a.model, a.steps)
+              }[a.child]
         print(json.dumps(fn()))
         return
     import torch
     from _common import record, row
+
+    if a.dpo:
+        bench_dpo(a)
+        return
 
     # Alternate the two and keep each one's best: other processes share these cores, and the less
     # disturbed run of each is the fairer comparison.
@@ -157,6 +245,27 @@ def main() -> None:
              f"{base['loss_first']:.3f} -> {base['loss_last']:.3f}. Wall: {ours['wall_s']} s vs {base['wall_s']} s. "
              + ("" if torch.cuda.is_available() else "No CUDA GPU here: GPU LoRA/QLoRA rows not measured."))
     record("train", rows, notes)
+
+
+def bench_dpo(a) -> None:
+    """DPO: TuneLab's loop against TRL's DPOTrainer (same pairs, LoRA, batch, reference precomputed)."""
+    import torch
+    from _common import record, row
+
+    tries = [(child("tunelab-dpo", a.model, a.steps), child("trl-dpo", a.model, a.steps)) for _ in range(a.repeat)]
+    ours = max((t[0] for t in tries), key=lambda r: r["tokens_per_s"])
+    trl = max((t[1] for t in tries), key=lambda r: r["tokens_per_s"])
+    rows = [row("DPO training speed (chosen + rejected tokens)", ours["tokens_per_s"], trl["tokens_per_s"], "tokens/s",
+                "≥ 1.0x (TRL's DPOTrainer)"),
+            row("DPO training peak RSS", ours["peak_rss_mb"], trl["peak_rss_mb"], "MB", higher_is_better=False)]
+    notes = (f"{a.model}, DPO, {a.steps} steps x {DPO_BATCH} pairs (one epoch), LoRA r={LORA['r']} on "
+             f"{','.join(LORA['target_modules'])}, beta {DPO_BETA}, lr {DPO_LR}, float32, best of {a.repeat} alternating "
+             f"runs each, torch {torch.__version__}. Reference log-probs from the adapter-disabled model, computed before "
+             f"training in both (TRL: precompute_ref_log_probs=True); TuneLab: logits for answer tokens only. "
+             f"Loss first -> last: TuneLab {ours['loss_first']:.3f} -> {ours['loss_last']:.3f}, TRL "
+             f"{trl['loss_first']:.3f} -> {trl['loss_last']:.3f}. Wall (incl. loading and reference): "
+             f"{ours['wall_s']} s vs {trl['wall_s']} s.")
+    record("train_dpo", rows, notes)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def test_every_field_explains_itself():
 def test_method_defaults_differ():
     assert TrainConfig.for_method("full").training.learning_rate < TrainConfig.for_method("lora").training.learning_rate
     with pytest.raises(TuneLabError, match="unknown method"):
-        TrainConfig.for_method("dpo")
+        TrainConfig.for_method("rlhf")  # dpo, orpo and kto are methods since issue 13
 
 
 def test_yaml_round_trip(tmp_path):

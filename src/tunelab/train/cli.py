@@ -138,6 +138,7 @@ def cmd_show(args) -> int:
     from tunelab.train import runs
 
     doc = runs.show(args.run)
+    _add_preference_metrics(doc, runs.metrics(args.run))
     st = runs.status(args.run)
     if st.get("best_step") is not None and "best_step" not in doc:  # early stopping's pick of the run's weights
         doc.update(best_step=st["best_step"], best_eval_loss=st.get("best_eval_loss"),
@@ -150,6 +151,8 @@ def cmd_show(args) -> int:
                          + (f"; stopped early at step {o['step']}" if o.get("early_stopped") else ""))
         lines += [f"  step {m['step']:>5}  loss {m['loss']:.4f}"
                   + (f"  eval_loss {m['eval_loss']:.4f}" if m.get("eval_loss") is not None else "")
+                  + (f"  reward_margin {m['reward_margin']:.4f}  reward_accuracy {m['reward_accuracy']:.2f}"
+                     if m.get("reward_accuracy") is not None else "")
                   for m in o["metrics"][-10:]]
         if o.get("report"):  # the before/after report (evals/auto.py), in one sentence
             lines.append(f"  report {o['report']['report'] or '-'}: {o['report']['sentence']}")
@@ -157,6 +160,19 @@ def cmd_show(args) -> int:
 
     emit(doc, args.json, human)
     return 0
+
+
+# A preference run's rows carry these too (train/preference.py); `runs show` passes them on where present.
+PREFERENCE_METRICS = ("reward_margin", "reward_accuracy", "logps_chosen", "logps_rejected", "eval_reward_margin",
+                      "eval_reward_accuracy", "eval_logps_chosen", "eval_logps_rejected")
+
+
+def _add_preference_metrics(doc: dict, rows: list[dict]) -> None:
+    """Add the preference metrics of each metrics row (matched by step) to the `runs show` rows."""
+    by_step = {r.get("step"): r for r in rows}
+    for m in doc.get("metrics") or []:
+        r = by_step.get(m.get("step")) or {}
+        m.update({k: r[k] for k in PREFERENCE_METRICS if k in r})
 
 
 def cmd_stop(args) -> int:

@@ -16,7 +16,8 @@ import yaml
 
 from tunelab.errors import TuneLabError
 
-METHODS = ("lora", "qlora", "ptuning", "full")
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")  # learn from preferences (train/preference.py), on LoRA or full weights
+METHODS = ("lora", "qlora", "ptuning", "full", *PREFERENCE_METHODS)
 
 # Values that differ by method: adapters tolerate (and need) a much larger learning rate than
 # updating every weight; P-tuning trains only a small prompt encoder and needs larger still.
@@ -25,6 +26,11 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "qlora": {"learning_rate": 2e-4},
     "ptuning": {"learning_rate": 1e-2},
     "full": {"learning_rate": 2e-5},
+    # Preference methods (with pref_tuning lora) nudge a model that already answers well: a smaller
+    # step than SFT's LoRA 2e-4. ORPO also learns the chosen answers (an SFT term), so a bit larger.
+    "dpo": {"learning_rate": 5e-5},
+    "orpo": {"learning_rate": 1e-4},
+    "kto": {"learning_rate": 5e-5},
 }
 
 
@@ -74,7 +80,10 @@ class MethodArgs:
     method: str = _f("lora",
                      "lora: train small add-on matrices (fast, small files). qlora: the same on a 4-bit "
                      "model (needs a CUDA GPU). ptuning: learn a few soft prompt vectors. full: update "
-                     "every weight (slow, large files).", beginner=True, choices=METHODS)
+                     "every weight (slow, large files). dpo, orpo, kto: learn from preferences (records with a chosen and a "
+                     "rejected answer, or answers marked good/bad for kto), usually starting from an SFT run; dpo "
+                     "is the usual choice, orpo also learns the chosen answers and needs no reference model, kto "
+                     "learns from single answers marked good or bad.", beginner=True, choices=METHODS)
     lora_r: int = _f(8,
                      "LoRA rank: the size of the add-on matrices. Higher learns more but trains more "
                      "parameters; 8-16 is plenty for small datasets.", beginner=True)
@@ -86,6 +95,19 @@ class MethodArgs:
     lora_target: str = _f("all-linear",
                           "Which layers get LoRA matrices: all-linear (every linear layer; learns visibly "
                           "faster for about 3% more time per step) or names such as q_proj,v_proj.")
+    pref_beta: float = _f(0.1,
+                          "Preference methods: how strongly to follow the preferences. DPO and KTO: beta, how far "
+                          "the model may move from where it started (smaller = further; 0.1 is the usual value, "
+                          "0.5 stays close). ORPO: lambda, the weight of the preference term next to learning the "
+                          "chosen answer (0.1 - 0.5).", beginner=True)
+    pref_loss: str = _f("sigmoid",
+                        "DPO's loss: sigmoid (the original DPO), ipo (stays closer to the starting model when "
+                        "the preferences are noisy or the pairs few), hinge (stops pushing once a pair is "
+                        "clearly separated).", choices=("sigmoid", "ipo", "hinge"))
+    pref_tuning: str = _f("lora",
+                          "Preference methods: what they train. lora: an adapter; the model it starts from is "
+                          "its own reference (adapter switched off), so no second copy in memory. full: every "
+                          "weight (needs a much smaller learning rate, and large files).", choices=("lora", "full"))
     num_virtual_tokens: int = _f(20, "P-tuning: how many learned soft-prompt vectors precede every input.")
     encoder_hidden_size: int = _f(128, "P-tuning: size of the small network that produces the soft prompt.")
     init_adapter: str = _f("",
@@ -138,6 +160,12 @@ class TrainingArgs:
     auto_report: bool = _f(True, "When the run finishes, evaluate the base and the tuned model side by side on the "
                            "test data (NAME-test, the eval data or the held-out split; up to 50 examples) as a "
                            "background report, shown with the run. --no-auto-report turns it off.")
+
+
+def tuning(cfg: "TrainConfig") -> str:
+    """What a run trains: lora, qlora, ptuning or full; a preference method trains its pref_tuning."""
+    m = cfg.method
+    return m.pref_tuning if m.method in PREFERENCE_METHODS else m.method
 
 
 GROUPS = {"model": ModelArgs, "data": DataArgs, "method": MethodArgs, "training": TrainingArgs}

@@ -25,7 +25,8 @@ from tunelab.errors import TuneLabError
 from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic
 from tunelab.models import registry, run_output
 from tunelab.train import data as tdata
-from tunelab.train.config import TrainConfig
+from tunelab.train import preference
+from tunelab.train.config import PREFERENCE_METHODS, TrainConfig, tuning
 
 QLORA_CPU = ("QLoRA needs a CUDA GPU: bitsandbytes 4-bit quantisation does not run on CPU; "
              "use --method lora instead")
@@ -56,7 +57,7 @@ def base_and_init(cfg: TrainConfig) -> tuple[str, str | None]:
         parent = registry.resolve(init)
         if parent.kind != "run":
             raise TuneLabError(f"init_adapter {init!r} is not a run with an adapter")
-        if cfg.method.method == "full":
+        if tuning(cfg) == "full":
             raise TuneLabError("full fine-tuning starts from whole weights: `tunelab export RUN OUT --merge` first")
         return read_json(Path(parent.path) / "output.json")["base"], init
     m = cfg.model.model
@@ -108,7 +109,7 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if init:
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
-    if m.method == "full":
+    if tuning(cfg) == "full":
         return model
     if m.method == "ptuning":
         return get_peft_model(model, PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=m.num_virtual_tokens,
@@ -213,7 +214,7 @@ def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: Train
     """
     import torch
 
-    full = cfg.method.method == "full"
+    full = tuning(cfg) == "full"
     sub = "model" if full else "adapter"
     ck = run_dir / "checkpoints" / f"step-{step}"
     tmp = ck.with_name(f".{ck.name}.tmp")
@@ -234,7 +235,7 @@ def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: Train
 
 def publish(run_dir: Path, step: int, cfg: TrainConfig, base: str, init: str | None) -> None:
     """Make checkpoints/step-N's weights the run's output (adapter/ or model/ and output.json)."""
-    sub = "model" if cfg.method.method == "full" else "adapter"
+    sub = "model" if tuning(cfg) == "full" else "adapter"
     ck = run_dir / "checkpoints" / f"step-{step}"
     # Hard links, so a full model is not copied; swap by rename so readers never see half.
     staged, old = run_dir / f".{sub}.new", run_dir / f".{sub}.old"
@@ -246,8 +247,11 @@ def publish(run_dir: Path, step: int, cfg: TrainConfig, base: str, init: str | N
     os.replace(staged, run_dir / sub)
     shutil.rmtree(old, ignore_errors=True)
     # The run's public contract with the models layer (models/run_output.py documents the keys).
-    run_output.write(run_dir, base, cfg.method.method, step,
-                     {"init_adapter": init, "data": cfg.data.data, "data_version": cfg.data.data_version})
+    # output.json's method says how to load the weights (lora, full...); a preference run's objective is in lineage.
+    lineage = {"init_adapter": init, "data": cfg.data.data, "data_version": cfg.data.data_version}
+    if cfg.method.method in PREFERENCE_METHODS:
+        lineage["objective"] = cfg.method.method
+    run_output.write(run_dir, base, tuning(cfg), step, lineage)
 
 
 def save_state(ck: Path, state: dict) -> None:
@@ -353,8 +357,16 @@ def train(run_dir: Path, stopping) -> str:
     cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
     tok = load_tokenizer(base)
     train_recs, eval_recs = load_records(cfg)
-    enc = tdata.encode(tok, train_recs, cfg.data.cutoff_len)
-    eval_enc = tdata.encode(tok, eval_recs, cfg.data.cutoff_len)
+    pref = cfg.method.method if cfg.method.method in PREFERENCE_METHODS else None
+    if pref:  # preference methods differ from SFT only in the examples, the batches and the loss
+        enc = preference.encode(tok, train_recs, cfg.data.cutoff_len, pref)
+        eval_enc = preference.encode(tok, eval_recs, cfg.data.cutoff_len, pref)
+        preference.check_usable(enc, pref, cfg.data.data)
+        if enc.skipped:
+            log(f"{enc.skipped} records have no preference pair{' or KTO label' if pref == 'kto' else ''}: skipped")
+    else:
+        enc = tdata.encode(tok, train_recs, cfg.data.cutoff_len)
+        eval_enc = tdata.encode(tok, eval_recs, cfg.data.cutoff_len)
     if not enc.examples:
         raise TuneLabError(f"dataset {cfg.data.data!r} has no usable records (empty, or every answer lies past the cutoff)")
     log(f"{len(enc.examples)} examples, {enc.tokens} tokens; {enc.truncated} truncated at {cfg.data.cutoff_len} tokens, "
@@ -362,14 +374,18 @@ def train(run_dir: Path, stopping) -> str:
 
     model = load_model(cfg, base, init, accel.device)
     amp = autocast_dtype(cfg, accel.device.type)
-    if amp is not None and cfg.method.method != "full":
+    if amp is not None and tuning(cfg) != "full":
         cast_frozen_linears(model, amp)
     ptuning = cfg.method.method == "ptuning" or getattr(getattr(model, "peft_config", {}).get("default"), "is_prompt_learning", False)
-    packing = cfg.data.packing and not ptuning  # virtual tokens would sit in front of the first example only
+    packing = cfg.data.packing and not ptuning and not pref  # virtual tokens would sit in front of the first example only
     params = [p for p in model.parameters() if p.requires_grad]
     log(f"trainable parameters: {sum(p.numel() for p in params):,} of {sum(p.numel() for p in model.parameters()):,}")
 
-    rows, per_batch = tdata.plan_rows(enc, cfg.data.cutoff_len, packing, t.batch_size)
+    if pref:
+        rows, per_batch = preference.plan_rows(enc, t.batch_size)
+    else:
+        rows, per_batch = tdata.plan_rows(enc, cfg.data.cutoff_len, packing, t.batch_size)
+    collate = preference.collate if pref else tdata.collate
     world, ga = accel.num_processes, t.grad_accum
     micro_per_epoch = math.ceil(len(rows) / per_batch)
     steps_per_epoch = max(1, micro_per_epoch // (ga * world))
@@ -379,6 +395,11 @@ def train(run_dir: Path, stopping) -> str:
     model, opt = accel.prepare(model, opt)
 
     step, ck = 0, resume_checkpoint(run_dir, cfg)
+    ref = {"train": None, "eval": None}
+    if pref:  # from the starting weights, so before a checkpoint is loaded (a fresh LoRA: adapter disabled)
+        ref = preference.reference(accel.unwrap_model(model), run_dir, enc, eval_enc, tok.pad_token_id, accel.device, method=pref,
+                                   adapter_off=init is None and tuning(cfg) == "lora", resuming=ck is not None,
+                                   batch_size=t.batch_size, amp=amp, log=log)
     # Early stopping: the best eval loss so far, its step, and evaluations since without a new best.
     best = {"step": None, "loss": None, "bad": 0}
     patience = t.early_stopping_patience if eval_enc.examples else 0
@@ -407,7 +428,7 @@ def train(run_dir: Path, stopping) -> str:
             if cached[0] != epoch:
                 cached = (epoch, tdata.epoch_batches(rows, per_batch, epoch, t.seed, packing))
             if j % world == accel.process_index:
-                yield epoch, tdata.collate(enc, cached[1][j], tok.pad_token_id, packing)
+                yield epoch, collate(enc, cached[1][j], tok.pad_token_id, packing)
             k += 1
 
     stream, saved = micro_batches(step), step
@@ -418,11 +439,18 @@ def train(run_dir: Path, stopping) -> str:
     while step < max_steps and not stopping() and not early:
         t0 = time.time()
         group = [next(stream) for _ in range(ga)]
-        n_loss = sum(int((b["labels"][:, 1:] != tdata.IGNORE).sum()) for _, b in group)
+        if pref:  # the loss is a mean over pairs (KTO: answers); SFT's over response tokens
+            n_loss, tally = sum(b["n_units"] for _, b in group), preference.Tally()
+        else:
+            n_loss = sum(int((b["labels"][:, 1:] != tdata.IGNORE).sum()) for _, b in group)
         total = 0.0
         for _, b in group:
             with autocast(accel.device.type, amp):
-                loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
+                if pref:
+                    loss = preference.batch_loss(model, b, ref["train"], pref, cfg.method.pref_beta,
+                                                 cfg.method.pref_loss, accel.device, tally) / max(n_loss, 1)
+                else:
+                    loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
             accel.backward(loss)
             total += float(loss.detach())
         grad_norm = float(accel.clip_grad_norm_(params, t.max_grad_norm or float("inf")))
@@ -432,9 +460,14 @@ def train(run_dir: Path, stopping) -> str:
         opt.zero_grad(set_to_none=True)
         step += 1
         seconds = time.time() - t0  # before evaluation, so tokens/s is training speed
-        eval_loss = None
+        eval_loss, extra = None, {}
         if eval_enc.examples and ((t.eval_steps and step % t.eval_steps == 0) or step == max_steps):
-            eval_loss = evaluate(model, eval_enc, cfg, tok.pad_token_id, accel.device)
+            if pref:
+                extra = preference.evaluate(model, eval_enc, ref["eval"], pref, cfg.method.pref_beta, cfg.method.pref_loss,
+                                            tok.pad_token_id, accel.device, t.batch_size, amp)
+                eval_loss = extra.pop("eval_loss")
+            else:
+                eval_loss = evaluate(model, eval_enc, cfg, tok.pad_token_id, accel.device)
         new_best = eval_loss is not None and (best["loss"] is None or eval_loss < best["loss"])
         if new_best:
             best.update(step=step, loss=eval_loss, bad=0)
@@ -446,6 +479,8 @@ def train(run_dir: Path, stopping) -> str:
             row = {"step": step, "loss": round(total, 6), "eval_loss": eval_loss, "learning_rate": lr,
                    "grad_norm": round(grad_norm, 6), "tokens_per_s": round(tokens / seconds, 1),
                    "epoch": round(step / steps_per_epoch, 3), "time": time.time()}
+            if pref:  # every preference row carries its reward metrics (eval_ ones when evaluated)
+                row.update(tally.metrics(), **extra)
             append_jsonl(run_dir / "metrics.jsonl", row)
             jobs.write_status(run_dir, step=step, progress=f"{step}/{max_steps}", best_step=best["step"],
                               best_eval_loss=best["loss"])
@@ -472,7 +507,7 @@ def train(run_dir: Path, stopping) -> str:
 
 def _load_weights(model, ck: Path, cfg: TrainConfig) -> None:
     """Load a checkpoint's trainable weights into the wrapped model."""
-    if cfg.method.method == "full":
+    if tuning(cfg) == "full":
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(ck / "model" / "model.safetensors")), strict=False)

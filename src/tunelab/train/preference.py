@@ -1,0 +1,436 @@
+"""Preference tuning (DPO, ORPO, KTO): the batch builder, the losses with their metrics, and preference accuracy.
+
+A pair record holds a prompt (system, history, instruction, input) with a `chosen` and a
+`rejected` answer; a KTO record holds one answer (`output`) and `kto_tag` (True = desirable).
+KTO also learns from pairs (chosen desirable, rejected undesirable); DPO and ORPO need pairs.
+
+The losses follow TRL 1.16 (`DPOTrainer._compute_loss`, `ORPOTrainer.odds_ratio_loss`,
+`KTOTrainer._compute_loss`) on the same log-probabilities, in this project's own loop rather than
+TRL's trainers: bench/train_bench.py measured TRL's DPOTrainer slower per token on the same
+pairs (bench/RESULTS.md), and tests/test_preference_train.py checks the DPO loss against
+DPOTrainer's to 1e-4 on the same batch.
+
+- DPO: -logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))) over the answers' summed token
+  log-probs (`ipo`: TRL's length-normalised squared form; `hinge`: relu(1 - beta * delta)).
+- ORPO: NLL(chosen) + lambda * -logsigmoid(log-odds(chosen) - log-odds(rejected)) on per-token
+  mean log-probs, no reference model. The NLL is the chosen answer's mean per-token loss, averaged
+  over pairs (the paper's form; TRL averages over all chosen tokens of a batch).
+- KTO: desirable 1 - sigmoid(beta * (r - z0)), undesirable 1 - sigmoid(beta * (z0 - r)) with
+  r = pi - ref (summed log-probs). The reference point z0 is 0, not TRL's estimate from mismatched
+  prompt/answer pairs in the batch: it needs no extra forward passes, and is what TRL computes with
+  its KL estimate off (its `apo_zero_unpaired` loss is the same function).
+
+The reference log-probs (DPO, KTO) are computed once, before the first step, from the model as it
+starts: a fresh LoRA adapter with the adapter disabled (`model.disable_adapter()`, so no second
+copy of the model), and a run started from an SFT adapter or a full fine-tune from its initial
+weights. They are kept in the run folder (REF_FILE), so a resumed run still compares with its
+starting point; each example costs one forward pass without gradients, once per run instead of
+once per epoch.
+
+Metrics (every logged step, on train and eval): loss, reward_margin (mean chosen minus mean
+rejected implicit reward, beta * log-ratio; ORPO: beta * mean log-prob), reward_accuracy (share of
+pairs whose chosen reward is the higher; KTO: share of answers on their label's side of z0), and
+logps_chosen / logps_rejected (the log-probs the loss uses: summed for DPO and KTO, per-token mean
+for ORPO; for KTO the desirable and undesirable answers).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelab.data.messages import tokenize
+from tunelab.errors import TuneLabError
+
+METHODS = ("dpo", "orpo", "kto")
+PAIR_METHODS = ("dpo", "orpo")
+LOSSES = ("sigmoid", "ipo", "hinge")
+IGNORE = -100
+REF_FILE = "reference_logps.json"
+KTO_Z0 = 0.0  # KTO's reference point (see the module docstring)
+
+
+@dataclass
+class Example:
+    """One training unit: [chosen, rejected] sequences for a pair, [answer] for KTO."""
+
+    seqs: list[tuple[list[int], list[int]]]  # (input_ids, labels) per answer, labels -100 on the prompt
+    desirable: bool | None = None  # KTO's label
+
+
+@dataclass
+class PrefEncoded:
+    """Tokenised preference examples plus what was lost (the same counters as SFT's Encoded)."""
+
+    examples: list[Example] = field(default_factory=list)
+    truncated: int = 0  # examples with an answer cut at the cutoff
+    dropped: int = 0  # examples with an answer wholly past the cutoff
+    skipped: int = 0  # records without what the method needs (a pair, or a KTO label)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for e in self.examples for ids, _ in e.seqs)
+
+
+def is_pair(r: dict) -> bool:
+    return bool(r.get("chosen")) and bool(r.get("rejected"))
+
+
+def units(method: str, records: list[dict]) -> list[tuple[tuple[dict, ...], bool | None]]:
+    """What each record gives the method: ((chosen, rejected), None) for DPO/ORPO, ((answer,), desirable) for KTO."""
+    out = []
+    for r in records:
+        if is_pair(r):
+            c, rj = {**r, "output": r["chosen"]}, {**r, "output": r["rejected"]}
+            out += [((c, rj), None)] if method in PAIR_METHODS else [((c,), True), ((rj,), False)]
+        elif method == "kto" and r.get("kto_tag") is not None and r.get("output"):
+            out.append(((r,), bool(r["kto_tag"])))
+    return out
+
+
+def encode(tok, records: list[dict], cutoff: int, method: str) -> PrefEncoded:
+    """Token ids and labels (loss on the answers only) for a preference method, cut at cutoff.
+
+    Args:
+        tok: a tokenizer with a chat template.
+        records: dataset records with chosen/rejected (pairs) or output + kto_tag (KTO).
+        cutoff: longest sequence (prompt + one answer) in tokens.
+        method: dpo, orpo or kto.
+    Returns:
+        PrefEncoded; records the method cannot use are counted in `skipped`.
+    """
+    out = PrefEncoded()
+    us = units(method, records)
+    usable = sum(1 for r in records if is_pair(r) or (method == "kto" and r.get("kto_tag") is not None and r.get("output")))
+    out.skipped = len(records) - usable
+    tokens = iter(tokenize(tok, [rec for u, _ in us for rec in u]))
+    for u, desirable in us:
+        seqs, cut = [], False
+        for _ in u:
+            prompt, answer = next(tokens)
+            ids, labels = prompt + answer, [IGNORE] * len(prompt) + answer
+            if len(ids) > cutoff:
+                cut, ids, labels = True, ids[:cutoff], labels[:cutoff]
+            seqs.append((ids, labels))
+        if any(all(x == IGNORE for x in labels) for _, labels in seqs):
+            out.dropped += 1
+            continue
+        out.truncated += cut
+        out.examples.append(Example(seqs, desirable))
+    return out
+
+
+def check_usable(enc: PrefEncoded, method: str, data: str) -> None:
+    """Refuse a dataset that gives the method nothing to learn from, in one sentence."""
+    if enc.examples:
+        return
+    if method == "kto":
+        raise TuneLabError(f"dataset {data!r} has no KTO records or preference pairs for kto (records need "
+                           f"chosen and rejected answers, or an output with kto_tag)")
+    raise TuneLabError(f"dataset {data!r} has no preference pairs for {method} (records need both a chosen and a "
+                       f"rejected answer within the cutoff)")
+
+
+def plan_rows(enc: PrefEncoded, batch_size: int) -> tuple[list[list[int]], int]:
+    """One example per row, rows of similar length side by side (a batch pads little); batch_size examples a batch."""
+    order = sorted(range(len(enc.examples)), key=lambda i: max(len(ids) for ids, _ in enc.examples[i].seqs))
+    return [[i] for i in order], batch_size
+
+
+def collate(enc: PrefEncoded, batch: list[list[int]], pad_id: int, packing: bool = False) -> dict:
+    """Tensors for a batch of examples: every chosen sequence first, then every rejected one (pairs).
+
+    Returns input_ids, attention_mask, labels (right-padded), index (the examples' indices),
+    desirable (KTO: 1/0 per sequence), n_tokens and n_units (pairs or KTO answers).
+    """
+    import torch
+
+    idx = [i for row in batch for i in row]
+    exs = [enc.examples[i] for i in idx]
+    n_seq = len(exs[0].seqs)
+    seqs = [e.seqs[k] for k in range(n_seq) for e in exs]  # chosen block, then rejected block
+    width = max(len(ids) for ids, _ in seqs)
+    ids_t = [ids + [pad_id] * (width - len(ids)) for ids, _ in seqs]
+    lab_t = [labels + [IGNORE] * (width - len(labels)) for _, labels in seqs]
+    mask = [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in seqs]
+    out = {"input_ids": torch.tensor(ids_t), "labels": torch.tensor(lab_t), "attention_mask": torch.tensor(mask),
+           "index": torch.tensor(idx)}
+    if exs[0].desirable is not None:
+        out["desirable"] = torch.tensor([bool(e.desirable) for e in exs])
+    out["n_tokens"] = sum(len(ids) for ids, _ in seqs)
+    out["n_units"] = len(exs)
+    return out
+
+
+def sequence_logps(model, batch: dict, device):
+    """(summed answer-token log-probs, answer-token counts) per sequence of the batch.
+
+    Only the answer positions reach the output layer (logits_to_keep), as in SFT's batch_loss.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = batch["labels"].to(device)
+    keep = F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                   logits_to_keep=keep, use_cache=False).logits.float()
+    targets = labels[:, 1:][keep[:, :-1]]
+    token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    rows = keep.nonzero()[:, 0]
+    n = labels.shape[0]
+    sums = torch.zeros(n, device=token_logps.device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
+    counts = torch.zeros(n, device=token_logps.device).index_add(0, rows, torch.ones_like(token_logps))
+    return sums, counts
+
+
+def _autocast(device_type: str, dtype):
+    import torch
+
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def _log1mexp(x):
+    """log(1 - exp(x)) for x < 0, stable on both sides of -ln 2."""
+    import torch
+
+    x = x.clamp(max=-1e-7)
+    return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def dpo_loss(pi_c, pi_r, ref_c, ref_r, beta: float, loss_type: str = "sigmoid", n_c=None, n_r=None):
+    """Per-pair DPO loss and the chosen/rejected implicit rewards (beta * log-ratio), as TRL computes them.
+
+    Args:
+        pi_c, pi_r, ref_c, ref_r: summed answer log-probs (policy, reference) of chosen and rejected, shape (B,).
+        beta: DPO's beta (how far from the reference the policy may move; larger = closer).
+        loss_type: sigmoid (DPO), ipo or hinge.
+        n_c, n_r: answer token counts (ipo normalises by them).
+    Returns:
+        (losses (B,), chosen_rewards (B,), rejected_rewards (B,)).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    lc, lr = pi_c - ref_c, pi_r - ref_r
+    delta = lc - lr
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(beta * delta)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * delta)
+    elif loss_type == "ipo":
+        losses = (lc / n_c.clamp(min=1) - lr / n_r.clamp(min=1) - 1 / (2 * beta)) ** 2
+    else:
+        raise TuneLabError(f"pref_loss must be one of {', '.join(LOSSES)}, got {loss_type!r}")
+    return losses, beta * lc.detach(), beta * lr.detach()
+
+
+def orpo_loss(mean_c, mean_r, lam: float):
+    """Per-pair ORPO loss: NLL of the chosen answer plus lambda x the odds-ratio term (mean per-token log-probs)."""
+    import torch.nn.functional as F
+
+    log_odds = (mean_c - mean_r) - (_log1mexp(mean_c) - _log1mexp(mean_r))
+    return -mean_c - lam * F.logsigmoid(log_odds), lam * mean_c.detach(), lam * mean_r.detach()
+
+
+def kto_loss(pi, ref, desirable, beta: float, z0: float = KTO_Z0):
+    """Per-answer KTO loss and implicit rewards (beta * log-ratio); desirable is a bool tensor."""
+    import torch
+
+    r = pi - ref
+    losses = torch.where(desirable, 1 - torch.sigmoid(beta * (r - z0)), 1 - torch.sigmoid(beta * (z0 - r)))
+    return losses, beta * r.detach()
+
+
+@dataclass
+class Tally:
+    """Sums over the micro-batches of a step (or an evaluation), turned into the metrics row."""
+
+    units: int = 0
+    loss: float = 0.0
+    correct: float = 0.0
+    reward_c: float = 0.0
+    reward_r: float = 0.0
+    logps_c: float = 0.0
+    logps_r: float = 0.0
+    n_c: int = 0
+    n_r: int = 0
+
+    def metrics(self, prefix: str = "") -> dict:
+        """{loss, reward_margin, reward_accuracy, logps_chosen, logps_rejected} with an optional prefix."""
+        mean = lambda s, n: round(s / n, 6) if n else None  # noqa: E731
+        margin = (self.reward_c / self.n_c if self.n_c else 0.0) - (self.reward_r / self.n_r if self.n_r else 0.0)
+        return {f"{prefix}reward_margin": round(margin, 6),
+                f"{prefix}reward_accuracy": mean(self.correct, self.units) if self.units else 0.0,
+                f"{prefix}logps_chosen": mean(self.logps_c, self.n_c),
+                f"{prefix}logps_rejected": mean(self.logps_r, self.n_r)}
+
+
+def batch_loss(model, batch: dict, ref: dict | None, method: str, beta: float, loss_type: str, device, tally: Tally):
+    """The summed preference loss of one batch (divide by the step's units); adds its metrics to tally.
+
+    Args:
+        model: the policy.
+        batch: from collate().
+        ref: {example index: [reference summed log-probs per sequence]} (DPO, KTO), None for ORPO.
+        method: dpo, orpo or kto.
+        beta: pref_beta (DPO/KTO beta, ORPO lambda).
+        loss_type: DPO's variant.
+        device: where the model is.
+        tally: accumulates loss and metrics.
+    """
+    import torch
+
+    sums, counts = sequence_logps(model, batch, device)
+    idx = batch["index"].tolist()
+    b = len(idx)
+    if method == "kto":
+        refs = torch.tensor([ref[i][0] for i in idx], device=sums.device, dtype=sums.dtype)
+        des = batch["desirable"].to(sums.device)
+        losses, rewards = kto_loss(sums, refs, des, beta)
+        right = torch.where(des, rewards > 0, rewards < 0)
+        tally.reward_c += float(rewards[des].sum())
+        tally.reward_r += float(rewards[~des].sum())
+        tally.logps_c += float(sums[des].detach().sum())
+        tally.logps_r += float(sums[~des].detach().sum())
+        n_des = int(des.sum())
+        tally.n_c += n_des
+        tally.n_r += b - n_des
+    else:
+        pc, pr, nc, nr = sums[:b], sums[b:], counts[:b], counts[b:]
+        if method == "dpo":
+            refs = torch.tensor([ref[i] for i in idx], device=sums.device, dtype=sums.dtype)
+            losses, rc, rr = dpo_loss(pc, pr, refs[:, 0], refs[:, 1], beta, loss_type, nc, nr)
+            shown_c, shown_r = pc, pr
+        else:
+            shown_c, shown_r = pc / nc.clamp(min=1), pr / nr.clamp(min=1)
+            losses, rc, rr = orpo_loss(shown_c, shown_r, beta)
+        right = rc > rr
+        tally.reward_c += float(rc.sum())
+        tally.reward_r += float(rr.sum())
+        tally.logps_c += float(shown_c.detach().sum())
+        tally.logps_r += float(shown_r.detach().sum())
+        tally.n_c += b
+        tally.n_r += b
+    tally.units += b
+    tally.correct += float(right.float().sum())
+    loss = losses.sum()
+    tally.loss += float(loss.detach())
+    return loss
+
+
+def reference_logps(model, enc: PrefEncoded, pad_id: int, device, batch_size: int = 8, adapter_off: bool = False,
+                    amp=None) -> list[list[float]]:
+    """Summed answer log-probs of every sequence of every example under the model as it is now.
+
+    adapter_off: run with the PEFT adapter disabled (the base model, without a second copy).
+    """
+    import contextlib
+
+    import torch
+
+    if not enc.examples:
+        return []
+    rows, _ = plan_rows(enc, batch_size)
+    out: list[list[float]] = [[] for _ in enc.examples]
+    was_training = model.training
+    model.eval()
+    off = model.disable_adapter() if adapter_off else contextlib.nullcontext()
+    device_type = torch.device(device).type
+    with torch.no_grad(), off:
+        for k in range(0, len(rows), batch_size):
+            batch = collate(enc, rows[k:k + batch_size], pad_id)
+            with _autocast(device_type, amp):
+                sums, _ = sequence_logps(model, batch, device)
+            n = len(batch["index"])
+            per = sums.view(-1, n).T.tolist()  # (examples, sequences)
+            for i, vals in zip(batch["index"].tolist(), per, strict=True):
+                out[i] = vals
+    model.train(was_training)
+    return out
+
+
+def reference(model, run_dir: Path, enc: PrefEncoded, eval_enc: PrefEncoded, pad_id: int, device, *,
+              method: str, adapter_off: bool, resuming: bool, batch_size: int, amp=None, log=print) -> dict:
+    """{"train": [...], "eval": [...]} reference log-probs, computed once per run and kept in REF_FILE.
+
+    A resumed run reads them back: its model no longer is its starting point. A fresh LoRA run
+    (adapter_off) can always recompute them, since disabling the adapter gives the base model.
+    """
+    if method == "orpo":
+        return {"train": None, "eval": None}
+    path = Path(run_dir) / REF_FILE
+    if resuming and path.exists():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if len(doc.get("train", [])) == len(enc.examples) and len(doc.get("eval", [])) == len(eval_enc.examples):
+            return doc
+    if resuming and not adapter_off:
+        raise TuneLabError("this run's reference log-probs are missing, and its weights have moved from the "
+                           "starting point: start a new run instead of resuming")
+    log(f"reference log-probs of {len(enc.examples) + len(eval_enc.examples)} examples "
+        f"({'adapter disabled' if adapter_off else 'initial weights'})")
+    doc = {"train": reference_logps(model, enc, pad_id, device, batch_size, adapter_off, amp),
+           "eval": reference_logps(model, eval_enc, pad_id, device, batch_size, adapter_off, amp)}
+    from tunelab.jsonio import write_atomic
+
+    write_atomic(path, json.dumps(doc))
+    return doc
+
+
+def evaluate(model, enc: PrefEncoded, ref: list | None, method: str, beta: float, loss_type: str, pad_id: int,
+             device, batch_size: int, amp=None) -> dict | None:
+    """Mean preference loss and the metrics on held-out examples, keys prefixed eval_ (eval_loss too)."""
+    import torch
+
+    if not enc.examples:
+        return None
+    rows, _ = plan_rows(enc, batch_size)
+    tally = Tally()
+    model.eval()
+    device_type = torch.device(device).type
+    with torch.no_grad():
+        for k in range(0, len(rows), batch_size):
+            batch = collate(enc, rows[k:k + batch_size], pad_id)
+            with _autocast(device_type, amp):
+                batch_loss(model, batch, ref, method, beta, loss_type, device, tally)
+    model.train()
+    return {"eval_loss": round(tally.loss / max(tally.units, 1), 6), **tally.metrics("eval_")}
+
+
+def preference_accuracy(model_spec: str, records: list[dict], length_normalised: bool = True,
+                        cutoff: int = 1024, batch_size: int = 8) -> float:
+    """Share of pairs whose chosen answer the model finds likelier than the rejected one.
+
+    Likelihood is the mean per-token log-prob of the answer after the prompt (length_normalised,
+    the default: a short answer does not win by being short) or the summed log-prob. Ties count
+    as misses. Records without both chosen and rejected are ignored.
+
+    Args:
+        model_spec: a MODEL (registry name, folder or run id).
+        records: dataset records with chosen and rejected.
+        length_normalised: compare per-token means (True) or sums (False).
+        cutoff: longest sequence in tokens.
+        batch_size: pairs per forward pass.
+    Returns:
+        The share in [0, 1].
+    """
+    import torch
+
+    from tunelab.models.loading import load_model
+
+    model, tok = load_model(model_spec, device="cpu")
+    enc = encode(tok, records, cutoff, "dpo")
+    if not enc.examples:
+        raise TuneLabError("no preference pairs to measure: records need both a chosen and a rejected answer")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    rows, _ = plan_rows(enc, batch_size)
+    wins = 0
+    with torch.no_grad():
+        for k in range(0, len(rows), batch_size):
+            batch = collate(enc, rows[k:k + batch_size], pad)
+            sums, counts = sequence_logps(model, batch, "cpu")
+            score = sums / counts.clamp(min=1) if length_normalised else sums
+            b = len(batch["index"])
+            wins += int((score[:b] > score[b:]).sum())
+    return wins / len(enc.examples)
