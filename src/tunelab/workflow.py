@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunelab import jobs, workspace
-from tunelab.data import store
+from tunelab.data import schema, store
 from tunelab.errors import TuneLabError
 
 
@@ -162,8 +162,8 @@ def _record(ex: dict, source: dict[str, dict], output: str) -> dict:
     rec = source.get(ex["id"])
     if rec is None:
         rec = {"instruction": ex["prompt"], "input": "", "system": "", "history": []}
-    return {"id": ex["id"], **{k: rec.get(k) for k in ("instruction", "input", "system", "history", "conversations",
-                                                       "tools")}, "output": output}
+    kept = [f for f in schema.FIELDS if f not in ("id", "output", "chosen", "rejected", "kto_tag")]
+    return {"id": ex["id"], **{k: rec.get(k) for k in kept}, "output": output}
 
 
 def fix(report_id: str, into: str, examples: list[int] | None = None, answers: dict | None = None,

@@ -1,4 +1,4 @@
-"""`tunelab generate`: grow a dataset from seed examples with a model (see shared/CLI.md)."""
+"""`tunelab generate`: grow a dataset from seed examples with a model (flags and JSON shape as documented in README.md)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import yaml
 from tunelab import jobs
 from tunelab.cli import add_json, emit
 from tunelab.errors import TuneLabError
+from tunelab.models.convert import GGUF_TYPES  # light: no torch at import
 from tunelab.train import config as tconfig
 
 
@@ -22,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("config", nargs="?", help="CONFIG.yaml (what a run folder's config.yaml holds); flags override it")
     tconfig.add_flags(p)
     p.add_argument("--detach", action="store_true", help="return as soon as the run is launched")
-    p.add_argument("--launcher", choices=("python", "accelerate"), default="python",
+    p.add_argument("--launcher", choices=tconfig.LAUNCHERS, default="python",
                    help="accelerate: run through `accelerate launch` (multi-GPU, FSDP/DeepSpeed via its config)")
     p.add_argument("--num-processes", type=int, default=1, help="processes for --launcher accelerate")
     p.add_argument("--accelerate-config", help="an `accelerate config` YAML (FSDP, DeepSpeed, multi-node) for --launcher accelerate")
@@ -47,7 +48,7 @@ def register(sub) -> None:
     e.add_argument("out", help="output folder (or .gguf file with --gguf); relative paths land in the workspace's exports/")
     e.add_argument("--merge", action="store_true", help="merge the adapter into the base weights (safetensors)")
     e.add_argument("--gguf", action="store_true", help="write a GGUF file (merged weights) for llama.cpp")
-    e.add_argument("--gguf-type", choices=("f32", "q8_0"), default="f32",
+    e.add_argument("--gguf-type", choices=GGUF_TYPES, default="f32",
                    help="f32: same greedy answers as the merged weights; q8_0: about 3.7x smaller and faster in llama.cpp")
     e.add_argument("--job", help=argparse.SUPPRESS)  # internal: the dashboard's export job to report into
     add_json(e)

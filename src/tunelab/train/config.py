@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
 from tunelab.errors import TuneLabError
 
 PREFERENCE_METHODS = ("dpo", "orpo", "kto")  # learn from preferences (train/preference.py), on LoRA or full weights
 METHODS = ("lora", "qlora", "ptuning", "full", *PREFERENCE_METHODS)
+LAUNCHERS = ("python", "accelerate")  # one process, or `accelerate launch` (multi-process / multi-GPU)
 
 # Values that differ by method: adapters tolerate (and need) a much larger learning rate than
 # updating every weight; P-tuning trains only a small prompt encoder and needs larger still.
@@ -288,34 +292,45 @@ def all_fields() -> list[tuple[str, dataclasses.Field]]:
     return [(g, f) for g, cls in GROUPS.items() for f in fields(cls)]
 
 
+@functools.cache
+def _hint(name: str) -> Any:
+    """The declared type of a field (`int | None`, `float`, ...), resolved from the dataclasses."""
+    hints = {k: v for cls in GROUPS.values() for k, v in typing.get_type_hints(cls).items()}
+    return hints[name]
+
+
 def _kind(f: dataclasses.Field) -> type:
-    t = str(f.type)
-    for name, typ in (("bool", bool), ("int", int), ("float", float)):
-        if t.startswith(name):
-            return typ
-    return str
+    """The field's base type without `| None`: bool, int, float or str."""
+    args = [a for a in typing.get_args(_hint(f.name)) if a is not type(None)]
+    return args[0] if args else _hint(f.name)
+
+
+@functools.cache
+def _adapter(name: str) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(_hint(name))
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """Check and convert a value to the field's type; one-sentence error otherwise."""
-    typ = _kind(f)
+    """Check and convert a value (from YAML, a flag or the form) to the field's declared type.
+
+    pydantic's lax mode does the conversion ("3" -> 3, "1e-3" -> 0.001, "yes" -> True, 2.0 -> 2) and
+    refuses what does not fit (2.5 for an int, "maybe" for a bool); the error is one sentence.
+    """
+    typ, optional = _kind(f), type(None) in typing.get_args(_hint(f.name))
     if value is None or value == "":
-        if "None" in str(f.type) or typ is str:
-            return None if "None" in str(f.type) else ""
+        if optional or typ is str:
+            return None if optional else ""
+    if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # `lora_target: 7` in YAML is text, not an error
+    if typ is int and isinstance(value, str):
+        try:  # "1e3" or "2.0" from a flag or YAML: pydantic parses only integer text
+            as_float = float(value)
+            value = int(as_float) if as_float.is_integer() else value
+        except ValueError:
+            pass
     try:
-        if typ is bool and not isinstance(value, bool):
-            if str(value).lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            value = str(value).lower() in ("true", "1", "yes")
-        elif typ is int and not isinstance(value, bool):
-            if float(value) != int(float(value)):
-                raise ValueError
-            value = int(float(value))
-        elif typ is float:
-            value = float(value)
-        elif typ is str:
-            value = str(value)
-    except (TypeError, ValueError):
+        value = _adapter(f.name).validate_python(value)
+    except pydantic.ValidationError:
         raise TuneLabError(f"{f.name} must be a {typ.__name__}, got {value!r}") from None
     choices = f.metadata.get("choices")
     if choices and value not in choices:
@@ -325,7 +340,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Add one `--field-name` flag per config field; unset flags stay absent from the namespace."""
-    for group, f in all_fields():
+    for _group, f in all_fields():
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
                               "help": f.metadata["help"].replace("%", "%%")}  # argparse formats help with %

@@ -13,7 +13,7 @@ from tunelab.jsonio import read_jsonl
 from tunelab.models.size import Geometry, model_size
 from tunelab.train.config import TrainConfig
 
-# Measured: LoRA on SmolLM2-135M, plain loop, 2 cores (shared/ENVIRONMENT.md); scaled by model size.
+# Measured: LoRA on SmolLM2-135M, plain loop, 2 cores (measured on this project's 2-core CI machines); scaled by model size.
 CPU_TOKENS_PER_S_135M = 155.0
 
 

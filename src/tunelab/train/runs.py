@@ -18,10 +18,9 @@ from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, read_json, read_jsonl, write_json
 from tunelab.models import registry
-from tunelab.train.config import TrainConfig
+from tunelab.train.config import LAUNCHERS, TrainConfig
 
 SHOW_METRICS = ("step", "loss", "eval_loss", "learning_rate", "grad_norm")
-LAUNCHERS = ("python", "accelerate")
 ACCEL_CHILD = "TUNELAB_ACCELERATE_CHILD"
 
 
