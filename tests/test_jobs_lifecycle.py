@@ -235,3 +235,19 @@ def test_status_changes_and_launches_live_in_jobs_only():
     for path in [*(ROOT / "pages").glob("*.py"), *(ROOT / "src/tunelab/ui").glob("*.py")]:
         strings = {n.value for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.Constant)}
         assert not {"--job", "--worker"} & strings, path
+
+
+def test_run_output_and_report_config_read_through_migrations(workspace):
+    """output.json and a report's config.json carry a schema and old files are migrated on read."""
+    from tunelab import migrations
+    from tunelab.models import run_output
+
+    run = workspace / "runs" / "old-run"
+    run.mkdir(parents=True)
+    (run / "output.json").write_text('{"base": "smollm2-135m-instruct", "method": "lora"}')  # schema 0
+    doc = run_output.read(run)
+    assert doc["adapter_dir"] == "adapter" and doc["step"] == 0
+    assert doc["schema"] == migrations.version("output") >= 1
+    assert migrations.names("report") and migrations.migrate("report", {"models": ["a"]})["meta"] == {}
+    fresh = run_output.write(run, "smollm2-135m-instruct", "lora", 3)
+    assert fresh["schema"] == migrations.version("output")

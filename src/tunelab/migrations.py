@@ -100,3 +100,27 @@ def _manifest_version_defaults(doc: dict) -> dict:
         doc["versions"] = [dict({"parent": None, "params": {}, "created": None}, **v)
                            if isinstance(v, dict) else v for v in versions]
     return doc
+
+
+# ------------------------------------------------------------------ output.json (every training run)
+
+
+@migration("output", "adapter-dir-default")
+def _output_adapter_dir(doc: dict) -> dict:
+    """Runs from before output.json had a schema wrote only {"base", "method"} (and maybe "step"):
+    their weights are the adapter in adapter/ unless the run was a full fine-tune."""
+    if doc.get("method") != "full" and not doc.get("model_dir") and not doc.get("adapter_dir"):
+        doc["adapter_dir"] = "adapter"
+    doc["step"] = doc.get("step") or 0
+    return doc
+
+
+# ------------------------------------------------------------------ config.json (every report)
+
+
+@migration("report", "meta-default")
+def _report_meta_default(doc: dict) -> dict:
+    """Reports from before before/after reports existed have no `meta` (where the report came from)."""
+    if not isinstance(doc.get("meta"), dict):
+        doc["meta"] = {}
+    return doc

@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Callable
 
-from tunelab import jobs, workspace
+from tunelab import jobs, migrations, workspace
 from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.evals import metrics
@@ -118,9 +118,9 @@ def create_report(cfg: EvalConfig, report_id: str | None = None, items: list[dic
         raise TuneLabError(f"report {report_id} already exists")
     d.mkdir(parents=True, exist_ok=True)
     write_atomic(d / "inputs.jsonl", "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
-    write_json(d / "config.json", {**asdict(cfg), "model_refs": models,
-                                   "generation": asdict(settings_for(cfg)), "examples": len(items),
-                                   "meta": meta or {}})
+    write_json(d / "config.json", migrations.stamp("report", {
+        **asdict(cfg), "model_refs": models, "generation": asdict(settings_for(cfg)), "examples": len(items),
+        "meta": meta or {}}))
     jobs.write_status(d, status="queued", created=time.time(), kind="compare" if len(cfg.models) > 1 else "eval",
                       models=cfg.models, data=cfg.data, version=cfg.version, run=(meta or {}).get("run"),
                       done=0, total=len(items) * len(cfg.models), progress=f"0/{len(items) * len(cfg.models)}")
@@ -204,6 +204,7 @@ def run_report(report_id: str, log: Callable[[str], None] | None = None) -> dict
     conf = read_json(d / "config.json")
     if conf is None:
         raise TuneLabError(f"unknown report {report_id!r} (see `tunelab reports list`)")
+    conf = migrations.migrate("report", conf)
     cfg = EvalConfig(**{k: conf[k] for k in ("models", "data", "version", "limit", "batch_size", "max_new_tokens")})
     items = read_jsonl(d / "inputs.jsonl")
     settings = settings_for(cfg)
@@ -269,6 +270,7 @@ def build_report(report_id: str) -> dict:
     conf = read_json(d / "config.json")
     if conf is None:
         raise TuneLabError(f"unknown report {report_id!r} (see `tunelab reports list`)")
+    conf = migrations.migrate("report", conf)
     status = jobs.read_status(d) or {}
     items = {it["index"]: it for it in read_jsonl(d / "inputs.jsonl")}
     loaded = {m["name"]: m for m in read_jsonl(d / "models.jsonl")}

@@ -21,10 +21,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tunelab import migrations
 from tunelab.jsonio import read_json, write_json
 
 FILE = "output.json"
-SCHEMA = 1
+SCHEMA = migrations.version("output")  # 1: one migration (adapter-dir-default) so far
 KEYS = ("schema", "base", "method", "step", "adapter_dir", "model_dir", "saved_at", "lineage")
 
 
@@ -51,9 +52,5 @@ def read(run_dir: Path) -> dict | None:
     doc = read_json(Path(run_dir) / FILE)
     if not doc:
         return None
-    out = {k: doc.get(k) for k in KEYS}
-    out["schema"] = doc.get("schema", 0)
-    out["step"] = doc.get("step") or 0
-    if out["method"] != "full" and not out["model_dir"] and not out["adapter_dir"]:
-        out["adapter_dir"] = "adapter"  # schema 0 runs that only wrote {"base", "method"}
-    return {**doc, **out}
+    doc = migrations.migrate("output", doc)  # schema 0 runs wrote only {"base", "method"}
+    return {**doc, **{k: doc.get(k) for k in KEYS}}
