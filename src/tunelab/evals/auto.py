@@ -13,6 +13,13 @@ The run folder's report.json says which report belongs to the run (or why there 
 The report's config.json carries meta {"run", "source"}; `summary` is what `runs show --json`
 prints under "report" and the Train page shows.
 
+A preference run (dpo, orpo, kto) also gets its preference accuracy measured on the pairs of the
+same test data (at most MAX_EXAMPLES): the share of pairs whose chosen answer the model finds
+likelier than the rejected one (per-token mean log-prob), for the base and the tuned model. The
+training process measures it (train/preference.preference_accuracy, passed in as `measure`: this
+layer does not import the training layer) before it launches the answer report, and report.json
+keeps it as "preference_accuracy": {"base", "tuned", "pairs"} (or {"error"}).
+
 This module reads the run's config.yaml as plain YAML and its output.json through the models
 layer: the training layer imports it, not the other way round.
 """
@@ -107,7 +114,25 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def start(run_dir: Path, log: Callable[[str], None] = _log) -> str | None:
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")
+
+
+def pair_records(src: dict, limit: int = MAX_EXAMPLES) -> list[dict]:
+    """The preference pairs (records with both chosen and rejected) among test_data's choice, at most limit."""
+    recs = store.read(src["data"], src["version"]).to_pylist()
+    if src.get("indices") is not None:
+        recs = [recs[i] for i in src["indices"] if i < len(recs)]
+    return [r for r in recs if r.get("chosen") and r.get("rejected")][:limit]
+
+
+def measure_preference(base: str, tuned: str, records: list[dict], measure: Callable[..., float]) -> dict:
+    """{"base", "tuned", "pairs"}: preference accuracy of both models on records, rounded to 4 places."""
+    return {"base": round(measure(base, records), 4), "tuned": round(measure(tuned, records), 4),
+            "pairs": len(records)}
+
+
+def start(run_dir: Path, log: Callable[[str], None] = _log,
+          measure: Callable[..., float] | None = None) -> str | None:
     """Create and launch the run's before/after report; record it in the run folder.
 
     Never raises: a run that trained well must not be marked failed for want of a report, so
@@ -116,6 +141,8 @@ def start(run_dir: Path, log: Callable[[str], None] = _log) -> str | None:
     Args:
         run_dir: a finished run's folder (it has published weights).
         log: where the one line about the report goes (the run's job.log).
+        measure: preference accuracy of (MODEL, records), for a dpo/orpo/kto run's held-out pairs
+            (train/preference.preference_accuracy); None measures nothing.
     Returns:
         The report id, or None when none was started.
     """
@@ -142,8 +169,13 @@ def start(run_dir: Path, log: Callable[[str], None] = _log) -> str | None:
                                   limit=len(items), batch_size=8, max_new_tokens=new_tokens_for(items))
         rid = evaluate.create_report(cfg, report_id=jobs.new_id("after"), items=items,
                                      meta={"run": run_dir.name, "source": src["source"]})
-        write_json(run_dir / FILE, {"report": rid, "source": src["source"], "data": src["data"],
-                                    "version": src["version"], "examples": len(items), "created": time.time()})
+        rec = {"report": rid, "source": src["source"], "data": src["data"], "version": src["version"],
+               "examples": len(items), "created": time.time()}
+        write_json(run_dir / FILE, rec)
+        method = (conf.get("method") or {}).get("method")
+        if measure is not None and method in PREFERENCE_METHODS:
+            rec["preference_accuracy"] = _preference(out["base"], run_dir.name, src, measure, log)
+            write_json(run_dir / FILE, rec)
         evaluate.launch_report(rid)
         log(f"before/after report {rid}: {out['base']} vs {run_dir.name} on {len(items)} examples of "
             f"{src['data']} v{src['version']} ({src['source']})")
@@ -151,6 +183,30 @@ def start(run_dir: Path, log: Callable[[str], None] = _log) -> str | None:
     except Exception as exc:  # noqa: BLE001 - see the docstring: recorded, never raised
         skip(f"could not start it ({jobs.error_line(exc)})")
         return None
+
+
+def _preference(base: str, tuned: str, src: dict, measure: Callable[..., float],
+                log: Callable[[str], None]) -> dict:
+    """Preference accuracy of base and tuned on src's pairs, or {"error"}: never raises (see start)."""
+    try:
+        pairs = pair_records(src)
+        if not pairs:
+            return {"error": f"{src['data']} v{src['version']} has no held-out preference pairs"}
+        got = measure_preference(base, tuned, pairs, measure)
+        log(f"preference accuracy on {got['pairs']} held-out pairs: {base} {got['base']:.2f}, "
+            f"{tuned} {got['tuned']:.2f}")
+        return got
+    except Exception as exc:  # noqa: BLE001 - the answer report still runs
+        log(f"no preference accuracy: {jobs.error_line(exc)}")
+        return {"error": jobs.error_line(exc)}
+
+
+def preference_verdict(pref: dict) -> tuple[bool, str]:
+    """(whether the tuned model prefers the chosen answers more often than its base, one sentence saying so)."""
+    more = pref["tuned"] > pref["base"]
+    word = "more often" if more else "no more often"
+    return more, (f"The tuned model prefers the chosen answer {word} than its base "
+                  f"({pref['tuned']:.2f} vs {pref['base']:.2f} of {pref['pairs']} held-out pairs).")
 
 
 def _scores(entry: dict | None) -> dict:
@@ -176,7 +232,10 @@ def summary(run_id: str) -> dict | None:
     Returns:
         {"report", "status", "source", "data": {"name", "version"}, "progress": {"done", "total"},
          "base": {"name", "rouge_l", "bleu", "exact_match", "examples"}, "tuned": {...},
-         "beat_base": bool or None until the report is complete, "sentence", "judge": counts or None};
+         "beat_base": bool or None until the report is complete, "sentence", "judge": counts and
+         win_rate (wins over decided and tied answers) or None,
+         "preference_accuracy": {"base", "tuned", "pairs", "beat_base", "sentence"} or {"error"} for a
+         dpo/orpo/kto run, else None (its sentence is appended to "sentence")};
         for a run without one: {"report": None, "status": "skipped", "reason", "sentence"}.
     """
     rec = read_json(_run_dir(run_id) / FILE)
@@ -208,7 +267,15 @@ def summary(run_id: str) -> dict | None:
 
     verdicts = judge.load(rid)
     if verdicts and verdicts.get("counts"):
-        out["judge"] = dict(verdicts["counts"], judge=verdicts.get("judge"))
+        c = verdicts["counts"]
+        scored = c.get("win", 0) + c.get("tie", 0) + c.get("loss", 0)
+        out["judge"] = dict(c, judge=verdicts.get("judge"),
+                            win_rate=round(c.get("win", 0) / scored, 4) if scored else None)
+    out["preference_accuracy"] = pref = rec.get("preference_accuracy")
+    if pref and pref.get("tuned") is not None and pref.get("base") is not None:
+        more, sentence = preference_verdict(pref)
+        out["preference_accuracy"] = dict(pref, beat_base=more, sentence=sentence)
+        out["sentence"] = f"{out['sentence']} {sentence}"
     return out
 
 

@@ -542,7 +542,9 @@ def main(run_dir: Path) -> int:
         if job.status == "completed" and runs.is_main_process():  # early stopping completes too
             from tunelab.evals import auto
 
-            auto.start(run_dir, log)  # the before/after report, a background job (never raises)
+            # the before/after report, a background job (never raises); a dpo/orpo/kto run's
+            # preference accuracy on held-out pairs is measured here first
+            auto.start(run_dir, log, measure=preference.preference_accuracy)
         return 0
     except TuneLabError as exc:
         log(f"error: {exc}")

@@ -331,6 +331,9 @@ def run_report(run_id: str) -> None:
     if s["status"] == "missing":
         st.caption(t("The before/after report {id} cannot be read.", id=s["report"]))
         return
+    from tunelab.ui import train_widgets
+
+    train_widgets.preference_report(s)  # a dpo/orpo/kto run's preference accuracy, before and after
     if s["status"] in jobs.ACTIVE:
         p = s["progress"]
         st.info(t("The before/after report is {status} ({done}/{total} answers).", status=t(s["status"]),

@@ -245,7 +245,11 @@ def _charts(rows: list[dict]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=2, cols=2, subplot_titles=(t("loss"), t("learning rate"), t("grad norm"), t("tokens/s")))
+    pref = any(r.get("reward_margin") is not None for r in rows)  # a dpo/orpo/kto run: its rewards too
+    titles = (t("loss"), t("learning rate"), t("grad norm"), t("tokens/s"))
+    if pref:
+        titles += (t("reward margin"), t("reward accuracy"))
+    fig = make_subplots(rows=3 if pref else 2, cols=2, subplot_titles=titles)
     steps = [r["step"] for r in rows]
     losses = [r.get("loss") for r in rows]
     fig.add_trace(go.Scatter(x=steps, y=losses, name=t("loss"), mode="lines+markers", opacity=0.35), 1, 1)
@@ -258,8 +262,43 @@ def _charts(rows: list[dict]):
     fig.add_trace(go.Scatter(x=steps, y=[r.get("learning_rate") for r in rows], name=t("learning rate")), 1, 2)
     fig.add_trace(go.Scatter(x=steps, y=[r.get("grad_norm") for r in rows], name=t("grad norm")), 2, 1)
     fig.add_trace(go.Scatter(x=steps, y=[r.get("tokens_per_s") for r in rows], name=t("tokens/s")), 2, 2)
-    fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    if pref:  # train and eval side by side, like loss and eval loss
+        for col, key in ((1, "reward_margin"), (2, "reward_accuracy")):
+            label = t(key.replace("_", " "))
+            fig.add_trace(go.Scatter(x=steps, y=[r.get(key) for r in rows], name=label, mode="lines+markers"), 3, col)
+            ev = [r for r in rows if r.get(f"eval_{key}") is not None]
+            if ev:
+                fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r[f"eval_{key}"] for r in ev],
+                                         name=t("eval {metric}", metric=label), mode="lines+markers"), 3, col)
+        fig.update_yaxes(range=[-0.05, 1.05], row=3, col=2)
+    fig.update_layout(height=700 if pref else 480, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
     return fig
+
+
+def preference_report(s: dict) -> None:
+    """A dpo/orpo/kto run's preference accuracy before and after, from its report summary (evals/auto.py)."""
+    pref = s.get("preference_accuracy")
+    if not pref:
+        return
+    if pref.get("error"):
+        st.caption(t("No preference accuracy: {reason}", reason=t_error(pref["error"])))
+        return
+    if pref.get("tuned") is None:
+        return
+    values = {"after": f"{pref['tuned']:.2f}", "before": f"{pref['base']:.2f}", "n": pref["pairs"]}
+    c = st.columns(2)
+    c[0].metric(t("preference accuracy before"), values["before"],
+                help=t("Share of held-out pairs where the model finds the chosen answer likelier than the rejected one."))
+    c[1].metric(t("preference accuracy after"), values["after"], f"{pref['tuned'] - pref['base']:+.2f}")
+    if pref.get("beat_base"):
+        st.success(t("The tuned model prefers the chosen answer more often than its base "
+                     "({after} vs {before} of {n} held-out pairs).", **values))
+    else:
+        st.warning(t("The tuned model prefers the chosen answer no more often than its base "
+                     "({after} vs {before} of {n} held-out pairs).", **values))
+    j = s.get("judge")
+    if j and j.get("win_rate") is not None:
+        st.caption(t("Judge win rate of the tuned model over its base: {rate}", rate=f"{j['win_rate']:.0%}"))
 
 
 @st.fragment(run_every=2)
