@@ -4,6 +4,7 @@ version with append-only named migrations."""
 
 from __future__ import annotations
 
+import functools
 import ast
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import tiny_model as builder
+from polling import wait_for
 
 from tunelab import jobs, migrations
 from tunelab.data import schema, store
@@ -27,14 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "data" / "samples" / "seeds.jsonl"
 
 
-def _wait(pred, timeout: float = 120, every: float = 0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+_wait = functools.partial(wait_for, timeout=120, every=0.1)
 
 
 def _tunelab(*args: str) -> subprocess.CompletedProcess:

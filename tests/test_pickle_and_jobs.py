@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import tiny_model
+from polling import wait_for
 from tunelab import jobs
 from tunelab.cli import main as cli
 from tunelab.errors import TuneLabError
@@ -34,14 +36,7 @@ def _plant(path: Path, marker: Path) -> None:
     torch.save({"step": 2, "optimizer": Planted(marker)}, path)
 
 
-def _wait(pred, timeout=240, every=0.2):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+_wait = functools.partial(wait_for, timeout=240, every=0.2)
 
 
 def _optimizer_and_scheduler():

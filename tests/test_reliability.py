@@ -11,13 +11,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from polling import wait_for
 from servers import serve
 from tunelab import jobs
 from tunelab.data import schema, store
@@ -34,14 +34,6 @@ def tunelab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def wait_for(predicate, timeout: float = 240, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def kill9(status: dict) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_run import one_line_error, tunelab
 from pagetest import open_page, texts
 
 from tunelab.data import sql, store
@@ -27,19 +26,6 @@ def toy(workspace):
     store.commit("toy", to_table([{"id": str(i), "instruction": f"q{i}", "output": "a"} for i in range(3)]),
                  "import")
     return workspace
-
-
-def tunelab(home: Path, *args: str, cwd: Path | None = None, env: dict | None = None):
-    full = dict(os.environ, TUNELAB_HOME=str(home), HF_HUB_OFFLINE="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "tunelab", *args], capture_output=True, text=True,
-                          env=full, cwd=cwd or home.parent, timeout=300)
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------- time

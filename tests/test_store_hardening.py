@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from cli_run import one_line_error, tunelab
 
 from tunelab.data import browse, export, sql, store
 from tunelab.data.schema import to_table
@@ -27,19 +28,6 @@ SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 def recs(n: int, tag: str = "r") -> pa.Table:
     return to_table([{"id": f"{tag}{i}", "instruction": f"q{tag}{i}", "output": f"a{i}"} for i in range(n)])
-
-
-def tunelab(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TUNELAB_HOME=str(home), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "tunelab", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd or home.parent, timeout=300)
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------- undo vs edits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -13,6 +14,7 @@ import time
 import pytest
 
 import tiny_model
+from polling import wait_for
 from tunelab import jobs
 from tunelab.cli import main as cli
 from tunelab.errors import TuneLabError
@@ -46,14 +48,7 @@ def _sky_prompt(tok, max_new_tokens: int) -> tuple[dict, dict]:
     return prompt, dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
 
 
-def _wait(pred, timeout=240, every=0.5):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+_wait = functools.partial(wait_for, timeout=240, every=0.5)
 
 
 @pytest.mark.slow
