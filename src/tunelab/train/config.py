@@ -293,10 +293,13 @@ def all_fields() -> list[tuple[str, dataclasses.Field]]:
 
 
 @functools.cache
+def _hints() -> dict[str, Any]:
+    """Every field's declared type (`int | None`, `float`, ...), resolved once from the dataclasses."""
+    return {k: v for cls in GROUPS.values() for k, v in typing.get_type_hints(cls).items()}
+
+
 def _hint(name: str) -> Any:
-    """The declared type of a field (`int | None`, `float`, ...), resolved from the dataclasses."""
-    hints = {k: v for cls in GROUPS.values() for k, v in typing.get_type_hints(cls).items()}
-    return hints[name]
+    return _hints()[name]
 
 
 def _kind(f: dataclasses.Field) -> type:
