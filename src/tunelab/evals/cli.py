@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("reports", aliases=["report"],
-                        help="evaluation reports: list, show, stop, export, run, judge, and fix the data from one")
+                        help="evaluation reports: list, show, stop, delete, export, run, judge, and fix the data from one")
     rsub = rp.add_subparsers(dest="reports_command", required=True)
     q = rsub.add_parser("list", help="every report, newest first")
     add_json(q)
@@ -49,6 +49,11 @@ def register(sub) -> None:
     q.add_argument("report")
     add_json(q)
     q.set_defaults(func=cmd_stop)
+    q = rsub.add_parser("delete", help="remove a finished report and its files (a running one is refused)")
+    q.add_argument("report")
+    add_json(q)
+    q.set_defaults(func=lambda a: emit(evaluate.delete_report(a.report), a.json,
+                                       lambda d: f"deleted report {d['report']}"))
     q = rsub.add_parser("export", help="write a report as CSV or JSON (relative paths land in exports/)")
     q.add_argument("report")
     q.add_argument("out")

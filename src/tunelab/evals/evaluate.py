@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -305,6 +307,29 @@ def list_reports() -> list[dict]:
     return [{k: j.get(k) for k in ("id", "status", "kind", "models", "data", "version", "progress", "created", "error",
                                   "run")}
             for j in jobs.list_jobs(KIND)]
+
+
+def delete_report(report_id: str) -> dict:
+    """Remove a finished report's folder (answers, metrics, judge verdicts); a queued or running one is refused.
+
+    The folder is first renamed out of reports/ (one atomic step), so a half-removed report is never listed.
+
+    Returns:
+        {"report", "status"}: the id and the status it had.
+    """
+    d = _dir(report_id)
+    status = jobs.read_status(d)
+    if status is None and not (d / "config.json").exists():
+        raise TuneLabError(f"unknown report {report_id!r} (see `tunelab reports list`)")
+    state = (status or {}).get("status")
+    if state in jobs.ACTIVE:
+        raise TuneLabError(f"report {report_id} is {state}: stop it first (`tunelab reports stop {report_id}`)")
+    trash = workspace.home() / ".trash"
+    trash.mkdir(exist_ok=True)
+    gone = trash / f"{KIND}-{report_id}-{os.getpid()}-{time.monotonic_ns()}"
+    os.replace(d, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+    return {"report": report_id, "status": state}
 
 
 def best_per_column(models: list[dict]) -> dict[str, str]:
