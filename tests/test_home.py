@@ -28,7 +28,7 @@ def test_empty_workspace_says_import_first(workspace):
 def test_checklist_follows_the_workspace(workspace):
     _import(workspace)
     at = open_page(None)
-    assert "1 dataset(s), 10 records" in texts(at)
+    assert "1 dataset, 10 records" in texts(at)
     assert "**Next:** split off a test set." in texts(at)
     assert any("No test split yet" in w.value for w in at.warning)
     split.split("toy", 0.2)
@@ -56,3 +56,19 @@ def test_home_in_chinese(workspace):
     at.run()
     assert not at.exception
     assert "**下一步：**划分测试集。" in texts(at) and "还没有测试集" in at.warning[0].value
+
+
+def test_home_counts_read_in_chinese_and_plural_in_english(workspace):
+    _import(workspace)
+    split.split("toy", 0.2)
+    jobs.write_status(jobs.job_dir("runs", "run-1"), status="completed", created=1.0)
+    at = open_page(None)
+    shown = texts(at)
+    assert "3 datasets, 20 records" in shown and "1 training run" in shown and "(s)" not in shown
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["lang"] = "zh"
+    at.run()
+    assert not at.exception
+    shown = "\n".join(m.value for m in at.markdown)
+    assert "3 个数据集，20 条记录" in shown and "1 次训练" in shown and "还没有对比报告" in shown
+    assert "dataset" not in shown and "run(s)" not in shown and "records" not in shown

@@ -56,3 +56,43 @@ def test_refused_statement_is_one_line(dataset, statement):
 
 def test_says_it_is_read_only(dataset):
     assert "Read-only" in texts(open_page("pages/sql.py"))
+
+
+@pytest.fixture
+def two_tables(dataset, workspace):
+    path = workspace.parent / "plain.jsonl"
+    path.write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n")
+    import_path(str(path))
+    return dataset
+
+
+def test_unquoted_dashed_name_suggests_the_quoted_one(two_tables):
+    from tunelab.data.sql import sql
+    from tunelab.errors import TuneLabError
+
+    with pytest.raises(TuneLabError) as err:
+        sql("SELECT count(*) FROM toy-set")
+    assert str(err.value).startswith('write the table toy-set in double quotes: "toy-set"')
+    assert "Parser Error" not in str(err.value)
+    # quoted, the same name runs; a string holding it is not mistaken for a table
+    assert sql('SELECT count(*) FROM "toy-set" WHERE output <> \'toy-set\'')["rows"] == [[13]]
+
+
+def test_missing_table_lists_the_real_tables(two_tables):
+    from tunelab.data.sql import sql
+    from tunelab.errors import TuneLabError
+
+    with pytest.raises(TuneLabError) as err:
+        sql("SELECT * FROM toy_set")
+    assert str(err.value) == 'there is no table toy_set; did you mean "toy-set"? The tables are: plain, "toy-set"'
+    with pytest.raises(TuneLabError) as err:
+        sql("SELECT * FROM nothing_like_it")
+    assert str(err.value) == 'there is no table nothing_like_it; the tables are: plain, "toy-set"'
+    assert "pg_" not in str(err.value)
+
+
+def test_sql_page_shows_the_suggestion_in_one_line(two_tables):
+    at = open_page("pages/sql.py")
+    at.text_area(key="sql.query").input("SELECT * FROM toy-set").run()
+    assert not at.exception and len(at.error) == 1
+    assert 'double quotes: "toy-set"' in at.error[0].value and "\n" not in at.error[0].value

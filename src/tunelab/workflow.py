@@ -19,6 +19,8 @@ class Step:
     page: str
     done: bool
     detail: str
+    count: int = 0  # how many of the step's things exist (datasets, batches, reports, runs): pages word it
+    records: int = 0  # the data step: records over every dataset
 
 
 def _jobs(kind: str) -> list[dict]:
@@ -33,15 +35,16 @@ def steps() -> list[Step]:
     n = len(datasets)
     return [
         Step("data", "Import data", "pages/data.py", n > 0,
-             f"{n} dataset(s), {sum(d['records'] for d in datasets)} records" if n else "no dataset yet"),
+             f"{n} dataset(s), {sum(d['records'] for d in datasets)} records" if n else "no dataset yet",
+             n, sum(d["records"] for d in datasets)),
         Step("split", "Split off a test set", "pages/data.py", bool(tests),
-             ", ".join(tests) if tests else "no NAME-test dataset yet"),
+             ", ".join(tests) if tests else "no NAME-test dataset yet", len(tests)),
         Step("generate", "Generate more examples (optional)", "pages/generate.py", bool(gens),
-             f"{len(gens)} generation batch(es)" if gens else "no generated batch yet"),
+             f"{len(gens)} generation batch(es)" if gens else "no generated batch yet", len(gens)),
         Step("compare", "Compare base models", "pages/compare.py", bool(reports),
-             f"{len(reports)} comparison report(s)" if reports else "no comparison report yet"),
+             f"{len(reports)} comparison report(s)" if reports else "no comparison report yet", len(reports)),
         Step("train", "Train and use your model", "pages/train.py", bool(runs),
-             f"{len(runs)} training run(s)" if runs else "no training run yet"),
+             f"{len(runs)} training run(s)" if runs else "no training run yet", len(runs)),
     ]
 
 

@@ -7,6 +7,7 @@ DuckDB in-process over the Parquet files, with external access cut and the confi
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import re
 import threading
@@ -29,6 +30,7 @@ def _check_query(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
+        _explain(exc, query)
         raise TuneLabError(_one_line(exc)) from None
     if len(statements) != 1:
         raise TuneLabError(f"only one query is allowed, got {len(statements)} statements")
@@ -42,6 +44,46 @@ def _check_query(query: str) -> None:
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
+
+
+_MISSING_TABLE = re.compile(r'Table with name "?(.+?)"? does not exist')
+
+
+def _unquoted(name: str, query: str) -> bool:
+    """Whether query names the dataset outside double quotes (where '-' or '.' split the name)."""
+    outside = re.sub(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'', " ", query)  # drop quoted names and strings
+    return re.search(r"(?<![\w.])" + re.escape(name) + r"(?![\w])", outside, re.I) is not None
+
+
+def _explain(exc: Exception, query: str) -> None:
+    """Raise a one-line TuneLabError naming the fix for the two mistakes a dataset name invites.
+
+    A name with '-' or '.' (`alpaca-train`) must be quoted in SQL, or DuckDB reads a subtraction
+    or a schema and answers with a bare parser error; a table that does not exist gets the real
+    tables listed instead of DuckDB's guess among its own system views.
+    """
+    names = [d["name"] for d in _tables()]
+    special = sorted((n for n in names if not re.fullmatch(r"[A-Za-z_]\w*", n) and _unquoted(n, query)),
+                     key=len, reverse=True)
+    if special and isinstance(exc, (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException)):
+        name = special[0]
+        raise TuneLabError(f"write the table {name} in double quotes: \"{name}\" (a name with '-' or '.' "
+                           "is not a plain SQL identifier)") from None
+    missing = _MISSING_TABLE.search(str(exc)) if isinstance(exc, duckdb.CatalogException) else None
+    if missing:
+        wanted = missing.group(1)
+        close = difflib.get_close_matches(wanted.lower(), [n.lower() for n in names], n=1, cutoff=0.6)
+        tables = ", ".join(_ident(n) for n in names[:30]) + (f" … (+{len(names) - 30})" if len(names) > 30 else "") \
+            or "(none)"
+        if close:
+            guess = _ident(next(n for n in names if n.lower() == close[0]))
+            raise TuneLabError(f"there is no table {wanted}; did you mean {guess}? The tables are: {tables}") from None
+        raise TuneLabError(f"there is no table {wanted}; the tables are: {tables}") from None
+
+
+def _ident(name: str) -> str:
+    """A dataset name as it must be written in SQL: quoted unless it is a plain identifier."""
+    return name if re.fullmatch(r"[A-Za-z_]\w*", name) else f'"{name}"'
 
 
 # Bounds of one query (the CLI's --timeout, the SQL page and TUNELAB_SQL_* all end up here).
@@ -203,6 +245,7 @@ def sql(query: str, limit: int = 10000, timeout: float | None = None) -> dict:
         raise TuneLabError(f"{_one_line(exc)} (datasets {', '.join(_case_clashes())} differ only in "
                            "case, which SQL cannot tell apart, so they are not tables)") from None
     if isinstance(exc, duckdb.Error):
+        _explain(exc, statement)
         raise TuneLabError(_one_line(exc)) from None
     if exc is not None:
         raise exc

@@ -26,6 +26,14 @@ def t(text: str, **fmt) -> str:
     return i18n.translate(text, lang(), **fmt)
 
 
+def tn(singular: str, plural: str, n: int, **fmt) -> str:
+    """t() of the English form that fits n (1: singular, else plural); {n} is filled in too.
+
+    Each form has its own catalogue entry, so a language without plurals maps both to one text.
+    """
+    return t(singular if n == 1 else plural, n=n, **fmt)
+
+
 def t_error(message: str) -> str:
     """A user error's message (str(TuneLabError), a job's recorded error) in the session's language."""
     return i18n.translate_error(message, lang())
@@ -34,6 +42,10 @@ def t_error(message: str) -> str:
 def language_switch() -> None:
     """The sidebar language picker; the choice is kept in the URL so a refresh keeps it."""
     current = lang()
+    # Every run, not only on a switch: moving to another page drops the URL's query, and the
+    # language must survive a refresh there too (and be part of any link copied from it).
+    if st.query_params.get("lang") != current:
+        st.query_params["lang"] = current
     st.session_state["ui.lang"] = current
     st.selectbox(t("Language"), list(i18n.LANGS), format_func=i18n.LANGS.get, key="ui.lang",
                  on_change=_switch)

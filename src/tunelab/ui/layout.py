@@ -47,17 +47,28 @@ def init_state() -> None:
         st.session_state.setdefault(key, value.copy() if isinstance(value, (list, dict)) else value)
 
 
+JOBS_POLL_S = 2.0  # how often the sidebar re-reads the jobs' status.json files
+
+
 def sidebar() -> None:
     with st.sidebar:
         language_switch()
         st.caption(f"{t('Workspace')}: `{workspace.home()}`")
-        active = jobs.active_jobs()
-        if active:
-            st.markdown(f"**{t('Running jobs')}**")
-            for j in active:
-                st.caption(f"{t(jobs.KIND_LABELS[j['kind']])} `{j['id']}` — {t(j.get('status') or 'queued')} {j.get('progress', '')}")
-        else:
-            st.caption(t("No jobs running."))
+        running_jobs()
+
+
+@st.fragment(run_every=JOBS_POLL_S)
+def running_jobs() -> None:
+    """The active jobs, re-read from disk every JOBS_POLL_S: a finished job leaves without a reload."""
+    active = jobs.active_jobs()
+    if not active:
+        st.caption(t("No jobs running."))
+        return
+    st.markdown(f"**{t('Running jobs')}** ({len(active)})")
+    for j in active:
+        kind = t(jobs.KIND_LABELS.get(j["kind"], j["kind"]))
+        progress = f" {j['progress']}" if j.get("progress") else ""
+        st.caption(f"{kind} `{j['id']}` — {t(j.get('status') or 'queued')}{progress}")
 
 
 def show_error(exc: Exception) -> None:
