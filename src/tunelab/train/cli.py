@@ -42,6 +42,7 @@ def register(sub) -> None:
             q.add_argument("run")
         add_json(q)
         q.set_defaults(func=fn)
+    add_manage_commands(rs)
 
     e = sub.add_parser("export", help="write a run's adapter, merged weights or a GGUF file")
     e.add_argument("run")
@@ -189,6 +190,45 @@ def cmd_resume(args) -> int:
 
     st = runs.resume(args.run)
     emit({"run": args.run, "status": st.get("status")}, args.json, lambda o: f"{o['run']} {o['status']}")
+    return 0
+
+
+def add_manage_commands(rs) -> None:
+    """`runs rename|note|tag|delete`: a display name, notes and tags per run, and deleting one (train/manage.py)."""
+    q = rs.add_parser("rename", help="give a run a display name (its id stays); an empty name clears it")
+    q.add_argument("run")
+    q.add_argument("name")
+    q = rs.add_parser("note", help="set a run's notes (an empty text clears them)")
+    q.add_argument("run")
+    q.add_argument("text")
+    q = rs.add_parser("tag", help="add tags to a run (or remove them with --remove)")
+    q.add_argument("run")
+    q.add_argument("tags", nargs="+")
+    q.add_argument("--remove", action="store_true", help="remove these tags instead of adding them")
+    q = rs.add_parser("delete", help="delete a finished run's folder (refused while it is queued or running)")
+    q.add_argument("run")
+    q.add_argument("--force", action="store_true", help="delete even when other runs start from this one")
+    for name in ("rename", "note", "tag", "delete"):
+        add_json(rs.choices[name])
+        rs.choices[name].set_defaults(func=cmd_manage)
+
+
+def cmd_manage(args) -> int:
+    from tunelab.train import manage
+
+    c = args.runs_command
+    if c == "delete":
+        doc = manage.delete(args.run, force=args.force)
+        emit(doc, args.json, lambda o: f"deleted {o['run']} ({o['freed_mb']} MB freed)")
+        return 0
+    if c == "rename":
+        doc = manage.rename(args.run, args.name)
+    elif c == "note":
+        doc = manage.note(args.run, args.text)
+    else:
+        doc = manage.tag(args.run, remove=args.tags) if args.remove else manage.tag(args.run, add=args.tags)
+    emit(doc, args.json, lambda o: f"{o['run']}: {o['name'] or o['run']} [{', '.join(o['tags'])}]"
+         + (f" — {o['notes']}" if o["notes"] else ""))
     return 0
 
 
