@@ -164,6 +164,9 @@ class TrainingArgs:
     auto_report: bool = _f(True, "When the run finishes, evaluate the base and the tuned model side by side on the "
                            "test data (NAME-test, the eval data or the held-out split; up to 50 examples) as a "
                            "background report, shown with the run. --no-auto-report turns it off.")
+    report_to: str = _f("tensorboard", "Where the run's curves go besides the dashboard: TensorBoard always "
+                        "(runs/<id>/tb); add mlflow or wandb (comma-separated, e.g. tensorboard,mlflow) when that "
+                        "package is installed. Both stay offline unless MLFLOW_TRACKING_URI or WANDB_MODE say otherwise.")
 
 
 def tuning(cfg: "TrainConfig") -> str:

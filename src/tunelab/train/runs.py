@@ -43,6 +43,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     Returns:
         The new run id.
     """
+    from tunelab.train import tracking
     from tunelab.train.sft import check_method
 
     if launcher not in LAUNCHERS:
@@ -50,6 +51,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     if not cfg.data.data:
         raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
     check_method(cfg.method.method)
+    tracking.check(cfg.training.report_to)  # `--report-to wandb` without wandb: one line, nothing launched
     ref = registry.resolve(cfg.model.model)
     if ref.kind == "openai":
         raise TuneLabError(f"{cfg.model.model} is an HTTP endpoint: training needs local weights")

@@ -8,6 +8,7 @@ tokens never reach the 49k-wide output layer, which saves both time and the larg
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -25,7 +26,7 @@ from tunelab.errors import TuneLabError
 from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic
 from tunelab.models import registry, run_output
 from tunelab.train import data as tdata
-from tunelab.train import preference
+from tunelab.train import preference, tracking
 from tunelab.train.config import PREFERENCE_METHODS, TrainConfig, tuning
 
 QLORA_CPU = ("QLoRA needs a CUDA GPU: bitsandbytes 4-bit quantisation does not run on CPU; "
@@ -335,8 +336,25 @@ def resume_checkpoint(run_dir: Path, cfg: TrainConfig) -> Path | None:
     return ck
 
 
+def all_ranks(accel, values: list[float], op: str = "sum") -> list[float]:
+    """values summed (op="max": maxed) over every process of a distributed run; unchanged in a single one."""
+    if accel.num_processes == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=accel.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def train(run_dir: Path, stopping) -> str:
     """Train the run in run_dir to the end (or until stopping()); returns the final status."""
+    with tracking.open_trackers(run_dir) as trackers:  # TensorBoard always; MLflow / W&B per report_to
+        return _train(run_dir, stopping, trackers)
+
+
+def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     import torch
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
@@ -435,24 +453,34 @@ def train(run_dir: Path, stopping) -> str:
     if amp is not None:
         log(f"mixed precision: {amp} autocast, float32 weights ({cfg.training.mixed_precision})")
     model.train()
-    early = False
-    while step < max_steps and not stopping() and not early:
+    early = halt = False
+    while step < max_steps and not early:
+        # Every rank stops at the same step: one that left alone would leave the others waiting in an all-reduce.
+        if all_ranks(accel, [float(stopping())], "max")[0]:
+            halt = True
+            break
         t0 = time.time()
         group = [next(stream) for _ in range(ga)]
         if pref:  # the loss is a mean over pairs (KTO: answers); SFT's over response tokens
             n_loss, tally = sum(b["n_units"] for _, b in group), preference.Tally()
         else:
             n_loss = sum(int((b["labels"][:, 1:] != tdata.IGNORE).sum()) for _, b in group)
+        # Divide by the global count, and undo DDP's mean over ranks (x world): the update is then the
+        # per-token mean over the global batch, the same as one process with grad_accum x world.
+        n_loss, tokens = all_ranks(accel, [n_loss, sum(b["n_tokens"] for _, b in group)])
         total = 0.0
-        for _, b in group:
-            with autocast(accel.device.type, amp):
+        for i, (_, b) in enumerate(group):
+            # gradients are all-reduced once per step, on the last micro-batch
+            sync = contextlib.nullcontext() if i == ga - 1 else accel.no_sync(model)
+            with sync, autocast(accel.device.type, amp):
                 if pref:
                     loss = preference.batch_loss(model, b, ref["train"], pref, cfg.method.pref_beta,
                                                  cfg.method.pref_loss, accel.device, tally) / max(n_loss, 1)
                 else:
                     loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
-            accel.backward(loss)
+                accel.backward(loss * world)
             total += float(loss.detach())
+        total = all_ranks(accel, [total])[0]  # the global batch's loss, not rank 0's share
         grad_norm = float(accel.clip_grad_norm_(params, t.max_grad_norm or float("inf")))
         lr = sched.get_last_lr()[0]
         opt.step()
@@ -468,20 +496,23 @@ def train(run_dir: Path, stopping) -> str:
                 eval_loss = extra.pop("eval_loss")
             else:
                 eval_loss = evaluate(model, eval_enc, cfg, tok.pad_token_id, accel.device)
+        if eval_loss is not None:  # every rank evaluates the same examples: agree, so early stopping agrees
+            eval_loss = all_ranks(accel, [eval_loss])[0] / world
         new_best = eval_loss is not None and (best["loss"] is None or eval_loss < best["loss"])
         if new_best:
             best.update(step=step, loss=eval_loss, bad=0)
         elif eval_loss is not None:
             best["bad"] += 1
             early = bool(patience) and best["bad"] >= patience
-        tokens = sum(b["n_tokens"] for _, b in group) * world
         if main:
             row = {"step": step, "loss": round(total, 6), "eval_loss": eval_loss, "learning_rate": lr,
-                   "grad_norm": round(grad_norm, 6), "tokens_per_s": round(tokens / seconds, 1),
+                   "grad_norm": round(grad_norm, 6), "tokens": int(tokens),
+                   "tokens_per_s": round(tokens / seconds, 1),
                    "epoch": round(step / steps_per_epoch, 3), "time": time.time()}
             if pref:  # every preference row carries its reward metrics (eval_ ones when evaluated)
                 row.update(tally.metrics(), **extra)
             append_jsonl(run_dir / "metrics.jsonl", row)
+            trackers.log(row)
             jobs.write_status(run_dir, step=step, progress=f"{step}/{max_steps}", best_step=best["step"],
                               best_eval_loss=best["loss"])
             log(f"step {step}/{max_steps} loss {total:.4f} lr {lr:.2e} grad_norm {grad_norm:.3f} {row['tokens_per_s']} tok/s")
@@ -491,7 +522,7 @@ def train(run_dir: Path, stopping) -> str:
         if main and due:
             save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base, init, best)
             saved = step
-    if main and stopping() and step > saved:
+    if main and halt and step > saved:
         save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base, init, best)
     if early:
         log(f"early stopping at step {step}: no new best eval loss in {patience} evaluations")
