@@ -7,6 +7,8 @@ import asyncio
 import os
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 from tunelab.errors import TuneLabError
@@ -43,6 +45,7 @@ def register(sub) -> None:
                    help="the most characters of text in one request (default: the model's context x 8)")
     p.add_argument("--max-messages", type=_positive, default=None, metavar="N",
                    help="the most messages (or completion prompts) in one request (default 512)")
+    p.add_argument("--job", help=argparse.SUPPRESS)  # internal: the dashboard's server job to report into
     p.set_defaults(func=cmd_serve)
 
 
@@ -77,6 +80,19 @@ def resolve_api_key(args: argparse.Namespace) -> tuple[str | None, str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    if not getattr(args, "job", None):
+        return _serve(args)
+    from tunelab import jobs
+    from tunelab.serve.manage import JOB_KIND
+
+    # The job owns the status: running while loading and serving, stopped after SIGTERM (uvicorn
+    # captures it while serving and raises it again once it has shut down), failed with one line.
+    with jobs.running(JOB_KIND, args.job) as job:
+        url = f"http://{args.host}:{args.port}/v1"
+        _serve(args, on_ready=lambda: job.update(ready=True, progress=url))
+
+
+def _serve(args: argparse.Namespace, on_ready=None) -> None:
     import uvicorn
 
     from tunelab.serve.app import create_app
@@ -93,7 +109,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
           f"{lim.max_prompt_chars} characters and {lim.max_messages} messages a request)", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
-    _server(config, app.state.stop_generation).run()
+    server = _server(config, app.state.stop_generation)
+    if on_ready:
+        threading.Thread(target=_announce, args=(server, on_ready), name="ready", daemon=True).start()
+    server.run()
+
+
+def _announce(server, on_ready) -> None:
+    """Call on_ready once uvicorn listens (its `started` flag), unless it is shutting down first."""
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.05)
+    on_ready()
 
 
 def _server(config, stop_generation):
