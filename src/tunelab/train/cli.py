@@ -33,6 +33,11 @@ def register(sub) -> None:
 
     r = sub.add_parser("runs", help="list, inspect, stop and resume training runs")
     rs = r.add_subparsers(dest="runs_command", required=True)
+    c = rs.add_parser("curves", help="every metric of every step of one or more runs, as CSV (run,step,metric,value)")
+    c.add_argument("run", nargs="+")
+    c.add_argument("--csv", metavar="FILE", help="write the CSV here (relative paths land in the workspace's exports/)")
+    add_json(c)
+    c.set_defaults(func=cmd_curves)
     for name, fn, helptext in (("list", cmd_list, "every run, newest first"),
                                ("show", cmd_show, "status and metrics of a run"),
                                ("stop", cmd_stop, "stop a run (it checkpoints first)"),
@@ -175,6 +180,25 @@ def _add_preference_metrics(doc: dict, rows: list[dict]) -> None:
     for m in doc.get("metrics") or []:
         r = by_step.get(m.get("step")) or {}
         m.update({k: r[k] for k in PREFERENCE_METRICS if k in r})
+
+
+def cmd_curves(args) -> int:
+    from tunelab import workspace
+    from tunelab.train import tracking
+
+    rows = tracking.curves(args.run)
+    text = tracking.rows_csv(rows)
+    doc = {"runs": list(dict.fromkeys(args.run)), "rows": len(rows),
+           "metrics": list(dict.fromkeys(r["metric"] for r in rows)), "csv": None}
+    if args.csv:
+        out = workspace.output_path(args.csv)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        doc["csv"] = str(out)
+    elif args.json:
+        doc["curves"] = rows
+    emit(doc, args.json, lambda o: f"wrote {o['rows']} rows to {o['csv']}" if o["csv"] else text.rstrip("\n"))
+    return 0
 
 
 def cmd_stop(args) -> int:

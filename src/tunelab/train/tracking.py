@@ -242,8 +242,13 @@ def curves(run_ids: list[str]) -> list[dict]:
 
 def curves_csv(run_ids: list[str]) -> str:
     """curves() as CSV text with the header run,step,metric,value (what the run list's download button saves)."""
+    return rows_csv(curves(run_ids))
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """Long-format curve rows (curves()) as CSV text."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["run", "step", "metric", "value"], lineterminator="\n")
     w.writeheader()
-    w.writerows(curves(run_ids))
+    w.writerows(rows)
     return buf.getvalue()

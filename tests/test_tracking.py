@@ -1,0 +1,123 @@
+"""Experiment tracking: TensorBoard event files for every run, the optional trackers' one-line refusal, CSV curves."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+import tiny_model
+from cli_run import one_line_error, tunelab
+from tunelab.cli import main as cli
+from tunelab.errors import TuneLabError
+from tunelab.train import runs, sft, tracking
+from tunelab.train.config import TrainConfig
+
+
+@pytest.fixture
+def tiny(tiny_model):  # conftest's session-wide tiny llama folder (the module of that name is imported above)
+    return tiny_model
+
+
+def _cfg(model, method="lora", **kw) -> TrainConfig:
+    cfg = TrainConfig.for_method(method)
+    cfg.set({"model": model, "data": "tiny", "max_steps": 4, "save_steps": 2, "batch_size": 2, "cutoff_len": 128,
+             "recipe": "manual", "auto_report": False})
+    cfg.set(kw)
+    return cfg
+
+
+def _train(cfg) -> str:
+    run_id = runs.create(cfg)
+    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    return run_id
+
+
+def _events(run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the run's TensorBoard folder, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tracking.tensorboard_dir(run_id)), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _pairs(n: int = 8) -> list[dict]:
+    words = ["river", "lamp", "garden", "coffee", "window", "pencil", "ocean", "violin"][:n]
+    return [{"id": f"p{i}", "instruction": f"Tell me about the {w}.", "input": "", "output": f"Here is the {w}.",
+             "chosen": f"Here is the {w}.", "rejected": f"Go away, {w}."} for i, w in enumerate(words)]
+
+
+@pytest.mark.slow
+def test_every_run_writes_tensorboard_events_for_every_metric_and_step(workspace, tiny):
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, eval_split=0.25, eval_steps=2))
+    rows = runs.metrics(run_id)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    events = _events(run_id)
+    for key in ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch"):
+        assert events[f"train/{key}"] == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in rows], key
+    assert events["eval/loss"] == [(r["step"], pytest.approx(r["eval_loss"], rel=1e-6)) for r in rows
+                                   if r["eval_loss"] is not None]
+    assert [s for s, _ in events["eval/loss"]] == [2, 4]
+    # `tensorboard --logdir <workspace>/runs` finds the run under its own id
+    assert tracking.tensorboard_dir(run_id) == workspace / "runs" / run_id / "tb"
+
+
+@pytest.mark.slow
+def test_preference_rewards_reach_tensorboard_and_two_runs_export_as_csv(workspace, tiny):
+    from tunelab.data import store
+    from tunelab.data.schema import to_table
+
+    store.commit("tiny", to_table(_pairs()), op="test")
+    dpo = _train(_cfg(tiny, "dpo", max_steps=2))
+    sft_run = _train(_cfg(tiny, max_steps=2))
+    events = _events(dpo)
+    rows = runs.metrics(dpo)
+    for key in ("loss", "reward_margin", "reward_accuracy"):
+        assert events[f"train/{key}"] == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in rows], key
+
+    text = tracking.curves_csv([dpo, sft_run])
+    got = list(csv.DictReader(io.StringIO(text)))
+    assert text.splitlines()[0] == "run,step,metric,value"
+    assert {(g["run"], g["metric"]) for g in got} >= {(dpo, "reward_margin"), (dpo, "loss"), (sft_run, "loss")}
+    assert not any(g["run"] == sft_run and g["metric"] == "reward_margin" for g in got)
+    by_key = {(g["run"], int(g["step"]), g["metric"]): float(g["value"]) for g in got}
+    for run_id in (dpo, sft_run):
+        for r in runs.metrics(run_id):
+            assert by_key[(run_id, r["step"], "loss")] == pytest.approx(r["loss"])
+            assert by_key[(run_id, r["step"], "learning_rate")] == pytest.approx(r["learning_rate"])
+
+    assert cli(["runs", "curves", dpo, sft_run, "--csv", "curves.csv"]) == 0  # relative: the workspace's exports/
+    assert (workspace / "exports" / "curves.csv").read_text() == text
+
+
+def test_report_to_a_missing_package_fails_in_one_line_before_any_run(workspace, tiny):
+    tiny_model.dataset()
+    for name in tracking.OPTIONAL:
+        if tracking.installed(name):  # the refusal is for machines without it
+            continue
+        proc = tunelab(workspace, "train", "--model", tiny, "--data", "tiny", "--report-to", name, "--detach")
+        line = one_line_error(proc)
+        assert f"pip install {name}" in line, line
+        with pytest.raises(TuneLabError, match=f"pip install {name}"):
+            runs.create(_cfg(tiny, report_to=f"tensorboard,{name}"))
+    assert runs.list_runs() == []
+
+
+def test_report_to_names_are_checked():
+    assert tracking.parse("") == ["tensorboard"]
+    assert tracking.parse("tensorboard") == ["tensorboard"]
+    assert tracking.parse(" MLflow , wandb,mlflow") == ["tensorboard", "mlflow", "wandb"]
+    with pytest.raises(TuneLabError, match="unknown tracker 'comet'"):
+        tracking.parse("tensorboard,comet")
+    assert tracking.scalars({"step": 3, "time": 1.0, "loss": 2.5, "eval_loss": None, "eval_reward_margin": 0.5,
+                             "flag": True, "note": "x"}) == {"train/loss": 2.5, "eval/reward_margin": 0.5}
+
+
+def test_curves_of_an_unknown_run_is_one_clear_error(workspace):
+    with pytest.raises(TuneLabError, match="unknown run 'nope'"):
+        tracking.curves_csv(["nope"])
+    with pytest.raises(TuneLabError, match="no run given"):
+        tracking.curves_csv([])
