@@ -9,6 +9,8 @@ worker waits (status `queued`) until no other run is running and no older queued
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from tunelab.train.config import LAUNCHERS, TrainConfig
 
 SHOW_METRICS = ("step", "loss", "eval_loss", "learning_rate", "grad_norm")
 ACCEL_CHILD = "TUNELAB_ACCELERATE_CHILD"
+RANKS = "ranks"  # runs/<id>/ranks/<rank>.pid: the processes of a running `accelerate launch`
 
 
 def run_dir(run_id: str) -> Path:
@@ -48,6 +51,10 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
 
     if launcher not in LAUNCHERS:
         raise TuneLabError(f"unknown launcher {launcher!r}: use {' or '.join(LAUNCHERS)}")
+    if int(num_processes) < 1:
+        raise TuneLabError(f"--num-processes must be 1 or more, not {num_processes}")
+    if int(num_processes) > 1 and launcher != "accelerate":
+        raise TuneLabError(f"--num-processes {num_processes} needs --launcher accelerate (the python launcher is one process)")
     if not cfg.data.data:
         raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
     check_method(cfg.method.method)
@@ -128,12 +135,14 @@ def worker(run_id: str) -> int:
     launch = read_json(d / "launch.json") or {}
     if launch.get("launcher") == "accelerate" and not os.environ.get(ACCEL_CHILD):
         return _accelerate(d, int(launch.get("num_processes", 1)))
+    if os.environ.get(ACCEL_CHILD):  # `runs stop` signals every rank (each is a session of its own)
+        (d / RANKS).mkdir(exist_ok=True)
+        (d / RANKS / f"{os.environ.get('RANK', '0')}.pid").write_text(str(os.getpid()))
     return sft.main(d)
 
 
 def _accelerate(d: Path, n: int) -> int:
     """Wait for the queue, then run the same worker under `accelerate launch` with n processes."""
-    import signal
     import subprocess
 
     # The children get SIGTERM from the process group and checkpoint; this wrapper just waits,
@@ -146,16 +155,51 @@ def _accelerate(d: Path, n: int) -> int:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
     if (d / "accelerate.yaml").exists():  # FSDP / DeepSpeed / multi-node settings live there
         cmd += ["--config_file", str(d / "accelerate.yaml")]
+    elif n > 1:
+        # --multi_gpu is torch's multi-process launcher: DDP over NCCL on GPUs, over gloo on CPUs. (--cpu
+        # would start ONE process: accelerate's multi-CPU mode needs mpirun and a hostfile.)
+        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(_free_port())]
     else:
         cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if not _has_cuda():
+    if n == 1 and not _has_cuda():
         cmd.append("--cpu")
     cmd += ["-m", "tunelab", "train", "--worker", d.name]
-    rc = subprocess.call(cmd, env=dict(os.environ, **{ACCEL_CHILD: "1"}))
+    shutil.rmtree(d / RANKS, ignore_errors=True)
+    try:
+        rc = subprocess.call(cmd, env=dict(os.environ, **{ACCEL_CHILD: "1"}))
+    finally:
+        shutil.rmtree(d / RANKS, ignore_errors=True)  # the pids may be reused from now on
     st = read_json(d / "status.json") or {}
     if st.get("status") == "running":  # the children died without recording an outcome
-        job.finish("failed" if rc else "interrupted", error=f"accelerate launch exited with {rc}")
+        if st.get("stop_requested"):  # stopped before rank 0 took over the run's status
+            job.finish("stopped")
+        else:
+            job.finish("failed" if rc else "interrupted", error=f"accelerate launch exited with {rc}")
     return rc
+
+
+def _rank_pids(d: Path) -> list[int]:
+    """The live processes of the run's `accelerate launch` (each still running this run's worker)."""
+    pids = []
+    for f in (d / RANKS).glob("*.pid"):
+        try:
+            pid = int(f.read_text())
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if d.name.encode() in cmd and jobs.pid_alive(pid):  # not a reused pid
+            pids.append(pid)
+    return pids
+
+
+def _free_port() -> int:
+    """A free TCP port on this machine for the ranks' rendezvous (two runs must not share 29500)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _has_cuda() -> bool:
@@ -165,9 +209,18 @@ def _has_cuda() -> bool:
 
 
 def stop(run_id: str) -> dict:
-    """Ask a run to stop: it checkpoints after the current step and records `stopped`."""
-    run_dir(run_id)
+    """Ask a run to stop: it checkpoints after the current step and records `stopped`.
+
+    Every rank of an accelerate run gets SIGTERM (torch starts each in a session of its own, out of
+    reach of the signal to rank 0's process group); the ranks agree to stop after the same step.
+    """
+    d = run_dir(run_id)
     jobs.stop("runs", run_id)
+    for pid in _rank_pids(d):
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     return status(run_id)
 
 

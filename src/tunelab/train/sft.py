@@ -434,7 +434,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     if main:  # rows past the checkpoint were never saved: drop them so resumed steps do not duplicate
         rows_kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= step]
         write_atomic(run_dir / "metrics.jsonl", "".join(_jsonl(r) for r in rows_kept))
-        jobs.write_status(run_dir, step=step, max_steps=max_steps,
+        jobs.write_status(run_dir, step=step, max_steps=max_steps, processes=world,
                           progress=f"{step}/{max_steps}", truncated=enc.truncated, dropped=enc.dropped,
                           examples=len(enc.examples))
 
@@ -472,12 +472,13 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
         for i, (_, b) in enumerate(group):
             # gradients are all-reduced once per step, on the last micro-batch
             sync = contextlib.nullcontext() if i == ga - 1 else accel.no_sync(model)
-            with sync, autocast(accel.device.type, amp):
-                if pref:
-                    loss = preference.batch_loss(model, b, ref["train"], pref, cfg.method.pref_beta,
-                                                 cfg.method.pref_loss, accel.device, tally) / max(n_loss, 1)
-                else:
-                    loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
+            with sync:  # DDP decides in the forward pass whether the backward all-reduces
+                with autocast(accel.device.type, amp):
+                    if pref:
+                        loss = preference.batch_loss(model, b, ref["train"], pref, cfg.method.pref_beta,
+                                                     cfg.method.pref_loss, accel.device, tally) / max(n_loss, 1)
+                    else:
+                        loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
                 accel.backward(loss * world)
             total += float(loss.detach())
         total = all_ranks(accel, [total])[0]  # the global batch's loss, not rank 0's share
