@@ -74,16 +74,19 @@ with browse:
         offset = act.pager(total, size)
         if text.strip():
             hits = w.search(name, version, text, st.session_state["data.field"], offset + size)
-            shown = {"total": hits["total"], "records": hits["records"][offset:]}
+            shown = {"total": hits["total"], "exact": hits["exact"], "records": hits["records"][offset:]}
         else:
             shown = w.page(name, version, offset, size)
     except Exception as exc:  # one clear line for a user error, a traceback only for a bug
         layout.show_error(exc)
         st.stop()
     if text.strip():
-        st.caption(t("{n} matching record(s), best first; the top {max} can be paged through.",
-                     n=shown["total"], max=w.SEARCH_MAX) if shown["total"] > w.SEARCH_MAX
-                   else t("{n} matching record(s), best first.", n=shown["total"]))
+        exact, related = shown["exact"], shown["total"] - shown["exact"]
+        st.caption(t("{exact} match exactly, {related} more related (share some of the words), best first.",
+                     exact=exact, related=related)
+                   + (t(" The top {max} can be paged through.", max=w.SEARCH_MAX) if shown["total"] > w.SEARCH_MAX
+                      else "")
+                   + t(' Put "quotes" around words that must appear together.'))
     records = shown["records"]
     st.dataframe(w.records_frame(records), hide_index=True, width="stretch", key="data.table")
     if records:

@@ -75,7 +75,7 @@ def test_search_hits_are_paged(dataset):
     at = _page()
     at.selectbox(key="data.page_size").set_value(10)
     at.text_input(key="data.query").input("cooking").run()
-    assert "42 matching record(s)" in texts(at)
+    assert "42 match exactly, 0 more related" in texts(at)
     first = list(at.dataframe[1].value["id"])
     at.button(key="data.next").click().run()
     second = list(at.dataframe[1].value["id"])
@@ -168,3 +168,25 @@ def test_highlight_marks_word_forms_and_cjk_bigrams():
     assert highlight.spans("我们学习机器学习", "机器学习") == [(2, 8)]
     assert highlight.spans("category", "cat") == []
     assert highlight.to_html("a < b", "") == "a &lt; b"
+
+
+def test_highlight_marks_whole_words_not_stopwords_nor_bigrams_inside_other_words():
+    from tunelab.data import highlight
+
+    assert highlight.to_html("地心说和日心说", "日心说") == "地心说和<mark>日心说</mark>"
+    # stopwords alone are not marked; the whole phrase is, as written
+    assert highlight.to_html("What is the capital? The capital of Peru.", "the capital of") == \
+        "What is the <mark>capital</mark>? <mark>The capital of</mark> Peru."
+    assert highlight.to_html("光合作用和合作的作用", "光合作用") == "<mark>光合作用</mark>和合作的作用"
+    assert highlight.to_html("deep and learning; deep learning", '"deep learning"') == \
+        "deep and learning; <mark>deep learning</mark>"
+
+
+def test_search_says_how_many_match_exactly(dataset):
+    at = _page()
+    at.text_input(key="data.query").input("question about").run()
+    assert not at.exception
+    # "Question number 0 about cooking" holds both words but not the phrase: all related
+    assert "0 match exactly, 42 more related" in texts(at)
+    at.text_input(key="data.query").input("about cooking").run()
+    assert "42 match exactly, 0 more related" in texts(at)

@@ -259,3 +259,65 @@ def test_ties_at_the_per_term_cut_go_to_the_earlier_records(workspace, monkeypat
         hits = search.search("ties", text, limit=3)
         assert ids(hits) == ["t0", "t1", "t2"] and len(set(hits["scores"])) == 1
         assert hits["total"] == 40
+
+
+# ---------------------------------------------------------------- exact phrase first (issue #15)
+
+PHRASES = [
+    *[{"id": f"p{i}", "instruction": f"第{i}题：光合作用需要什么？", "output": "阳光、水和二氧化碳。"} for i in range(6)],
+    *[{"id": f"c{i}", "instruction": "两家公司的合作有什么作用？", "output": "合作可以发挥协同作用，作用很大，合作共赢。"}
+      for i in range(8)],
+    {"id": "geo", "instruction": "地心说是谁提出的？", "output": "托勒密提出了地心说。"},
+    {"id": "helio", "instruction": "哥白尼提出了什么学说？", "output": "哥白尼提出了日心说，推翻了地心说。"},
+    {"id": "en", "instruction": "What is the capital of France?", "output": "Paris is the capital of France."},
+    {"id": "en2", "instruction": "Capital letters", "output": "Use a capital letter at the start of a sentence."},
+]
+
+
+@pytest.fixture
+def phrases(workspace):
+    store.commit("ph", to_table(PHRASES), "import")
+    return "ph"
+
+
+def test_exact_phrase_ranks_first_and_is_counted(phrases):
+    res = search.search(phrases, "光合作用", limit=20)
+    # 6 hold the phrase; the 8 that only share its bigrams (合作, 作用, many times over) come after
+    assert res["exact"] == 6 and res["total"] == 14
+    assert sorted(ids(res)[:6]) == [f"p{i}" for i in range(6)]
+    assert set(ids(res)[6:]) == {f"c{i}" for i in range(8)}
+    assert search.search(phrases, "光合作用", limit=3)["exact"] == 6  # counted beyond the page
+
+
+def test_cjk_phrase_inside_another_word_is_not_exact(phrases):
+    res = search.search(phrases, "日心说")
+    assert res["exact"] == 1 and ids(res)[0] == "helio"
+    assert "geo" in ids(res)  # shares the bigram 心说: related, after the exact match
+
+
+def test_quoted_phrase_must_be_in_every_hit(phrases):
+    res = search.search(phrases, '"协同作用" 公司')
+    assert sorted(ids(res)) == [f"c{i}" for i in range(8)] and res["total"] == 8
+    res = search.search(phrases, '"capital of France"')
+    assert ids(res) == ["en"] and res["total"] == res["exact"] == 1  # not "capital letter"
+
+
+def test_english_phrase_first_then_related(phrases):
+    res = search.search(phrases, "the capital of France")
+    assert ids(res) == ["en", "en2"] and res["exact"] == 1 and res["total"] == 2
+
+
+def test_shipped_chinese_sample_ranks_exact_matches_first(workspace):
+    import json
+    from pathlib import Path
+
+    from tunelab.data.importer import import_path
+
+    sample = Path(__file__).resolve().parents[1] / "data/samples/alpaca_mixed.jsonl"
+    name = import_path(str(sample))["name"]
+    res = search.search(name, "首都", limit=50)
+    holding = [r for r in store.read(name).to_pylist()
+               if any("首都" in (r.get(f) or "") for f in ("instruction", "input", "output", "system"))]
+    assert res["exact"] == len(holding) > 3
+    assert all("首都" in r["instruction"] + r["input"] + r["output"] for r in res["records"][:res["exact"]])
+    assert json.dumps(res["records"][res["exact"]:], ensure_ascii=False).count("首都") == 0

@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from tunelab.data import store
 from tunelab.data.browse import fields_sql as _fields_sql
+from tunelab.data.highlight import parse_query, phrase_pattern
 from tunelab.data.browse import reader as _reader
 from tunelab.data.browse import select as _select
 from tunelab.data.browse import sql_str as _sql_str
@@ -345,26 +346,79 @@ def _scan_hits(name: str, query: str, field: str, limit: int, version: int | Non
     return [(int(r[0]), float(r[1])) for r in rows], (rows[0][2] if rows else 0)
 
 
+EXACT_MAX = 100_000  # exact-phrase matches ranked first; past this many the rest rank by BM25 only
+
+
+def _phrase_sql(phrase: str) -> str:
+    return "(?i)" + phrase_pattern(phrase)
+
+
+def _phrase_hits(name: str, version: int, field: str, phrase: str,
+                 required: list[str]) -> tuple[list[int], int, set[int] | None]:
+    """Records holding the whole phrase (row numbers, at most EXACT_MAX) and their count, and
+    the set of records holding every required phrase (None when nothing is required)."""
+    path = store.version_path(name, version)
+    cols = [*TEXT_FIELDS, "array_to_string(flatten(history), ' ')"]
+    text = f"coalesce({field}, '')" if field != "any" else " || ' \n ' || ".join(
+        f"coalesce({c}, '')" for c in cols)
+    source = (f"SELECT file_row_number AS rid, {text} AS txt FROM (SELECT file_row_number, {_fields_sql(path)} "
+              f"FROM read_parquet({_sql_str(path)}, file_row_number=true))")
+    need = " AND ".join(["true", *("regexp_matches(txt, ?)" for _ in required)])
+    with _reader() as con:
+        rows = con.execute(
+            f"SELECT rid, regexp_matches(txt, ?) AS exact FROM ({source}) WHERE {need} "
+            f"AND (regexp_matches(txt, ?) OR {bool(required)}) ORDER BY rid",
+            [_phrase_sql(phrase), *map(_phrase_sql, required), _phrase_sql(phrase)]).fetchall()
+    exact = [int(r[0]) for r in rows if r[1]]
+    allowed = {int(r[0]) for r in rows} if required else None
+    return exact[:EXACT_MAX], len(exact), allowed
+
+
+def _scores_of(name: str, query: str, field: str, version: int, rids: list[int]) -> dict[int, float]:
+    """BM25 of the given records for the query (those without any query term are left out)."""
+    if not rids:
+        return {}
+    with _index_reader(build_index(name, version)) as con:
+        terms = _query_terms(con, query)
+        if not terms:
+            return {}
+        field_filter = ""
+        if field != "any":
+            fid = con.execute("SELECT fieldid FROM fields WHERE field = ?", [field]).fetchone()
+            field_filter = f"AND fieldid = {int(fid[0])}"
+        con.register("wanted", pa.table({"rid": pa.array(rids, pa.int64())}))
+        ids = ", ".join(str(int(t)) for t, _ in terms)
+        rows = con.execute(f"SELECT rid, sum(score) FROM impacts WHERE termid IN ({ids}) {field_filter} "
+                           "AND rid IN (SELECT rid FROM wanted) GROUP BY rid").fetchall()
+    return {int(r): float(s) for r, s in rows}
+
+
 def search(
     name: str, query: str, field: str = "any", limit: int = 20, version: int | None = None,
     method: str = "auto",
 ) -> dict:
-    """Ranked full-text search (BM25) over one field or all of them.
+    """Ranked full-text search (BM25) over one field or all of them; exact phrase matches first.
+
+    Records that hold the whole query as written (case aside; Latin words whole) come first, by
+    BM25 among themselves, then the records that only share words or CJK bigrams with it. A part of
+    the query in double quotes must be in every hit.
 
     Args:
         name: dataset name.
-        query: words to look for; Chinese/Japanese/Korean text is matched by character bigrams.
+        query: words to look for; Chinese/Japanese/Korean text is matched by character bigrams;
+            "a quoted phrase" must appear as written.
         field: "any", "instruction", "input", "output" or "system".
         limit: how many hits to return, best first.
         version: dataset version (default: head).
         method: "auto" (BM25, or the scan without PyStemmer), "fts" (BM25) or "scan".
 
     Returns:
-        {"total": matches, "records": [public records], "scores": [float per record]}.
+        {"total": matches, "exact": how many hold the whole phrase, "records": [public records],
+         "scores": [float per record]}.
     """
     if field not in SEARCH_FIELDS:
         raise TuneLabError(f"unknown field {field!r}: use one of {', '.join(SEARCH_FIELDS)}")
-    if not query.strip():
+    if not query.strip() or not query.replace('"', " ").strip():
         raise TuneLabError("the search query is empty")
     if method == "auto":
         method = "fts" if index_available() else "scan"
@@ -372,10 +426,31 @@ def search(
             sys.stderr.write("warning: PyStemmer is not installed, so search has no index; "
                              "using an unindexed scan\n")
     version = store.resolve_version(name, version)  # hits and records from the same version
+    limit = int(limit)
+    phrase, required = parse_query(query)
+    exact, n_exact, allowed = _phrase_hits(name, version, field, phrase, required)
     finder = _fts_hits if method == "fts" else _scan_hits
-    hits, total = finder(name, query, field, int(limit), version)
-    return {"total": int(total), "records": _fetch(name, [h[0] for h in hits], version),
-            "scores": [round(h[1], 4) for h in hits]}
+    # The exact matches' own scores order them; the related ones come from the usual top-N.
+    if method == "fts":
+        scores = _scores_of(name, phrase, field, version, exact)
+    else:
+        scores = {}
+    exact_ranked = sorted(exact, key=lambda r: (-scores.get(r, 0.0), r))
+    hits, total = finder(name, phrase, field, limit + len(exact_ranked[:limit]) if allowed is None
+                         else max(limit, TOP_PER_TERM), version)
+    first = set(exact_ranked)
+    related = [(r, s) for r, s in hits if r not in first and (allowed is None or r in allowed)]
+    if allowed is not None:  # every hit holds the quoted phrases: the ones BM25 did not rank go last
+        ranked = {r for r, _ in related}
+        related += [(r, 0.0) for r in sorted(allowed - first - ranked)]
+        total = len(allowed)
+    else:
+        total = max(total, n_exact)
+    merged = [(r, scores.get(r, 0.0)) for r in exact_ranked] + related
+    merged = merged[:limit]
+    return {"total": int(total), "exact": int(n_exact),
+            "records": _fetch(name, [h[0] for h in merged], version),
+            "scores": [round(h[1], 4) for h in merged]}
 
 
 def _fetch(name: str, rids: list[int], version: int | None) -> list[PublicRecord]:
