@@ -88,15 +88,16 @@ with browse:
                       else "")
                    + t(' Put "quotes" around words that must appear together.'))
     records = shown["records"]
-    st.dataframe(w.records_frame(records), hide_index=True, width="stretch", key="data.table")
+    extras = w.originals(name, version, tuple(r["id"] for r in records))
+    st.dataframe(w.records_frame(records, extras), hide_index=True, width="stretch", key="data.table")
     if records:
         if st.session_state.get("data.record", 0) not in range(len(records)):
             st.session_state["data.record"] = 0
         st.selectbox(t("Open a record"), range(len(records)), key="data.record",
-                     format_func=lambda i: f"{offset + i + 1}. {(records[i]['instruction'] or records[i]['input'])[:90]}")
+                     format_func=lambda i: f"{offset + i + 1}. {w.user_text(records[i], extras.get(records[i]['id']))[:90]}")
         record = records[st.session_state["data.record"]]
         st.caption(f"id `{record['id']}`" + (t(" — search terms are marked") if text.strip() else ""))
-        w.conversation(record, text)
+        w.conversation(record, text, extras.get(record["id"]))
     elif text.strip():
         st.info(t("No record matches. Try fewer words or the field `any`."))
 

@@ -190,3 +190,29 @@ def test_search_says_how_many_match_exactly(dataset):
     assert "0 match exactly, 42 more related" in texts(at)
     at.text_input(key="data.query").input("about cooking").run()
     assert "42 match exactly, 0 more related" in texts(at)
+
+
+@pytest.fixture
+def tool_calls(workspace):
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "data/samples/sharegpt_tools.json"
+    return import_path(str(sample), fmt="sharegpt")["name"]
+
+
+def test_tool_call_records_show_the_question_tool_turns_and_schema(tool_calls):
+    at = _page()
+    assert not at.exception
+    table = at.dataframe[1].value
+    first = table.iloc[0]
+    # the instruction column holds what the user asked, not the tool's result
+    assert first["instruction"] == "What's the weather like in Berlin right now?"
+    assert not any(str(i).startswith("{") for i in table["instruction"])
+    assert first["tools"] == "get_weather"
+    assert at.selectbox(key="data.record").options[0].startswith("1. What's the weather")
+    roles = [m.name for m in at.chat_message]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+    labels = [m.markdown[0].value if m.markdown else "" for m in at.chat_message]
+    assert "tool call" in labels[2] and "tool result" in labels[3]  # badges, not a user bubble
+    assert "&quot;temperature&quot;: 14" in html(at)
+    assert any("Tools the model may call: get_weather" in e.label for e in at.expander)

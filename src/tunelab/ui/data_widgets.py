@@ -23,7 +23,11 @@ from tunelab.ui.i18n import t
 
 PAGE_SIZES = (10, 20, 50, 100)
 SEARCH_MAX = 1000  # hits that can be paged through; BM25 ranks the rest lower anyway
-ROLE_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant"}
+ROLE_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant",
+                "tool call": ":material/build:", "tool result": ":material/output:"}
+# A stored turn's role (canonical ShareGPT, formats.py) -> (chat bubble name, label shown in it).
+TURN_ROLES = {"human": ("user", None), "gpt": ("assistant", None), "system": ("system", None),
+              "function_call": ("assistant", "tool call"), "observation": ("tool", "tool result")}
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -175,22 +179,92 @@ def version_label(entry: dict, head: int) -> str:
              records=entry.get("records")) + mark
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
+@st.cache_data(max_entries=64, show_spinner=False)
+def originals(name: str, version: int, ids: tuple[str, ...]) -> dict[str, dict]:
+    """The original turns and tools schema of the given records (those that carry them).
+
+    Returns:
+        {id: {"turns": [{"from", "value"}] or None, "tools": parsed JSON or None}}.
+    """
+    if not ids:
+        return {}
+    table = store.read(name, version)
+    if "conversations" not in table.column_names:  # a version written before the field existed
+        return {}
+    table = table.filter(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string())))
+    out = {}
+    for r in table.select(["id", "conversations", "tools"]).to_pylist():
+        turns, tools = _loads(r["conversations"]), _loads(r["tools"])
+        if turns or tools:
+            out[r["id"]] = {"turns": turns if isinstance(turns, list) else None, "tools": tools}
+    return out
+
+
+def _loads(text: str | None):
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text  # shown as written
+
+
+def user_text(record: dict, original: dict | None) -> str:
+    """What the user asked: the last human turn of a tool-call conversation (whose instruction
+    field holds the tool's result), else instruction (and input)."""
+    turns = (original or {}).get("turns") or []
+    asked = [t.get("value") or "" for t in turns if isinstance(t, dict) and t.get("from") == "human"]
+    if asked and any(t.get("from") in ("function_call", "observation") for t in turns if isinstance(t, dict)):
+        return asked[-1]
+    return record.get("instruction") or record.get("input") or ""
+
+
+def records_frame(records: list[dict], extras: dict[str, dict] | None = None) -> pd.DataFrame:
     """Records as a table; history shown as its number of earlier turns; chosen, rejected and
-    kto_tag columns when the page holds preference or KTO records."""
+    kto_tag columns when the page holds preference or KTO records. A tool-call conversation
+    shows the user's question as its instruction, and the tools it may call."""
+    extras = extras or {}
     extra = [f for f in PREFERENCE_FIELDS if any(f in r for r in records)]
     rows = [{**{k: r.get(k) for k in ("id", *TEXT_FIELDS, *extra)}, "history": len(r.get("history") or [])}
             for r in records]
-    return pd.DataFrame(rows, columns=[*PUBLIC_FIELDS, *extra])
+    columns = [*PUBLIC_FIELDS, *extra]
+    for row, r in zip(rows, records):
+        if r["id"] in extras:
+            row["instruction"] = user_text(r, extras[r["id"]])
+    if any((extras.get(r["id"]) or {}).get("tools") for r in records):
+        columns.append("tools")
+        for row, r in zip(rows, records):
+            row["tools"] = ", ".join(tool_names((extras.get(r["id"]) or {}).get("tools")))
+    return pd.DataFrame(rows, columns=columns)
 
 
-def text_block(text: str, query_text: str = "") -> None:
+def tool_names(tools) -> list[str]:
+    """The names of the tools in a tools schema (a list of {"name", ...} or OpenAI {"function": ...})."""
+    if isinstance(tools, dict):
+        tools = [tools]
+    if not isinstance(tools, list):
+        return []
+    return [str((t.get("function") or t).get("name", "?")) for t in tools if isinstance(t, dict)]
+
+
+def text_block(text: str, query_text: str = "", mono: bool = False) -> None:
     """Record text as written (no Markdown), with the search terms marked."""
-    st.html(f'<div style="white-space: pre-wrap">{highlight.to_html(text, query_text)}</div>')
+    font = "; font-family: monospace; font-size: 0.9em" if mono else ""
+    st.html(f'<div style="white-space: pre-wrap{font}">{highlight.to_html(text, query_text)}</div>')
 
 
-def conversation(record: dict, query_text: str = "") -> None:
-    """A record as the chat the model will be trained on: system, history, prompt, answer."""
+def conversation(record: dict, query_text: str = "", original: dict | None = None) -> None:
+    """A record as the chat the model will be trained on: system, history, prompt, answer.
+
+    A record imported with its original turns (tool calls, tool results) is shown turn by turn as
+    written, with the tools schema it carries.
+    """
+    if original and original.get("tools"):
+        names = tool_names(original["tools"])
+        with st.expander(t("Tools the model may call: {names} (JSON schema)", names=", ".join(names) or "?"),
+                         icon=":material/build:"):
+            st.json(original["tools"], expanded=3)
+    if original and original.get("turns"):
+        _original_turns(record, original["turns"], query_text)
+        return
     turns = [("system", record.get("system") or "")]
     for pair in record.get("history") or []:
         user, assistant = (list(pair) + ["", ""])[:2]
@@ -212,6 +286,34 @@ def conversation(record: dict, query_text: str = "") -> None:
         st.badge(t("desirable answer (KTO)") if record["kto_tag"] else t("undesirable answer (KTO)"),
                  icon=":material/thumb_up:" if record["kto_tag"] else ":material/thumb_down:",
                  color="green" if record["kto_tag"] else "red")
+
+
+def _original_turns(record: dict, turns: list, query_text: str) -> None:
+    """Stored turns as chat bubbles: a tool call and a tool result each labelled as such."""
+    if record.get("system") and not any(isinstance(x, dict) and x.get("from") == "system" for x in turns):
+        turns = [{"from": "system", "value": record["system"]}, *turns]
+    for turn in turns:
+        if not isinstance(turn, dict):
+            continue
+        role, label = TURN_ROLES.get(turn.get("from"), (str(turn.get("from") or "?"), None))
+        with st.chat_message(role, avatar=ROLE_AVATARS.get(label or role, ":material/chat:")):
+            if label:
+                st.badge(t(label), icon=ROLE_AVATARS[label], color="violet" if label == "tool call" else "orange")
+            text = turn.get("value") or ""
+            if text and label:
+                text_block(_pretty(text), query_text, mono=True)
+            elif text:
+                text_block(text, query_text)
+            else:
+                st.caption(t("(empty)"))
+
+
+def _pretty(text: str) -> str:
+    """A JSON turn indented for reading; anything else as written."""
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False, indent=2)
+    except ValueError:
+        return text
 
 
 def answers(record: dict, query_text: str = "") -> None:
