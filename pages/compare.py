@@ -30,6 +30,7 @@ try:
             st.toast(t("Started {id}. It runs in the background: `tunelab reports show {id}`", id=rid))
 
     st.subheader(t("2 · Results"))
+    w.show_delete_result()
     report_id = w.report_picker()
     if report_id is None:
         st.info(t("No comparisons yet: choose candidates above and run one."))
@@ -38,15 +39,16 @@ try:
         st.caption(t("{data} v{version} · {n} examples · greedy, max {max_new} new tokens · "
                      "`tunelab reports show {id}`", data=doc["data"]["name"], version=doc["data"]["version"],
                      n=len(doc["examples"]), max_new=doc["generation"]["max_new_tokens"], id=report_id))
+        w.delete_panel(report_id, doc["status"])
         if doc["status"] in jobs.ACTIVE:
             w.progress(report_id)
         else:
             if doc["status"] != "completed":
                 st.warning(t("This report is {status}: {error}. It shows what it finished.", status=t(doc["status"]),
                              error=t_error(doc.get("error") or "") or t("it did not finish")))
-            w.metrics_table(doc)
-            w.charts(doc)
-            w.cost_table([m["name"] for m in doc["models"]], key="compare.report_cost")
+            params = w.report_params(doc)  # sizes: a column of the table and the scatter's marker areas
+            w.metrics_table(doc, params)
+            w.charts(doc, params)
             w.before_after(doc)
             w.judge_results(doc)
             w.winner(doc)

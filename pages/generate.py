@@ -1,4 +1,4 @@
-"""Generate: grow a dataset from seed examples — prompt versions, batches of about 20, review."""
+"""Generate: grow a dataset from seed examples — prompt versions, batches of a chosen size, review."""
 
 import streamlit as st
 
@@ -21,7 +21,8 @@ try:
         strategies = w.strategy_picker()
         backend = w.backend_picker()
         n = st.number_input(t("Items per strategy"), 1, 1000, 20, key="gen.n")
-        if st.button(t("Generate batch (≈20)"), key="gen.run", type="primary", disabled=not (seeds and strategies)):
+        if st.button(t("Generate batch (≈{n})", n=w.batch_size(n, strategies)), key="gen.run", type="primary",
+                     disabled=not (seeds and strategies)):
             w.launch(generate.GenerateConfig(
                 seeds=seeds, n=int(n), backend=backend, template=version["name"],
                 prompt_version=version["version"], strategies=strategies,

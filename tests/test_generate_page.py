@@ -109,3 +109,61 @@ def test_running_batch_shows_progress_and_failed_batch_its_error(workspace):
     jobs.write_status(generate.batch_dir(batch), status="failed", error="cannot reach http://127.0.0.1:9/v1")
     at = open_page("pages/generate.py")
     assert [e.value for e in at.error] == ["cannot reach http://127.0.0.1:9/v1"]
+
+
+def test_the_button_counts_what_the_inputs_ask_for(workspace):
+    at = open_page("pages/generate.py")
+    at.number_input(key="gen.n").set_value(5).run()
+    assert at.button(key="gen.run").label == "Generate batch (≈5)"
+    at.checkbox(key="gen.s_para").check().run()  # two strategies, 5 items each
+    assert at.button(key="gen.run").label == "Generate batch (≈10)"
+
+
+def _open_with(query: dict):
+    from pagetest import APP, TIMEOUT
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/generate.py")
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_batch_in_the_url_survives_a_refresh(workspace):
+    import time
+
+    older = seed_batch(workspace)
+    time.sleep(0.01)
+    newer = seed_batch(workspace)
+    at = _open_with({"batch": older})
+    assert at.selectbox(key="gen.batch").value == older  # the link's, not the newest
+    at.selectbox(key="gen.batch").set_value(newer).run()
+    assert at.query_params["batch"] == newer
+
+
+def test_batch_labels_are_read_from_disk_and_polled_while_one_is_active(workspace):
+    from tunelab.ui import live
+
+    batch = seed_batch(workspace)
+    jobs.write_status(generate.batch_dir(batch), status="queued")
+    at = open_page("pages/generate.py")
+    assert "queued" in at.selectbox(key="gen.batch").format_func(batch)
+    shown = {batch: "queued"}
+    assert not live.changed("generations", shown)
+    jobs.write_status(generate.batch_dir(batch), status="completed", counts={"generated": 5, "accepted": 2})
+    assert live.changed("generations", shown)  # what the page's polling fragment reruns on
+    at.run()
+    assert "completed 2/5 accepted" in at.selectbox(key="gen.batch").format_func(batch)
+
+
+def test_acceptance_chart_has_a_legend_and_a_percent_axis():
+    from tunelab.ui import charts
+
+    rows = [{"template": "default-en", "version": 1, "batches": 1, "items": 5, "accepted": 3, "rate": 0.6},
+            {"template": "default-en", "version": 2, "batches": 1, "items": 4, "accepted": 4, "rate": 1.0}]
+    fig = charts.acceptance(rows).to_dict()
+    assert fig["layout"]["showlegend"] is True and [tr["name"] for tr in fig["data"]] == ["default-en"]
+    assert list(fig["data"][0]["y"]) == [60.0, 100.0] and list(fig["layout"]["yaxis"]["range"]) == [0, 105]

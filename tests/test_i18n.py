@@ -103,8 +103,8 @@ def test_compare_page_in_chinese(data, tiny_model):
     assert at.selectbox(key="compare.sort").options[0] == "分歧程度（ROUGE-L 差异）"
     at.selectbox(key="compare.sort").set_value("dataset order").run()
     assert not at.exception, at.exception
-    table = next(df.value for df in at.dataframe if "ROUGE-L" in df.value.columns)
-    assert list(table["name"]) == ["tiny-a", "tiny-b"] and "精确匹配" in table.columns
+    table = next(df.value for df in at.dataframe if "ROUGE-L（%）" in df.value.columns)
+    assert list(table["name"]) == ["tiny-a", "tiny-b"] and "精确匹配（%）" in table.columns
     assert at.selectbox(key="compare.pick").label == "胜出模型"
     assert _untranslated_since(before) == []
 
@@ -186,7 +186,8 @@ def test_strings_translated_at_display_have_chinese_entries():
     dynamic += list(data_widgets.sql_examples(["toy"]))
     dynamic += [jobs.KIND_LABELS[k] for k in jobs.KINDS]
     dynamic += [f.metadata["help"] for f in fields(GenerationSettings)]
-    dynamic += [generate_widgets.ENDPOINT, chat.NO_MODEL, chat.ENGINE_HELP, *train_widgets.EXPORT_LABELS.values()]
+    dynamic += [generate_widgets.ENDPOINT, chat.NO_MODEL, chat.ENGINE_HELP, *train_widgets.EXPORT_LABELS.values(),
+                *train_widgets.LABELS.values(), *train_widgets.METHOD_LABELS.values()]
     assert [s for s in dynamic if s not in ZH and s not in ("data", "resume from")] == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from cli_run import one_line_error, tunelab
@@ -41,7 +42,7 @@ def test_delete_refuses_a_queued_or_running_report(report):
     queued = evaluate.create_report(evaluate.EvalConfig(models=["tiny-a", "tiny-b"], data="qa-test", limit=1))
     with pytest.raises(TuneLabError, match="is queued: stop it first"):
         evaluate.delete_report(queued)
-    jobs.write_status(jobs.job_dir("reports", report), status="running", pid=__import__("os").getpid())
+    jobs.write_status(jobs.job_dir("reports", report), status="running", pid=os.getpid())
     with pytest.raises(TuneLabError, match="is running: stop it first"):
         evaluate.delete_report(report)
     assert (jobs.job_dir("reports", report) / "examples.jsonl").exists()  # nothing was removed

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from tunelab import jobs
 from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
+from tunelab.ui import charts as ch
+from tunelab.ui import live
 from tunelab.ui.i18n import t, t_error
 
-LABELS = {"rouge_l": "ROUGE-L", "bleu": "BLEU", "exact_match": "Exact match", "tokens_per_s": "Tokens/s",
-          "latency_s": "Latency (s)", "peak_rss_mb": "Peak RSS (MB)"}
+LABELS = {k: name for k, (name, *_rest) in ch.METRICS.items()}  # friendly names with units
 SORTS = ("disagreement (ROUGE-L spread)", "dataset order", "lowest mean ROUGE-L")
 
 
@@ -75,15 +72,23 @@ def cost_table(models: list[str], key: str = "compare.cost") -> None:
 
 
 def report_picker() -> str | None:
-    """Pick a report to show (default: the newest, so a refresh re-attaches to a running one); key compare.report."""
+    """Pick a report to show; key compare.report, mirrored in the URL as ?report=ID.
+
+    The choice: this session's, else the link's ?report=, else the newest (so a refresh re-attaches to a
+    running one). Labels are read from the report folders on every run, and while any listed report
+    is queued or running a fragment polls them and reruns the page as soon as one changes status.
+    """
     reports = evaluate.list_reports()
     if not reports:
         return None
     ids = [r["id"] for r in reports]
     info = {r["id"]: r for r in reports}
-    if st.session_state.get("compare.report") not in ids:
-        st.session_state["compare.report"] = ids[0]
-    return st.selectbox(t("Report"), ids, key="compare.report", format_func={i: _report_label(info[i]) for i in ids}.get)
+    live.choose("report", "compare.report", ids, ids[0])
+    labels = {i: _report_label(info[i]) for i in ids}  # built in the run: AppTest calls format_func outside it
+    picked = st.selectbox(t("Report"), ids, key="compare.report", format_func=labels.get)
+    live.remember("report", picked)
+    live.watch(evaluate.KIND, {r["id"]: r["status"] for r in reports}, key="compare.watch")
+    return picked
 
 
 def _report_label(r: dict) -> str:
@@ -93,6 +98,47 @@ def _report_label(r: dict) -> str:
                  status=t(r["status"] or "queued"), run=r["run"], data=r["data"])
     return t("{id} · {status} · {models} on {data}", id=r["id"], status=t(r["status"] or "queued"),
              models=", ".join(r["models"] or []), data=r["data"])
+
+
+def _ask_delete(report_id: str | None) -> None:
+    st.session_state["compare.confirm_delete"] = report_id
+
+
+def _delete(report_id: str) -> None:
+    st.session_state["compare.confirm_delete"] = None
+    try:
+        evaluate.delete_report(report_id)
+    except TuneLabError as exc:  # it started running meanwhile, or another tab removed it
+        st.session_state["compare.delete_error"] = str(exc)
+        return
+    st.session_state["compare.deleted"] = report_id
+    st.session_state.pop("compare.report", None)  # the picker falls back to the newest report
+
+
+def delete_panel(report_id: str, status: str | None) -> None:
+    """Delete the shown report after a confirmation; refused (button disabled) while it is queued or running."""
+    if st.session_state.get("compare.confirm_delete") == report_id:
+        st.warning(t("Delete report {id} and every answer in it? This cannot be undone.", id=report_id),
+                   icon=":material/delete:")
+        c1, c2, _ = st.columns([1, 1, 4])
+        c1.button(t("Yes, delete"), key="compare.delete_yes", type="primary", on_click=_delete, args=(report_id,))
+        c2.button(t("Cancel"), key="compare.delete_no", on_click=_ask_delete, args=(None,))
+        return
+    active = status in jobs.ACTIVE
+    st.button(t("Delete report"), key="compare.delete", icon=":material/delete:", disabled=active,
+              on_click=_ask_delete, args=(report_id,),
+              help=t("Stop it first: a queued or running report cannot be deleted.") if active else
+              t("Removes the report's folder: answers, metrics and judge verdicts."))
+
+
+def show_delete_result() -> None:
+    """What the last delete did (callbacks run before the page draws)."""
+    gone = st.session_state.pop("compare.deleted", None)
+    if gone:
+        st.success(t("Deleted report {id}.", id=gone), icon=":material/check_circle:")
+    error = st.session_state.pop("compare.delete_error", None)
+    if error:
+        st.error(t_error(error))
 
 
 def launch(models: list[str], data: str, version: int | None, limit: int, max_new_tokens: int,
@@ -127,13 +173,20 @@ def progress(report_id: str) -> None:
         st.dataframe(_metrics_frame(partial), hide_index=True, key="compare.partial", column_config=_row_headers())
 
 
-def _metrics_frame(models: list[dict]) -> pd.DataFrame:
-    cols = ["name", *HIGHER_IS_BETTER, "examples"]
-    return pd.DataFrame([{c: m.get(c) for c in cols} for m in models]).rename(columns=_labels())
+def _metrics_frame(models: list[dict], params: dict[str, int | None] | None = None) -> pd.DataFrame:
+    """One row per model: metrics on the scale they are shown at (percent, 0-100 BLEU), friendly headers."""
+    rows = []
+    for m in models:
+        row = {"name": m["name"], **{k: ch.shown(m, k) for k in HIGHER_IS_BETTER}, "examples": m.get("examples")}
+        if params is not None:
+            n = params.get(m["name"])
+            row["params"] = (f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M") if n else None
+        rows.append(row)
+    return pd.DataFrame(rows).rename(columns=_labels())
 
 
 def _row_headers() -> dict[str, str]:
-    return {"name": t("Model"), "examples": t("Examples")}
+    return {"name": t("Model"), "examples": t("Examples"), "params": t("Parameters")}
 
 
 def _labels() -> dict[str, str]:
@@ -141,66 +194,41 @@ def _labels() -> dict[str, str]:
     return {k: t(v) for k, v in LABELS.items()}
 
 
-def metrics_table(doc: dict) -> None:
-    """One row per model, the best value of each column highlighted."""
-    frame = _metrics_frame(doc["models"])
-    best = evaluate.best_per_column(doc["models"])
-    names = list(frame["name"])
-
-    metric_of = {label: k for k, label in _labels().items()}  # header -> metric key
-
-    def highlight(col: pd.Series) -> list[str]:
-        winner = best.get(metric_of.get(col.name))
-        return ["background-color: rgba(46,160,67,.28); font-weight: bold" if winner == n else "" for n in names]
-
-    st.dataframe(frame.style.apply(highlight).format(precision=3, na_rep="n/a"), hide_index=True,
-                 width="stretch", key="compare.table", column_config=_row_headers())
-    st.caption(t("Best per column in green (lower is better for latency and memory). ROUGE-L and exact match "
-                 "are means over examples; BLEU is corpus BLEU; latency is the time until an answer's batch was done."))
-
-
-def metric_bars(doc: dict) -> go.Figure:
-    """One bar chart per metric, models side by side."""
-    keys = list(HIGHER_IS_BETTER)
-    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[_labels()[k] for k in keys])
-    names = [m["name"] for m in doc["models"]]
-    for i, k in enumerate(keys, start=1):
-        fig.add_trace(go.Bar(x=names, y=[m.get(k) for m in doc["models"]], marker_color=_colors(len(names)),
-                             showlegend=False, hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=i)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=300, margin={"t": 40, "b": 10})
-    return fig
-
-
-def _colors(n: int) -> list[str]:
-    return ["#4C78A8", "#F58518", "#54A24B", "#E45756"][:n]
-
-
-def quality_speed(doc: dict, params: dict[str, int | None]) -> go.Figure:
-    """Tokens/s against ROUGE-L; marker area grows with parameter count."""
-    fig = go.Figure()
-    biggest = max([p for p in params.values() if p] or [1])
-    for m, color in zip(doc["models"], _colors(len(doc["models"]))):
-        p = params.get(m["name"])
-        size = 14 + 36 * math.sqrt(p / biggest) if p else 14
-        fig.add_trace(go.Scatter(x=[m.get("tokens_per_s")], y=[m.get("rouge_l")], mode="markers+text", text=[m["name"]],
-                                 textposition="top center", marker={"size": size, "color": color}, name=m["name"],
-                                 hovertemplate=f"{m['name']}<br>%{{x:.1f}} tokens/s<br>ROUGE-L %{{y:.3f}}<br>"
-                                               + t("{n} params", n=p or "n/a") + "<extra></extra>"))
-    fig.update_layout(xaxis_title=t("tokens/s (faster →)"), yaxis_title=t("ROUGE-L (better ↑)"), height=360,
-                      showlegend=False, margin={"t": 20})
-    return fig
-
-
-def charts(doc: dict) -> None:
-    st.plotly_chart(metric_bars(doc), key="compare.bars")
+def report_params(doc: dict) -> dict[str, int | None]:
+    """Parameter count of each of a report's models (None for one removed since, or unreadable)."""
     params = {}
     for m in doc["models"]:
         try:
             params[m["name"]] = _estimate(m["name"])["params"]
-        except Exception:  # a model removed since the report: plot it without a size
+        except Exception:  # a model removed since the report: shown without a size
             params[m["name"]] = None
-    st.plotly_chart(quality_speed(doc, params), key="compare.scatter")
+    return params
+
+
+def metrics_table(doc: dict, params: dict[str, int | None] | None = None) -> None:
+    """One row per model with its size; the best value of a column highlighted only when it really differs."""
+    frame = _metrics_frame(doc["models"], params)
+    names = list(frame["name"])
+    metric_of = {label: k for k, label in _labels().items()}  # header -> metric key
+    best = {k: ch.winners(doc["models"], k) for k in HIGHER_IS_BETTER}
+
+    def highlight(col: pd.Series) -> list[str]:
+        won = best.get(metric_of.get(col.name)) or set()
+        return ["background-color: rgba(46,160,67,.28); font-weight: bold" if n in won else "" for n in names]
+
+    formats = {_labels()[k]: f"{{:.{ch.METRICS[k][2]}f}}" for k in HIGHER_IS_BETTER}
+    st.dataframe(frame.style.apply(highlight).format(formats, na_rep="n/a"), hide_index=True,
+                 width="stretch", key="compare.table", column_config=_row_headers())
+    st.caption(t("Best per column in green, only where the models differ (lower is better for latency and "
+                 "memory). ROUGE-L and exact match are means over examples, in percent; BLEU is corpus BLEU on "
+                 "0–100; latency is the time until an answer's batch was done."))
+
+
+def charts(doc: dict, params: dict[str, int | None] | None = None) -> None:
+    """The metric panels (legend: one colour per model) and quality against speed."""
+    st.plotly_chart(ch.metric_bars(doc["models"]), key="compare.bars")
+    st.plotly_chart(ch.quality_speed(doc["models"], params if params is not None else report_params(doc)),
+                    key="compare.scatter")
 
 
 def sorted_examples(doc: dict, order: str) -> list[dict]:
@@ -214,40 +242,51 @@ def sorted_examples(doc: dict, order: str) -> list[dict]:
 
 
 def examples_view(doc: dict) -> None:
-    """Per-example table (prompt, reference, each model's answer and ROUGE-L) and one example side by side."""
+    """Per-example table (prompt, reference, each model's answer and ROUGE-L %) and one example with a column
+    per model (answers wrap instead of running into each other)."""
     order = st.selectbox(t("Sort examples by"), SORTS, key="compare.sort", format_func={s: t(s) for s in SORTS}.get)
     exs = sorted_examples(doc, order)
     names = [m["name"] for m in doc["models"]]
+    rouge = ch.metric_name("rouge_l")
     rows = []
     for e in exs:
-        row = {"#": e["index"], "spread": e["spread"], "prompt": e["prompt"], "reference": e["reference"]}
+        row = {"#": e["index"], "spread": round(e["spread"] * 100, 1), "prompt": e["prompt"],
+               "reference": e["reference"]}
         for n in names:
             o = e["outputs"].get(n, {})
             row[f"{n}"] = o.get("output")
-            row[f"{n} ROUGE-L"] = o.get("rouge_l")
+            row[f"{n} · {rouge}"] = None if o.get("rouge_l") is None else round(o["rouge_l"] * 100, 1)
         rows.append(row)
+    text_cols = {n: st.column_config.TextColumn(n, width="large") for n in names}
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="compare.examples",
-                 column_config={"spread": st.column_config.NumberColumn(t("Spread"), format="%.2f"),
-                                "prompt": t("Prompt"), "reference": t("Reference")})
+                 column_config={"spread": st.column_config.NumberColumn(t("Spread (ROUGE-L points)"), format="%.1f"),
+                                "prompt": st.column_config.TextColumn(t("Prompt"), width="large"),
+                                "reference": st.column_config.TextColumn(t("Reference"), width="large"),
+                                **text_cols})
     if not exs:
         return
+    short = {e["index"]: " ".join(e["prompt"].split())[:70] for e in exs}
     pick = st.selectbox(t("Side by side"), [e["index"] for e in exs], key="compare.example",
-                        format_func=lambda i: f"#{i} · {doc['examples'][i]['prompt'][:80]}")
+                        format_func=lambda i: f"#{i} · {short.get(i, '')}")
     ex = doc["examples"][pick]
     st.markdown(t("**Prompt**"))
-    st.text(ex["prompt"])
-    st.markdown(t("**Reference**"))
-    st.text(ex["reference"])
-    for col, n in zip(st.columns(len(names)), names):
+    st.code(ex["prompt"], language=None, wrap_lines=True)
+    st.table(pd.DataFrame(side_by_side(ex, names)).set_index(t("Model")))
+
+
+def side_by_side(ex: dict, names: list[str]) -> list[dict]:
+    """One row per answer (the reference first) with its scores, for a table that wraps long text."""
+    rows = [{t("Model"): t("Reference"), t("Answer"): ex["reference"], ch.metric_name("rouge_l"): "",
+             ch.metric_name("exact_match"): ""}]
+    for n in names:
         o = ex["outputs"].get(n)
-        with col:
-            st.markdown(f"**{n}**")
-            if o is None:
-                st.caption(t("not evaluated yet"))
-                continue
-            st.caption(t("ROUGE-L {rouge:.3f} · BLEU {bleu:.3f} · exact {exact}", rouge=o["rouge_l"], bleu=o["bleu"],
-                         exact=int(o["exact_match"])))
-            st.text(o["output"])
+        if o is None:
+            rows.append({t("Model"): n, t("Answer"): t("not evaluated yet"), ch.metric_name("rouge_l"): "",
+                         ch.metric_name("exact_match"): ""})
+            continue
+        rows.append({t("Model"): n, t("Answer"): o["output"], ch.metric_name("rouge_l"): f"{o['rouge_l'] * 100:.1f}",
+                     ch.metric_name("exact_match"): "✓" if o["exact_match"] else "✗"})
+    return rows
 
 
 def before_after(doc: dict) -> None:
@@ -260,7 +299,7 @@ def before_after(doc: dict) -> None:
     for p in pairs:
         for before, label, entry in ((True, t("before: {model}", model=p["base"]), p["before"]),
                                      (False, t("after: {model}", model=p["run"]), p["after"])):
-            rows.append({"model": label, **{_labels()[k]: (entry or {}).get(k) for k in HIGHER_IS_BETTER},
+            rows.append({"model": label, **{_labels()[k]: ch.shown(entry or {}, k) for k in HIGHER_IS_BETTER},
                          "report": p["base_report"] if before else doc["report"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="compare.before_after",
                  column_config={"model": t("Model"), "report": t("Report")})
@@ -275,7 +314,7 @@ def winner(doc: dict) -> None:
     names = [m["name"] for m in doc["models"] if m["examples"]]
     if not names:
         return
-    best = evaluate.best_per_column(doc["models"]).get("rouge_l", names[0])
+    best = next(iter(sorted(ch.winners(doc["models"], "rouge_l"))), names[0])  # none when all tie
     if st.session_state.get("compare.pick") not in names:
         st.session_state["compare.pick"] = best
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -343,10 +382,10 @@ def run_report(run_id: str) -> None:
         (st.success if s["beat_base"] else st.warning)(_verdict_text(s))
     else:
         st.warning(t("The before/after report {status}: it shows what it finished.", status=t(s["status"])))
-    rows = [{"model": t("before: {model}", model=s["base"]["name"]), **{_labels()[k]: s["base"].get(k) for k in
-                                                                         ("rouge_l", "bleu", "exact_match")}},
-            {"model": t("after: {model}", model=s["tuned"]["name"]), **{_labels()[k]: s["tuned"].get(k) for k in
-                                                                         ("rouge_l", "bleu", "exact_match")}}]
+    rows = [{"model": t("before: {model}", model=s["base"]["name"]), **{_labels()[k]: ch.shown(s["base"], k) for k in
+                                                                         ch.QUALITY}},
+            {"model": t("after: {model}", model=s["tuned"]["name"]), **{_labels()[k]: ch.shown(s["tuned"], k) for k in
+                                                                         ch.QUALITY}}]
     st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"train.report.{run_id}",
                  column_config={"model": t("Model")})
     if s.get("judge"):
@@ -455,7 +494,7 @@ def loop_panel(doc: dict) -> None:
         return
     st.caption(t("{n} of {total} answers of {model} are wrong.", n=len(wrong), total=len(doc["examples"]), model=tuned))
     st.dataframe(pd.DataFrame([{"#": e["index"], "prompt": e["prompt"], "reference": e["reference"],
-                                "answer": e["answer"], "ROUGE-L": e["rouge_l"]} for e in wrong]),
+                                "answer": e["answer"], ch.metric_name("rouge_l"): round(e["rouge_l"] * 100, 1)} for e in wrong]),
                  hide_index=True, width="stretch", key="compare.wrong",
                  column_config={"prompt": t("Prompt"), "reference": t("Reference"), "answer": t("Answer")})
     indices = [e["index"] for e in wrong]

@@ -13,6 +13,7 @@ import streamlit as st
 from tunelab import jobs
 from tunelab.data import store
 from tunelab.synth import filters, generate, prompts
+from tunelab.ui import charts, live
 from tunelab.ui.i18n import t
 
 SAMPLES = Path(__file__).resolve().parents[3] / "data" / "samples"
@@ -188,14 +189,26 @@ def progress(batch_id: str) -> None:
 
 
 def batch_picker() -> str | None:
+    """Pick a batch to review; key gen.batch, mirrored in the URL as ?batch=ID.
+
+    This session's choice, else the link's ?batch=, else the newest. Labels are read from disk on every
+    run; while a listed batch is queued or running a fragment polls and reruns the page on a change.
+    """
     batches = jobs.list_jobs("generations")
     if not batches:
         st.info(t("No batches yet: generate one above."))
         return None
     labels = {b["id"]: _label(b) for b in batches}
-    if st.session_state.get("gen.batch") not in labels:
-        st.session_state["gen.batch"] = batches[0]["id"]
-    return st.selectbox(t("Batch"), list(labels), key="gen.batch", format_func=labels.get)
+    live.choose("batch", "gen.batch", list(labels), batches[0]["id"])
+    picked = st.selectbox(t("Batch"), list(labels), key="gen.batch", format_func=labels.get)
+    live.remember("batch", picked)
+    live.watch("generations", {b["id"]: b.get("status") for b in batches}, key="gen.watch")
+    return picked
+
+
+def batch_size(n: int, strategies: list[str]) -> int:
+    """About how many items a batch brings: n per checked strategy."""
+    return int(n) * len(strategies)
 
 
 def _label(b: dict) -> str:
@@ -327,13 +340,7 @@ def _accept(batch_id: str) -> None:
 
 def acceptance_chart() -> None:
     """Acceptance rate per prompt version over every finished batch."""
-    import plotly.express as px
-
     rows = generate.acceptance_by_version()
     if not rows:
         return
-    data = [dict(r, label=f"{r['template']} v{r['version']}", text=f"{r['accepted']}/{r['items']}") for r in rows]
-    fig = px.bar(data, x="label", y="rate", text="text", range_y=[0, 1],
-                 labels={"label": t("prompt version"), "rate": t("acceptance rate")})
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10))
-    st.plotly_chart(fig, use_container_width=True, key="gen.chart")
+    st.plotly_chart(charts.acceptance(rows), width="stretch", key="gen.chart")
