@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -106,3 +107,99 @@ def test_export_a_finished_run_from_the_page(workspace, tiny):
     assert gguf.GGUFReader(str(out)).tensors  # a GGUF file llama.cpp can open
     at = _open(tiny)  # a fresh session (refresh) still lists the export, read from disk
     assert any("out" in df.value and str(out) in df.value["out"].tolist() for df in at.dataframe)
+
+
+def _refresh(at: AppTest) -> AppTest:
+    """A browser refresh: a new session on the same URL (the page and its query string)."""
+    fresh = AppTest.from_file(APP, default_timeout=120)
+    fresh.query_params.update(at.query_params)
+    fresh.switch_page("pages/train.py")
+    fresh.run()
+    assert not fresh.exception, fresh.exception
+    return fresh
+
+
+def test_friendly_labels_and_only_the_chosen_methods_fields(workspace, tiny):
+    tiny_model.dataset()
+    tiny_model.dataset("tiny-test")
+    at = _open(tiny)
+    labels = {w.label for kind in ("number_input", "selectbox", "checkbox", "text_input") for w in getattr(at, kind)}
+    assert {"Max tokens per example", "LoRA rank (r)", "Max steps (0 = use epochs)", "Learning rate"} <= labels
+    assert not {"cutoff len", "lora r", "max steps"} & labels  # no raw field names
+    assert at.number_input(key="train.lora_r").help  # the beginner's explanation as a tooltip
+    keys = {w.key for w in at.number_input}
+    assert "train.num_virtual_tokens" not in keys and "train.encoder_hidden_size" not in keys  # P-tuning's, not LoRA's
+    # Eval data and init adapter are pickers of what exists, not free-text boxes.
+    assert at.selectbox(key="train.eval_data").options[1:] == ["tiny", "tiny-test"]
+    assert "train.eval_data" not in {w.key for w in at.text_input}
+    assert len(at.selectbox(key="train.init_adapter").options) == 1  # no run with an adapter yet: only "none"
+    at.selectbox(key="train.method").set_value("ptuning").run()
+    keys = {w.key for w in at.number_input}
+    assert "train.num_virtual_tokens" in keys and "train.lora_r" not in keys
+    at.selectbox(key="train.eval_data").set_value("tiny-test").run()
+    cmd = next(c.value for c in at.code if c.value.startswith("tunelab train"))
+    assert "--eval-data tiny-test" in cmd and "--lora-r" not in cmd
+
+
+def test_the_form_survives_a_refresh_and_a_shared_link(workspace, tiny):
+    tiny_model.dataset()
+    tiny_model.dataset("other")
+    at = _open(tiny)
+    at.selectbox(key="train.method").set_value("full").run()
+    at.selectbox(key="train.data").set_value("other").run()
+    at.number_input(key="train.max_steps").set_value(7).run()
+    at.number_input(key="train.cutoff_len").set_value(96).run()
+    at.checkbox(key="train.packing").uncheck().run()
+    assert at.query_params["max_steps"] == "7" and at.query_params["method"] == "full"
+    again = _refresh(at)
+    assert again.number_input(key="train.max_steps").value == 7  # not back to 0
+    assert again.number_input(key="train.cutoff_len").value == 96
+    assert again.selectbox(key="train.method").value == "full" and again.selectbox(key="train.data").value == "other"
+    assert again.checkbox(key="train.packing").value is False
+    assert again.number_input(key="train.learning_rate").value == pytest.approx(2e-5)
+    cmd = next(c.value for c in again.code if c.value.startswith("tunelab train"))
+    assert "--max-steps 7" in cmd and "--cutoff-len 96" in cmd and "--no-packing" in cmd
+    # A value set back to its default leaves the URL; a bad value in a link is ignored with one warning.
+    again.number_input(key="train.cutoff_len").set_value(512).run()
+    assert "cutoff_len" not in again.query_params
+    bad = dict(again.query_params, max_steps="lots")
+    fresh = AppTest.from_file(APP, default_timeout=120)
+    fresh.query_params.update(bad)
+    fresh.switch_page("pages/train.py")
+    fresh.run()
+    assert not fresh.exception and any("max_steps" in w.value for w in fresh.warning)
+    assert fresh.number_input(key="train.max_steps").value == 0
+
+
+def test_run_picker_labels_follow_disk_and_manage_a_run(workspace, tiny):
+    from tunelab import jobs
+    from tunelab.train import manage
+
+    tiny_model.dataset()
+    cfg = TrainConfig.for_method("lora")
+    cfg.set({"model": tiny, "data": "tiny", "max_steps": 3, "cutoff_len": 64})
+    old, new = runs.create(cfg), runs.create(cfg)
+    jobs.write_status(runs.run_dir(old), status="completed")
+    jobs.write_status(runs.run_dir(new), status="running", pid=os.getpid())
+    at = _open(tiny)
+    picker = at.selectbox(key="train.run")
+    assert any(new in o and "running" in o for o in picker.options)
+    jobs.write_status(runs.run_dir(new), status="completed")  # finishes while the page is open
+    at.run()
+    labels = at.selectbox(key="train.run").options
+    assert any(new in o and "completed" in o for o in labels) and not any("running" in o for o in labels)
+    at.selectbox(key="train.run").set_value(old).run()
+    assert at.query_params["run"] == old
+    at.text_input(key=f"train.rename.{old}").set_value("baseline lr 2e-4")
+    at.text_input(key=f"train.tags.{old}").set_value("demo, lora")
+    at.text_area(key=f"train.notes.{old}").set_value("the one to show")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert manage.meta(old) == {"name": "baseline lr 2e-4", "notes": "the one to show", "tags": ["demo", "lora"]}
+    assert any(o.startswith("baseline lr 2e-4 (" + old) for o in at.selectbox(key="train.run").options)
+    assert _refresh(at).selectbox(key="train.run").value == old  # ?run= survives a refresh
+    at.number_input(key="train.max_steps").set_value(11).run()
+    at.button(key=f"train.clone.{old}").click().run()
+    assert at.number_input(key="train.max_steps").value == 3  # the run's settings, back in the form
+    at.button(key=f"train.delete.{old}").click().run()
+    assert not at.exception and not (workspace / "runs" / old).exists()
+    assert [r["run"] for r in runs.list_runs()] == [new]

@@ -11,23 +11,82 @@ import shlex
 
 import streamlit as st
 
-from tunelab import jobs
+from tunelab import jobs, workspace
 from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.models import registry
-from tunelab.train import recipe, runs
-from tunelab.train.config import METHOD_DEFAULTS, TrainConfig, all_fields, to_flags
+from tunelab.train import manage, recipe, runs
+from tunelab.train.config import METHOD_DEFAULTS, PREFERENCE_METHODS, TrainConfig, all_fields, to_flags
 from tunelab.train.diagnose import diagnose
 from tunelab.ui.i18n import t, t_error
 from tunelab.ui.layout import show_error
 
 SKIP = {"model", "data", "resume_from"}  # chosen with dedicated widgets / set by `runs resume`
+FIELDS = [f.name for _, f in all_fields() if f.name != "resume_from"]  # what the form, the draft and the URL hold
+
+# What the form calls each setting (the config's own names stay in the CLI and config.yaml), with units.
+LABELS = {
+    "model": "Base model", "dtype": "Weight precision while training", "data": "Dataset",
+    "data_version": "Dataset version (empty = latest)", "cutoff_len": "Max tokens per example",
+    "packing": "Pack short examples together", "eval_split": "Held-out share for evaluation (0-1)",
+    "eval_data": "Evaluation dataset", "max_records": "Use only the first N records (empty = all)",
+    "method": "Method", "lora_r": "LoRA rank (r)", "lora_alpha": "LoRA scaling (alpha)",
+    "lora_dropout": "LoRA dropout (0-1)", "lora_target": "Layers that get LoRA",
+    "pref_beta": "Preference strength (beta)", "pref_loss": "DPO loss", "pref_tuning": "What preference training updates",
+    "num_virtual_tokens": "Soft-prompt length (tokens)", "encoder_hidden_size": "Prompt-encoder size (units)",
+    "init_adapter": "Start from a run's adapter", "recipe": "Recipe", "learning_rate": "Learning rate",
+    "epochs": "Epochs (passes over the data)", "max_steps": "Max steps (0 = use epochs)",
+    "batch_size": "Batch size (examples per step)", "grad_accum": "Gradient accumulation (batches per update)",
+    "warmup_ratio": "Warm-up (share of steps, 0-1)", "weight_decay": "Weight decay",
+    "max_grad_norm": "Gradient clipping (max norm)", "eval_steps": "Evaluate every N steps (0 = at the end)",
+    "early_stopping_patience": "Early-stopping patience (evaluations, 0 = off)",
+    "save_steps": "Checkpoint every N steps", "seed": "Random seed", "wait_for_others": "Wait for other runs to finish",
+    "threads": "CPU threads (0 = automatic)", "mixed_precision": "Mixed precision (bfloat16 compute)",
+    "auto_report": "Before/after report when the run ends",
+    "gradient_checkpointing": "Gradient checkpointing (less memory, slower)",
+    "report_to": "Also log to (tensorboard, mlflow, wandb)",
+}
+METHOD_LABELS = {
+    "lora": "LoRA: small add-on matrices (recommended)", "qlora": "QLoRA: LoRA on a 4-bit model (CUDA GPU)",
+    "ptuning": "P-tuning: a learned soft prompt", "full": "Full fine-tune: every weight",
+    "dpo": "DPO: learn from chosen/rejected pairs", "orpo": "ORPO: preferences and answers, no reference model",
+    "kto": "KTO: answers marked good or bad",
+}
+NONE = ""  # the pickers' "none" option (the config's empty string)
+LORA_FIELDS = {"lora_r", "lora_alpha", "lora_dropout", "lora_target"}
+
+
+def relevant(name: str, method: str, pref_tuning: str = "lora") -> bool:
+    """Whether a setting does anything for this method (the form shows only those)."""
+    pref = method in PREFERENCE_METHODS
+    tuned = pref_tuning if pref else method
+    if name in LORA_FIELDS:
+        return tuned in ("lora", "qlora")
+    if name in ("pref_beta", "pref_tuning"):
+        return pref
+    if name == "pref_loss":
+        return method == "dpo"
+    if name in ("num_virtual_tokens", "encoder_hidden_size"):
+        return method == "ptuning"
+    if name == "init_adapter":
+        return tuned in ("lora", "qlora")
+    return True
+
+
+def _model_names() -> list[str]:
+    """Base models first, then finished runs (a run as the model continues its adapter); read from disk each run."""
+    return _base_models() + [r["run"] for r in runs.list_runs() if r["status"] in ("completed", "stopped")]
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _model_names() -> list[str]:
-    names = [m["name"] for m in registry.list_models() if m["kind"] != "openai"]
-    return names + [r["run"] for r in runs.list_runs() if r["status"] in ("completed", "stopped")]
+def _base_models() -> list[str]:
+    return [m["name"] for m in registry.list_models() if m["kind"] not in ("openai", "run")]
+
+
+def _is_run(model: str | None) -> bool:
+    """Whether a model name is a run id of this workspace (a full run's id resolves to plain weights)."""
+    return bool(model) and bool(workspace.NAME_RE.match(str(model))) and (
+        workspace.subdir("runs") / str(model) / "config.yaml").exists()
 
 
 def _on_method() -> None:
@@ -36,21 +95,90 @@ def _on_method() -> None:
     st.session_state["train.learning_rate"] = lr
 
 
+def _parse_url() -> dict:
+    """The form values a link or a refreshed page carries (?max_steps=7&method=full ...), checked."""
+    out, bad = {}, []
+    for name in FIELDS:
+        raw = st.query_params.get(name)
+        if raw is None:
+            continue
+        probe = TrainConfig()
+        try:
+            probe.set({name: raw})
+        except TuneLabError:
+            bad.append(name)
+            continue
+        out[name] = probe.flat()[name]
+    if bad:
+        st.warning(t("Ignored invalid values in the link: {names}", names=", ".join(bad)))
+    return out
+
+
 def _init_defaults() -> None:
+    """The form's values: this session's draft, else the URL's (a refresh or a shared link), else defaults."""
+    draft = st.session_state.setdefault("train.draft", {})
+    if not st.session_state.get("train.url_read"):
+        st.session_state["train.url_read"] = True
+        draft.update(_parse_url())
+    # Widget values vanish when the page is left; the draft (a plain session key) brings them back.
+    for name, value in draft.items():
+        if f"train.{name}" not in st.session_state or st.session_state[f"train.{name}"] is None and value is not None:
+            st.session_state[f"train.{name}"] = value
     defaults = TrainConfig.for_method(st.session_state.get("train.method") or "lora").flat()
     for name, value in defaults.items():
         if name not in SKIP:
             st.session_state.setdefault(f"train.{name}", value)
     if st.session_state.get("train.model") is None:
-        st.session_state["train.model"] = st.session_state.get("compare.winner") or registry.DEFAULT_MODEL
+        winner = st.session_state.get("compare.winner")
+        # Only a real base model is carried over from Compare; a run is continued from its own picker entry.
+        st.session_state["train.model"] = winner if winner and not _is_run(winner) else registry.DEFAULT_MODEL
 
 
-def _widget(f) -> None:
+def _remember(cfg_values: dict, shown: set[str]) -> None:
+    """Keep the form in the session's draft and its non-default values in the URL (a refresh restores them)."""
+    draft = st.session_state["train.draft"]
+    draft.update({k: v for k, v in cfg_values.items() if k in shown})
+    defaults = TrainConfig.for_method(cfg_values["method"]).flat()
+    for name in FIELDS:
+        value = cfg_values.get(name)
+        keep = name in shown and (name == "data" or value != defaults[name]
+                                  or (name == "method" and value != "lora"))
+        if name == "model" and value == registry.DEFAULT_MODEL:
+            keep = False
+        text = None if not keep or value is None else (str(value).lower() if isinstance(value, bool) else str(value))
+        if text is None:
+            if name in st.query_params:
+                del st.query_params[name]
+        elif st.query_params.get(name) != text:
+            st.query_params[name] = text
+
+
+def _label(f) -> str:
+    return t(LABELS.get(f.name, f.name.replace("_", " ")))
+
+
+def _widget(f, datasets: list[str], adapters: list[str]) -> None:
     key, help_ = f"train.{f.name}", t(f.metadata["help"])
-    label = t(f.name.replace("_", " "))
+    label = _label(f)
     typ = str(f.type)
-    if f.metadata.get("choices"):
+    if f.name == "eval_data":  # pickers, not free text: only what exists can be chosen
+        opts = [NONE, *datasets]
+        if st.session_state.get(key) not in opts:
+            st.session_state[key] = NONE
+        names = {NONE: t("(none: use the held-out share)")} | {d: d for d in datasets}
+        st.selectbox(label, opts, key=key, help=help_, format_func=names.get)
+    elif f.name == "init_adapter":
+        opts = [NONE, *adapters]
+        if st.session_state.get(key) not in opts:
+            st.session_state[key] = NONE
+        names = {NONE: t("(none: fresh adapter)")} | {r["run"]: manage.label(r) for r in manage.list_runs()
+                                                      if r["run"] in adapters}
+        st.selectbox(label, opts, key=key, help=help_, format_func=names.get)
+    elif f.metadata.get("choices"):
         kw = {"on_change": _on_method} if f.name == "method" else {}
+        if f.name == "method":
+            names = {m: t(METHOD_LABELS.get(m, m)) for m in f.metadata["choices"]}
+            kw["format_func"] = names.get
         st.selectbox(label, f.metadata["choices"], key=key, help=help_, **kw)
     elif typ.startswith("bool"):
         st.checkbox(label, key=key, help=help_)
@@ -64,38 +192,51 @@ def _widget(f) -> None:
 
 
 def config_form() -> TrainConfig | None:
-    """The form: model + dataset, the few beginner knobs, the rest under Advanced. Returns the config."""
+    """The form: model + dataset, the few beginner knobs, the rest under Advanced. Returns the config.
+
+    Only the settings of the chosen method are shown; every value survives a refresh (URL + session draft).
+    """
     _init_defaults()
     models = _model_names()
     if st.session_state["train.model"] not in models:
         models = [st.session_state["train.model"], *models]
     datasets = [d["name"] for d in store.list_datasets()]
+    names = {m: t("run {run} (continue its adapter)", run=m) if _is_run(m) else m for m in models}
     c1, c2 = st.columns(2)
-    c1.selectbox(t("model"), models, key="train.model", help=t(all_fields()[0][1].metadata["help"]))
+    c1.selectbox(t("Base model"), models, key="train.model", help=t(all_fields()[0][1].metadata["help"]),
+                 format_func=names.get)
     if not datasets:
         c2.info(t("No datasets yet: import one in the Data step."))
         return None
     if st.session_state.get("train.data") not in datasets:
         # A -train split is what a run should learn from (its -test twin is for Compare).
         st.session_state["train.data"] = next((d for d in datasets if d.endswith("-train")), datasets[0])
-    c2.selectbox(t("dataset"), datasets, key="train.data", help=t("The dataset to learn from (see the Data step)."))
-    beginner = [f for _, f in all_fields() if f.metadata.get("beginner") and f.name not in SKIP]
+    c2.selectbox(t("Dataset"), datasets, key="train.data", help=t("The dataset to learn from (see the Data step)."))
+    adapters = manage.adapter_runs()
+    method = st.session_state["train.method"]
+
+    def shown(f) -> bool:
+        return f.name not in SKIP and relevant(f.name, method, st.session_state.get("train.pref_tuning") or "lora")
+
+    beginner = [f for _, f in all_fields() if f.metadata.get("beginner") and shown(f)]
     cols = st.columns(3)
     for i, f in enumerate(beginner):
         with cols[i % 3]:
-            _widget(f)
+            _widget(f, datasets, adapters)
     with st.expander(t("Advanced")):
         cols = st.columns(3)
-        rest = [f for _, f in all_fields() if not f.metadata.get("beginner") and f.name not in SKIP]
+        rest = [f for _, f in all_fields() if not f.metadata.get("beginner") and shown(f)]
         for i, f in enumerate(rest):
             with cols[i % 3]:
-                _widget(f)
-    cfg = TrainConfig.for_method(st.session_state["train.method"])
-    try:
-        cfg.set({f.name: st.session_state[f"train.{f.name}"] for _, f in all_fields() if f.name != "resume_from"})
+                _widget(f, datasets, adapters)
+    visible = {f.name for f in beginner + rest} | {"model", "data"}
+    cfg = TrainConfig.for_method(method)
+    try:  # a hidden setting keeps the method's default: it would do nothing for this method anyway
+        cfg.set({name: st.session_state[f"train.{name}"] for name in FIELDS if name in visible})
     except TuneLabError as exc:
         show_error(exc)
         return None
+    _remember(cfg.flat(), visible)
     return cfg
 
 
@@ -172,7 +313,7 @@ def recipe_table(cfg: TrainConfig) -> TrainConfig:
 
 def show_recipe(chosen: dict, key: str) -> None:
     """A recipe's values and reasons as a table."""
-    st.dataframe([{"setting": t(k.replace("_", " ")), "value": str(v["value"]), "why": v["why"],
+    st.dataframe([{"setting": t(LABELS.get(k, k.replace("_", " "))), "value": str(v["value"]), "why": v["why"],
                    "by": t("you") if v.get("source") == "you" else t("recipe")} for k, v in chosen.items()],
                  hide_index=True, key=key,
                  column_config={"setting": t("Setting"), "value": t("Value"), "why": t("Why"), "by": t("Set by")})
@@ -214,18 +355,29 @@ def launch_button(cfg: TrainConfig) -> None:
             show_error(exc)
             return
         st.session_state["train.run"] = run_id
+        st.query_params["run"] = run_id  # a refresh or a shared link opens this run
         st.toast(t("started {run}", run=run_id))
         st.rerun()  # the live panel at the top of the page was drawn before this click: draw it again
 
 
 def current_run() -> str | None:
-    """The run to watch: an active one from disk first, else the one last chosen in this tab."""
+    """The run to watch: an active one from disk first, else the one chosen (this tab or ?run=), else the newest."""
     all_runs = runs.list_runs()
+    ids = {r["run"] for r in all_runs}
     active = [r["run"] for r in all_runs if r["status"] in jobs.ACTIVE]
+    if st.session_state.get("train.run") not in ids and st.query_params.get("run") in ids:
+        st.session_state["train.run"] = st.query_params["run"]
     if active:
         return active[-1]  # oldest active = the one training now (newest first order)
     chosen = st.session_state.get("train.run")
-    return chosen if chosen in {r["run"] for r in all_runs} else (all_runs[0]["run"] if all_runs else None)
+    return chosen if chosen in ids else (all_runs[0]["run"] if all_runs else None)
+
+
+def playground_link(run_id: str, key: str) -> None:
+    """A link that opens the Playground on this run (?model=RUN_ID)."""
+    with st.container(key=key):
+        st.page_link("pages/playground.py", label=t("Open in Playground"), icon=":material/chat:",
+                     query_params={"model": run_id})
 
 
 def smooth(values: list[float | None], weight: float = 0.8) -> list[float | None]:
@@ -352,14 +504,17 @@ def live(run_id: str) -> None:
     with st.expander(t("Log"), expanded=status == "failed"):
         st.code(runs.log_tail(run_id) or t("(empty)"), language=None)
     if status == "completed":
-        st.success(t("Done: use `{run}` as a model anywhere, e.g. `tunelab chat {run} \"...\"`, "
-                     "or export it with `tunelab export {run} OUT --merge`.", run=run_id))
+        name = manage.meta(run_id)["name"] or run_id
+        st.success(t("Done: {name} is ready to try, compare or export below.", name=name))
+        playground_link(run_id, "train.open_playground")
 
 
 EXPORT_LABELS = {"adapter": "adapter only (small; needs the base model)",
                  "merged": "merged weights (safetensors, a standalone model)",
                  "gguf": "GGUF float32 for llama.cpp (same answers)",
-                 "gguf-q8_0": "GGUF Q8_0 for llama.cpp (3.7x smaller, faster)"}
+                 "gguf-q8_0": "GGUF Q8_0 for llama.cpp (3.7x smaller, faster)",
+                 "gguf-q4_k_m": "GGUF Q4_K_M for llama.cpp (smallest, fastest)",
+                 "ollama": "Ollama: GGUF + Modelfile folder (ollama create)"}
 
 
 def export_panel(run_id: str) -> None:
@@ -369,8 +524,8 @@ def export_panel(run_id: str) -> None:
     status = (runs.status(run_id) or {}).get("status")
     if status not in ("completed", "stopped"):
         return
-    with st.expander(t("Export this run"), icon=":material/download:"):
-        labels = {k: t(v) for k, v in EXPORT_LABELS.items()}
+    with st.expander(t("Export this run"), icon=":material/download:", expanded=bool(export.list_jobs(run_id))):
+        labels = {k: t(EXPORT_LABELS.get(k, k)) for k in export.FORMATS}
         c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
         fmt = c1.selectbox(t("Format"), list(export.FORMATS), key="train.export_format", format_func=labels.get)
         name = c2.text_input(t("Name"), value=run_id, key="train.export_name",
@@ -385,41 +540,156 @@ def export_panel(run_id: str) -> None:
         export_jobs(run_id)
 
 
+def _download(path: str, key: str) -> None:
+    """A download button for one exported file or folder (a folder is zipped once, when first clicked)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        st.caption(t("{name} no longer exists", name=p.name))
+        return
+    name = p.name + (".zip" if p.is_dir() else "")
+    # Deferred: the bytes are read (and a folder zipped) only when the button is clicked, never on a rerun.
+    st.download_button(t("Download {name} ({mb} MB)", name=name, mb=manage.size_mb(p)),
+                       lambda: open(manage.download_file(p), "rb"), file_name=name, key=key,
+                       mime="application/zip" if p.is_dir() else "application/octet-stream",
+                       icon=":material/download:", on_click="ignore")
+
+
 @st.fragment(run_every=2)
 def export_jobs(run_id: str) -> None:
-    """This run's exports with their status, re-read from disk every 2 seconds."""
+    """This run's exports with their status and downloads, re-read from disk every 2 seconds."""
     from tunelab.train import export
 
     rows = export.list_jobs(run_id)
-    if rows:
-        st.dataframe([{"format": j.get("format"), "status": t(j.get("status") or "queued"),
-                       "out": j.get("out"), "error": t_error(j["error"]) if j.get("error") else ""} for j in rows],
-                     hide_index=True, key="train.exports",
-                     column_config={"format": t("Format"), "status": t("Status"), "out": t("File or folder"),
-                                    "error": t("Error")})
+    if not rows:
+        return
+    st.dataframe([{"format": j.get("format"), "status": t(j.get("status") or "queued"),
+                   "out": j.get("out"), "error": t_error(j["error"]) if j.get("error") else ""} for j in rows],
+                 hide_index=True, key="train.exports",
+                 column_config={"format": t("Format"), "status": t("Status"), "out": t("File or folder"),
+                                "error": t("Error")})
+    done = [j for j in rows if j.get("status") == "completed"]
+    for j in done:
+        for i, path in enumerate(j.get("files") or [j.get("out")]):
+            _download(path, key=f"train.download.{j['id']}.{i}")
+    if done:
+        playground_link(run_id, "train.export_playground")
+
+
+def _manage_panel(row: dict) -> None:
+    """Rename, notes, tags, clone and delete for one run (its id never changes)."""
+    rid = row["run"]
+    active = row.get("status") in jobs.ACTIVE
+    with st.expander(t("Manage {run}", run=manage.label(row)), icon=":material/edit:"):
+        c1, c2 = st.columns([2, 3])
+        with st.form(key=f"train.meta_form.{rid}", border=False):
+            name = c1.text_input(t("Display name"), value=row.get("name") or "", key=f"train.rename.{rid}",
+                                 help=t("Shown instead of the id in pickers; the id stays the same everywhere."))
+            tags = c1.text_input(t("Tags (comma-separated)"), value=", ".join(row.get("tags") or []),
+                                 key=f"train.tags.{rid}")
+            notes = c2.text_area(t("Notes"), value=row.get("notes") or "", key=f"train.notes.{rid}", height=108)
+            if st.form_submit_button(t("Save"), icon=":material/save:"):
+                try:
+                    manage.rename(rid, name)
+                    manage.note(rid, notes)
+                    manage.set_tags(rid, [x.strip() for x in tags.split(",") if x.strip()])
+                except TuneLabError as exc:
+                    show_error(exc)
+                else:
+                    st.toast(t("saved {run}", run=rid))
+                    st.rerun()
+        b1, b2, _ = st.columns([1, 1, 3])
+        b1.button(t("Clone into the form"), key=f"train.clone.{rid}", icon=":material/content_copy:",
+                  on_click=_clone, args=(rid,),
+                  help=t("Copy this run's settings into the New run form (the recipe picks again for the data)."))
+        with b2.popover(t("Delete…"), icon=":material/delete:", disabled=active,
+                        help=t("Stop the run first.") if active else None):
+            st.markdown(t("Delete **{run}**: its weights, checkpoints, metrics and log are removed for good. "
+                          "Exports already written stay.", run=manage.label(row)))
+            if st.button(t("Delete for good"), key=f"train.delete.{rid}", type="primary"):
+                try:
+                    out = manage.delete(rid)
+                except TuneLabError as exc:
+                    show_error(exc)
+                else:
+                    if st.query_params.get("run") == rid:  # the picker moves on by itself next run
+                        st.query_params.pop("run", None)
+                    st.toast(t("deleted {run} ({mb} MB freed)", run=rid, mb=out["freed_mb"]))
+                    st.rerun()
+
+
+def _clone(run_id: str) -> None:
+    """Callback (runs before the page, so the form's widgets take the values): a run's settings into the form."""
+    try:
+        values = manage.form_values(run_id)
+    except TuneLabError as exc:
+        st.session_state["train.clone_error"] = str(exc)
+        return
+    st.session_state["train.draft"] = dict(values)
+    for name, value in values.items():
+        if name in FIELDS:
+            st.session_state[f"train.{name}"] = value
+    st.session_state["train.cloned"] = run_id
+
+
+@st.fragment(run_every=3)
+def _runs_table() -> None:
+    """Every run with its status now, and the picker of the run to watch; labels re-read from disk every 3 s."""
+    rows = manage.list_runs()
+    st.dataframe([{"run": r["run"], "name": r.get("name") or "", "status": t(r["status"] or "queued"),
+                   "step": r["step"], "max_steps": r["max_steps"], "method": r["method"], "model": r["model"],
+                   "data": r["data"], "tags": ", ".join(r.get("tags") or [])} for r in rows],
+                 hide_index=True, key="train.runs_table",
+                 column_config={"run": t("Run"), "name": t("Name"), "status": t("Status"), "step": t("Step"),
+                                "max_steps": t("Max steps"), "method": t("Method"), "model": t("Model"),
+                                "data": t("Dataset"), "tags": t("Tags")})
+    ids = [r["run"] for r in rows]
+    if not ids:
+        return
+    if st.session_state.get("train.run") not in ids:
+        st.session_state["train.run"] = st.query_params.get("run") if st.query_params.get("run") in ids else ids[0]
+    # Built in this run from disk (format_func cannot call t() or read files outside it): never a stale status.
+    labels = {r["run"]: f"{r.get('name') or r['run']}" + (f" ({r['run']})" if r.get("name") else "")
+              + f" · {t(r['status'] or 'queued')}" for r in rows}
+    pick = st.selectbox(t("Run to watch (when none is training)"), ids, key="train.run", format_func=labels.get)
+    if st.query_params.get("run") != pick:
+        st.query_params["run"] = pick
+    last = st.session_state.get("train.last_pick")
+    st.session_state["train.last_pick"] = pick
+    if last is not None and last != pick:
+        st.rerun(scope="app")  # the live panel and the manage panel show the chosen run
 
 
 def past_runs() -> None:
-    """Every run in a table, and the loss curves of the chosen ones overlaid."""
+    """Every run in a table, management of the chosen one, and the loss curves of the chosen ones overlaid."""
     import plotly.graph_objects as go
 
-    rows = runs.list_runs()
+    if st.session_state.pop("train.cloned", None):
+        st.success(t("Settings copied into the New run form."))
+    if st.session_state.get("train.clone_error"):
+        st.error(t_error(st.session_state.pop("train.clone_error")))
+    rows = manage.list_runs()
     if not rows:
         st.caption(t("No runs yet."))
         return
-    st.dataframe([{k: t(r[k]) if k == "status" else r[k] for k in ("run", "status", "step", "max_steps", "method",
-                                                                  "model", "data")} for r in rows],
-                 hide_index=True, column_config={"run": t("Run"), "status": t("Status"), "step": t("Step"),
-                                                 "max_steps": t("Max steps"), "method": t("Method"),
-                                                 "model": t("Model"), "data": t("Dataset")})
-    ids = [r["run"] for r in rows]
-    if st.session_state.get("train.run") not in ids:
-        st.session_state["train.run"] = ids[0]
-    st.selectbox(t("watch run (when none is active)"), ids, key="train.run")
-    chosen = st.multiselect(t("compare loss curves"), ids, default=ids[:3], key="train.overlay")
+    _runs_table()
+    by_id = {r["run"]: r for r in rows}
+    chosen_run = st.session_state.get("train.run")
+    if chosen_run in by_id:
+        _manage_panel(by_id[chosen_run])
+    ids = list(by_id)
+    names = {rid: r.get("name") or rid for rid, r in by_id.items()}
+    st.session_state["train.overlay"] = [r for r in st.session_state.get("train.overlay", ids[:3]) if r in by_id]
+    chosen = st.multiselect(t("Compare loss curves"), ids, key="train.overlay", format_func=names.get)
     fig = go.Figure()
     for rid in chosen:
         m = runs.metrics(rid)
-        fig.add_trace(go.Scatter(x=[r["step"] for r in m], y=[r.get("loss") for r in m], name=rid, mode="lines"))
-    fig.update_layout(height=360, xaxis_title=t("step"), yaxis_title=t("loss"), margin=dict(l=10, r=10, t=10, b=10))
+        fig.add_trace(go.Scatter(x=[r["step"] for r in m], y=[r.get("loss") for r in m], name=names[rid],
+                                 mode="lines"))
+    fig.update_layout(height=360, xaxis_title=t("step"), yaxis_title=t("training loss"), showlegend=True,
+                      legend_title_text=t("Run"), margin=dict(l=10, r=10, t=10, b=10))
     st.plotly_chart(fig, key="train.overlay_chart")
+    if chosen:
+        st.download_button(t("Download curves (CSV)"), lambda: manage.curves_csv(chosen), file_name="curves.csv",
+                           mime="text/csv", key="train.curves_csv", icon=":material/download:", on_click="ignore")
