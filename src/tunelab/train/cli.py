@@ -24,8 +24,12 @@ def register(sub) -> None:
     tconfig.add_flags(p)
     p.add_argument("--detach", action="store_true", help="return as soon as the run is launched")
     p.add_argument("--launcher", choices=tconfig.LAUNCHERS, default="python",
-                   help="accelerate: run through `accelerate launch` (multi-GPU, FSDP/DeepSpeed via its config)")
-    p.add_argument("--num-processes", type=int, default=1, help="processes for --launcher accelerate")
+                   help="accelerate: run through `accelerate launch`: --num-processes data-parallel processes (DDP "
+                        "over gloo on CPUs, NCCL on GPUs), FSDP/DeepSpeed via --accelerate-config")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="processes for --launcher accelerate. --batch-size and --grad-accum are per process, so "
+                        "the global batch is batch_size x grad_accum x N: 2 processes with --grad-accum G train "
+                        "like one process with --grad-accum 2G (same seed: the same loss curve)")
     p.add_argument("--accelerate-config", help="an `accelerate config` YAML (FSDP, DeepSpeed, multi-node) for --launcher accelerate")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: the launched process trains this run
     add_json(p)
@@ -72,6 +76,7 @@ def cmd_train(args) -> int:
     if args.config:
         text = _config_path(args.config).read_text(encoding="utf-8")
         base = tconfig.TrainConfig.from_yaml(text)
+    runs.check_launch(args.launcher, args.num_processes)  # before the recipe reads the dataset
         mine |= tconfig.user_keys(yaml.safe_load(text) or {})
     cfg = tconfig.from_flags(args, base)
     if cfg.data.data:  # without data, create() refuses in one line

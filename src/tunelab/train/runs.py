@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from tunelab import jobs, workspace
 from tunelab.data import store
 from tunelab.errors import TuneLabError
@@ -49,12 +51,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     from tunelab.train import tracking
     from tunelab.train.sft import check_method
 
-    if launcher not in LAUNCHERS:
-        raise TuneLabError(f"unknown launcher {launcher!r}: use {' or '.join(LAUNCHERS)}")
-    if int(num_processes) < 1:
-        raise TuneLabError(f"--num-processes must be 1 or more, not {num_processes}")
-    if int(num_processes) > 1 and launcher != "accelerate":
-        raise TuneLabError(f"--num-processes {num_processes} needs --launcher accelerate (the python launcher is one process)")
+    check_launch(launcher, num_processes)
     if not cfg.data.data:
         raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
     check_method(cfg.method.method)
@@ -70,8 +67,8 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
     if cfg.data.eval_data:
         store.manifest(cfg.data.eval_data)
-    if accelerate_config and not Path(accelerate_config).is_file():
-        raise TuneLabError(f"accelerate config {accelerate_config!r} not found")
+    if accelerate_config:
+        check_accelerate_config(accelerate_config)
     run_id = jobs.new_id("run")
     d = jobs.job_dir("runs", run_id)
     d.mkdir(parents=True)
@@ -82,6 +79,29 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     jobs.write_status(d, status="queued", created=time.time(), step=0, max_steps=cfg.training.max_steps or None,
                       model=cfg.model.model, data=cfg.data.data, method=cfg.method.method, error=None)
     return run_id
+
+
+def check_launch(launcher: str, num_processes: int) -> None:
+    """Refuse an unknown launcher or a process count it cannot run, in one line."""
+    if launcher not in LAUNCHERS:
+        raise TuneLabError(f"unknown launcher {launcher!r}: use {' or '.join(LAUNCHERS)}")
+    if int(num_processes) < 1:
+        raise TuneLabError(f"--num-processes must be 1 or more, not {num_processes}")
+    if int(num_processes) > 1 and launcher != "accelerate":
+        raise TuneLabError(f"--num-processes {num_processes} needs --launcher accelerate (the python launcher is one process)")
+
+
+def check_accelerate_config(path: str) -> None:
+    """Refuse, in one line, an accelerate config file that is missing or that accelerate cannot load."""
+    if not Path(path).is_file():
+        raise TuneLabError(f"accelerate config {path!r} not found")
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    try:
+        load_config_from_file(path)
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TuneLabError(f"accelerate config {path!r} cannot be loaded: {line}") from exc
 
 
 def start(run_id: str) -> int:
@@ -153,17 +173,20 @@ def _accelerate(d: Path, n: int) -> int:
         job.finish("stopped")
         return 0
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    settings = {}
     if (d / "accelerate.yaml").exists():  # FSDP / DeepSpeed / multi-node settings live there
         cmd += ["--config_file", str(d / "accelerate.yaml")]
-    elif n > 1:
-        # --multi_gpu is torch's multi-process launcher: DDP over NCCL on GPUs, over gloo on CPUs. (--cpu
-        # would start ONE process: accelerate's multi-CPU mode needs mpirun and a hostfile.)
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(_free_port())]
+        settings = yaml.safe_load((d / "accelerate.yaml").read_text(encoding="utf-8")) or {}
     else:
         cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if n > 1:
+            # torch's multi-process launcher: DDP over NCCL on GPUs, over gloo on CPUs. (--cpu would
+            # start ONE process: accelerate's multi-CPU mode needs mpirun and a hostfile.)
+            cmd.append("--multi_gpu")
     if n == 1 and not _has_cuda():
         cmd.append("--cpu")
+    if n > 1 and int(settings.get("num_machines") or 1) == 1 and not settings.get("main_process_port"):
+        cmd += ["--main_process_port", str(_free_port())]  # two runs must not meet on the default 29500
     cmd += ["-m", "tunelab", "train", "--worker", d.name]
     shutil.rmtree(d / RANKS, ignore_errors=True)
     try:
