@@ -113,6 +113,11 @@ with clean_tab:
     c2.checkbox(t("Strip whitespace around every field"), key="data.clean_strip")
     c2.checkbox(t("Drop records with an empty output or prompt"), key="data.clean_drop_empty")
     c2.checkbox(t("Redact personal data (emails, phones, IPs, card and ID numbers)"), key="data.clean_redact")
+    if st.session_state["data.clean_redact"]:
+        c2.text_area(t("Never redact records containing (a keyword or regular expression per line)"),
+                     key="data.clean_redact_exclude", height=80, placeholder="hypothetical\n555-01\\d\\d",
+                     help=t("For records whose numbers or addresses are not personal data, such as "
+                            "\"Generate a hypothetical phone number\". Case does not matter."))
     opts = act.clean_options()
     st.button(t("Preview"), key="data.clean_preview", on_click=act.request_preview, args=(name, head))
     if st.session_state.get("data.preview") == (name, head, opts):
@@ -121,7 +126,7 @@ with clean_tab:
         except Exception as exc:
             layout.show_error(exc)
         else:
-            act.show_preview(preview)
+            act.show_preview(preview, name, head)
             st.button(t("Apply: write v{version}", version=max(versions) + 1), key="data.clean_apply", type="primary",
                       on_click=act.apply_clean, disabled=not preview["counts"])
 

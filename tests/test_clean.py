@@ -10,6 +10,7 @@ import pytest
 
 from tunelab.data import clean, stats, store
 from tunelab.data.schema import to_table
+from tunelab.errors import TuneLabError
 
 
 def table(records):
@@ -164,3 +165,48 @@ def test_plan_is_pure_and_clean_commits_a_version(workspace):
     entry = store.manifest("c")["versions"][-1]
     assert entry["op"] == "clean" and entry["params"] == {"dedup": "exact", "drop_empty": True}
     assert store.read("c", 1).num_rows == 3  # the old version is kept for undo
+
+
+# ---------------------------------------------------------------- redaction exclusions (issue #15)
+
+PII_RECORDS = [
+    {"id": "hypo", "instruction": "Generate a hypothetical phone number", "output": "(415) 555-0132"},
+    {"id": "mail", "instruction": "Who do I write to?", "output": "Write to jane.roe@example.com"},
+    {"id": "call", "instruction": "我的手机号是多少？", "output": "13812345678"},
+    {"id": "none", "instruction": "Say hi", "output": "hi"},
+]
+
+
+def test_redact_exclude_keeps_matching_records_as_written():
+    new, counts, examples = clean.plan(table(PII_RECORDS), redact_pii=True, redact_exclude=["HYPOTHETICAL"])
+    out = {r["id"]: r["output"] for r in new.to_pylist()}
+    assert out == {"hypo": "(415) 555-0132", "mail": "Write to [EMAIL]", "call": "[PHONE]", "none": "hi"}
+    assert counts == {"redacted_email": 1, "redacted_phone": 1, "redaction_excluded": 1}
+    assert examples["redaction_excluded"] == ["hypo"]
+    # a regex; an invalid one is taken as a plain keyword
+    new, counts, _ = clean.plan(table(PII_RECORDS), redact_pii=True, redact_exclude=[r"555-01\d\d", "(("])
+    assert {r["id"]: r["output"] for r in new.to_pylist()}["hypo"] == "(415) 555-0132"
+
+
+def test_redact_skip_by_id_or_position():
+    new, counts, _ = clean.plan(table(PII_RECORDS), redact_pii=True, redact_skip=["mail", "#3"])
+    out = {r["id"]: r["output"] for r in new.to_pylist()}
+    assert out["mail"] == "Write to jane.roe@example.com" and out["call"] == "13812345678"
+    assert out["hypo"] == "[PHONE]" and counts["redaction_excluded"] == 2
+    with pytest.raises(TuneLabError, match="--redact-skip nope"):
+        clean.plan(table(PII_RECORDS), redact_pii=True, redact_skip=["nope"])
+
+
+def test_cli_clean_with_redaction_exclusions(workspace):
+    from cli_run import tunelab
+
+    store.commit("pii", table(PII_RECORDS), "import")
+    out = tunelab(workspace, "data", "clean", "pii", "--redact-pii", "--redact-exclude", "hypothetical",
+                  "--redact-skip", "mail,4", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["removed"] == {"redacted_phone": 1, "redaction_excluded": 2}
+    rows = {r["id"]: r["output"] for r in store.read("pii").to_pylist()}
+    assert rows == {"hypo": "(415) 555-0132", "mail": "Write to jane.roe@example.com", "call": "[PHONE]", "none": "hi"}
+    params = store.manifest("pii")["versions"][-1]["params"]
+    assert params["redact_exclude"] == ["hypothetical"] and params["redact_skip"] == ["mail", "4"]

@@ -216,3 +216,42 @@ def test_tool_call_records_show_the_question_tool_turns_and_schema(tool_calls):
     assert "tool call" in labels[2] and "tool result" in labels[3]  # badges, not a user bubble
     assert "&quot;temperature&quot;: 14" in html(at)
     assert any("Tools the model may call: get_weather" in e.label for e in at.expander)
+
+
+@pytest.fixture
+def pii(workspace):
+    recs = [
+        {"instruction": "Generate a hypothetical phone number", "input": "", "output": "(415) 555-0132"},
+        {"instruction": "Who do I write to?", "input": "", "output": "Write to jane.roe@example.com"},
+        {"instruction": "我的手机号是多少？", "input": "", "output": "13812345678"},
+        {"instruction": "Say hi", "input": "", "output": "hi"},
+    ]
+    path = workspace.parent / "pii.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs) + "\n", encoding="utf-8")
+    return import_path(str(path))["name"]
+
+
+def test_clean_preview_titles_diffs_and_exclusions(pii):
+    at = _page()
+    at.checkbox(key="data.clean_redact").check().run()
+    at.button(key="data.clean_preview").click().run()
+    assert not at.exception
+    titles = [e.label for e in at.expander]
+    assert "Phone numbers redacted (2)" in titles and "Email addresses redacted (1)" in titles
+    assert not [x for x in titles if "redacted_" in x or x.startswith("Examples:")]
+    shown = html(at)
+    assert ">(415) 555-0132</del>" in shown and ">[PHONE]</ins>" in shown  # before/after of each record
+    # a keyword keeps the legitimate record as written
+    at.text_area(key="data.clean_redact_exclude").input("hypothetical").run()
+    at.button(key="data.clean_preview").click().run()
+    titles = [e.label for e in at.expander]
+    assert "Phone numbers redacted (1)" in titles and "Left as written on request (1)" in titles
+    # a record left as written by its box: the preview follows at once
+    box = next(c for c in at.checkbox if c.key and c.key.startswith("data.clean_keep.") and "#2" in c.label)
+    box.check().run()
+    titles = [e.label for e in at.expander]
+    assert "Left as written on request (2)" in titles and not any(x.startswith("Email") for x in titles)
+    at.button(key="data.clean_apply").click().run()
+    assert not at.exception
+    outputs = [r["output"] for r in store.read(pii).to_pylist()]
+    assert outputs == ["(415) 555-0132", "Write to jane.roe@example.com", "[PHONE]", "hi"]

@@ -26,6 +26,7 @@ import pyarrow as pa
 from tunelab.data import store
 from tunelab.data.schema import PAIR_FIELDS, TEXT_FIELDS
 from tunelab.data.stats import duplicate_rows, token_counter, token_lengths
+from tunelab.errors import TuneLabError
 from tunelab.text import CJK_RUN
 
 NEAR_THRESHOLD = 0.7
@@ -86,6 +87,22 @@ PII_RULES: tuple[tuple[str, re.Pattern, str, Callable[[str], bool] | None], ...]
     ("ip", IPV4, "[IP]", None),
     ("phone", PHONE, "[PHONE]", _phone_ok),
 )
+
+
+def exclusion_patterns(patterns: list[str] | tuple[str, ...] | None) -> list[re.Pattern]:
+    """Keywords or regular expressions (case-insensitive) that keep text from being redacted.
+
+    A pattern that is not a valid regular expression is taken as a plain keyword.
+    """
+    out = []
+    for p in patterns or ():
+        if not p or not p.strip():
+            continue
+        try:
+            out.append(re.compile(p, re.IGNORECASE))
+        except re.error:
+            out.append(re.compile(re.escape(p), re.IGNORECASE))
+    return out
 
 
 def redact_text(text: str) -> tuple[str, dict[str, int]]:
@@ -179,6 +196,31 @@ def near_duplicate_rows(texts: list[str], threshold: float = NEAR_THRESHOLD) -> 
     return dups
 
 
+def _all_text(rec: dict) -> str:
+    """Every text of a record, for the exclusion keywords: fields, history, raw turns and tools."""
+    turns = [t or "" for pair in rec.get("history") or [] for t in pair]
+    return "\n".join([*(rec.get(f) or "" for f in TEXT_FIELDS), *turns, rec.get("conversations") or "",
+                      rec.get("tools") or ""])
+
+
+def _skip_rows(records: list[dict], skip) -> set[int]:
+    """Row indices named in redact_skip: a record id, or a 1-based position ("12" or "#12")."""
+    wanted = [str(s).strip() for s in skip or () if str(s).strip()]
+    if not wanted:
+        return set()
+    by_id = {rec.get("id"): i for i, rec in enumerate(records)}
+    rows = set()
+    for w in wanted:
+        if w in by_id:
+            rows.add(by_id[w])
+        elif w.lstrip("#").isdigit() and 1 <= int(w.lstrip("#")) <= len(records):
+            rows.add(int(w.lstrip("#")) - 1)
+        else:
+            raise TuneLabError(f"--redact-skip {w}: no record with that id, and not a position from 1 to "
+                               f"{len(records)}")
+    return rows
+
+
 def _record_text(rec: dict) -> str:
     turns = " ".join(t or "" for pair in rec.get("history") or [] for t in pair)
     # `rejected` too: two pairs that share the prompt and the chosen answer are different pairs.
@@ -194,6 +236,8 @@ def plan(
     redact_pii: bool = False,
     max_tokens: int | None = None,
     tokenizer=None,
+    redact_exclude: list[str] | tuple[str, ...] | None = None,
+    redact_skip: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[pa.Table, dict[str, int], dict[str, list[str]]]:
     """Work out a cleaning without writing anything (the UI previews it).
 
@@ -208,15 +252,21 @@ def plan(
         max_tokens: drop records longer than this many tokens (chat-formatted).
         tokenizer: tokenizer or stats.TokenCounter for max_tokens (models.tokens.token_counter(MODEL)
             loads a model's; None counts words).
+        redact_exclude: keywords or regexes (case-insensitive): a record whose text holds one is
+            left as written ("hypothetical", or a test number such as 555-0100).
+        redact_skip: records never redacted, by id or by 1-based position in the table ("#12" or "12").
 
     Returns:
         (new table, counts per reason, example ids per reason). Reasons that drop records:
         duplicate_exact, duplicate_near, empty, too_long; reasons that change them: stripped,
-        redacted_<kind> (records changed).
+        redacted_<kind> (records changed); redaction_excluded: records with PII left as written
+        because of redact_exclude or redact_skip.
     """
     if dedup not in (None, "exact", "near"):
         raise ValueError(f"dedup must be None, 'exact' or 'near', not {dedup!r}")
     records = table.to_pylist()
+    keep = exclusion_patterns(redact_exclude)
+    skipped = _skip_rows(records, redact_skip)
     counts: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
 
@@ -237,13 +287,17 @@ def plan(
         for i, rec in enumerate(records):
             kinds: dict[str, int] = {}
 
-            def fn(text: str) -> str:
+            def fn(text: str, kinds: dict[str, int] = kinds) -> str:
                 red, found = redact_text(text)
                 for k in found:
                     kinds[k] = 1
                 return red
 
-            records[i] = _map_texts(rec, fn, raw_too=True)
+            new = _map_texts(rec, fn, raw_too=True)
+            if kinds and (i in skipped or any(k.search(_all_text(rec)) for k in keep)):
+                note("redaction_excluded", rec)  # it holds PII, left as written on request
+                continue
+            records[i] = new
             for kind in kinds:
                 note(f"redacted_{kind}", rec)
 
@@ -274,6 +328,8 @@ def clean(
     redact_pii: bool = False,
     max_tokens: int | None = None,
     tokenizer=None,
+    redact_exclude: list[str] | tuple[str, ...] | None = None,
+    redact_skip: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """Clean a dataset into a new version (arguments as in plan()).
 
@@ -281,11 +337,13 @@ def clean(
         {"version", "before", "after", "removed": {reason: count}, "examples": {reason: [ids]}}.
     """
     params = {"dedup": dedup, "strip": strip, "drop_empty": drop_empty, "redact_pii": redact_pii,
-              "max_tokens": max_tokens}
+              "max_tokens": max_tokens, "redact_exclude": list(redact_exclude or []) if redact_pii else None,
+              "redact_skip": list(redact_skip or []) if redact_pii else None}
     result: dict = {}
 
     def fn(table: pa.Table) -> pa.Table:
-        new, counts, examples = plan(table, dedup, strip, drop_empty, redact_pii, max_tokens, tokenizer)
+        new, counts, examples = plan(table, dedup, strip, drop_empty, redact_pii, max_tokens, tokenizer,
+                                     redact_exclude, redact_skip)
         result.update(before=table.num_rows, after=new.num_rows, removed=counts, examples=examples)
         return new
 

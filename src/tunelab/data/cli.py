@@ -66,6 +66,12 @@ def register(sub) -> None:
     p.add_argument("--strip", action="store_true", help="trim whitespace around every field")
     p.add_argument("--drop-empty", action="store_true", help="drop records without output or prompt")
     p.add_argument("--redact-pii", action="store_true", help="mask emails, phones, IPs, cards, IDs")
+    p.add_argument("--redact-exclude", action="append", metavar="KEYWORD_OR_REGEX",
+                   help="with --redact-pii: leave records holding this keyword or regex (case-insensitive) "
+                        "as written (repeatable)")
+    p.add_argument("--redact-skip", action="append", metavar="ID_OR_POSITION",
+                   help="with --redact-pii: never redact these records, by id or 1-based position "
+                        "(repeatable or comma-separated)")
     p.add_argument("--max-tokens", type=int, help="drop records longer than N tokens")
     p.add_argument("--model", help="tokenizer for --max-tokens (default: smollm2-135m-instruct)")
     _done(p, cmd_clean)
@@ -237,8 +243,9 @@ def cmd_clean(args) -> int:
 
         store.resolve_version(args.name)  # a bad name fails before a tokenizer loads
         tokenizer = token_counter(args.model)
+    skip = [s for arg in args.redact_skip or [] for s in arg.split(",") if s.strip()]
     result = clean.clean(args.name, args.dedup, args.strip, args.drop_empty, args.redact_pii,
-                         args.max_tokens, tokenizer)
+                         args.max_tokens, tokenizer, args.redact_exclude, skip)
     out = {k: result[k] for k in ("version", "before", "after", "removed")}
     emit(out, args.json,
          lambda r: f"v{r['version']}: {r['before']} -> {r['after']} records\n" + _kv(r["removed"]))

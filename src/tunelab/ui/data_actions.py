@@ -24,6 +24,16 @@ SAMPLE = Path(__file__).resolve().parents[3] / "data" / "samples" / "alpaca_mixe
 REASONS = {
     "duplicate_exact": "exact duplicate", "duplicate_near": "near duplicate", "empty": "empty",
     "too_long": "over the token limit", "stripped": "whitespace stripped (kept)",
+    "redaction_excluded": "personal data left as written (excluded)",
+}
+# The preview's section titles, {n} records each; redacted_<kind> for every PII kind of clean.PII_RULES.
+REASON_TITLES = {
+    "duplicate_exact": "Exact duplicates removed ({n})", "duplicate_near": "Near duplicates removed ({n})",
+    "empty": "Empty records removed ({n})", "too_long": "Records over the token limit removed ({n})",
+    "stripped": "Whitespace stripped ({n})", "redaction_excluded": "Left as written on request ({n})",
+    "redacted_email": "Email addresses redacted ({n})", "redacted_phone": "Phone numbers redacted ({n})",
+    "redacted_ip": "IP addresses redacted ({n})", "redacted_card": "Card numbers redacted ({n})",
+    "redacted_id": "ID numbers redacted ({n})",
 }
 
 
@@ -63,6 +73,7 @@ def reset_page() -> None:
 def reset_view() -> None:
     """A new dataset: show its head from the first page, forget previews and exports."""
     st.session_state["data.version"] = None
+    st.session_state["data.clean_redact_skip"] = []  # record ids of another dataset
     for key in ("data.preview", "data.export_file", "data.undo_confirm"):
         st.session_state.pop(key, None)
     reset_page()
@@ -217,9 +228,13 @@ def show_import_result() -> None:
 def clean_options() -> dict:
     """The Clean tab's choices as clean.plan()/clean.clean() keyword arguments."""
     ss = st.session_state
+    redact = ss["data.clean_redact"]
     return {"dedup": None if ss["data.clean_dedup"] == "no" else ss["data.clean_dedup"], "strip": ss["data.clean_strip"],
-            "drop_empty": ss["data.clean_drop_empty"], "redact_pii": ss["data.clean_redact"],
-            "max_tokens": int(ss["data.clean_max_tokens"]) or None}
+            "drop_empty": ss["data.clean_drop_empty"], "redact_pii": redact,
+            "max_tokens": int(ss["data.clean_max_tokens"]) or None,
+            "redact_exclude": tuple(x.strip() for x in ss["data.clean_redact_exclude"].splitlines() if x.strip())
+            if redact else (),
+            "redact_skip": tuple(sorted(ss["data.clean_redact_skip"])) if redact else ()}
 
 
 def request_preview(name: str, head: int) -> None:
@@ -228,8 +243,11 @@ def request_preview(name: str, head: int) -> None:
     st.session_state["data.preview"] = (name, head, clean_options())
 
 
-def show_preview(preview: dict) -> None:
-    """Counts per reason and examples of the records a clean would remove or change."""
+def show_preview(preview: dict, name: str, head: int) -> None:
+    """Counts per reason, then per reason a section: the records a clean would remove, or each
+    redacted record's text before and after, with a box to leave that record as written."""
+    from tunelab.ui.data_widgets import diff_html
+
     if not preview["counts"]:
         st.info(t("Nothing to change with these options."))
         return
@@ -240,8 +258,39 @@ def show_preview(preview: dict) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     for reason, examples in preview["examples"].items():
         if examples:
-            with st.expander(t("Examples: {reason}", reason=t(REASONS[reason]) if reason in REASONS else reason)):
+            with st.expander(_title(reason, preview["counts"][reason])):
                 st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch")
+    skip = set(st.session_state["data.clean_redact_skip"])
+    for reason, changes in preview.get("changes", {}).items():
+        if not changes:
+            continue
+        with st.expander(_title(reason, preview["counts"][reason]), expanded=True):
+            if len(changes) < preview["counts"][reason]:
+                st.caption(t("The first {shown} of {n} records; leave others as written with a keyword below.",
+                             shown=len(changes), n=preview["counts"][reason]))
+            for change in changes:
+                rid = change["id"]
+                st.checkbox(t("Record #{row} (id `{id}`): leave as written", row=change["row"], id=rid),
+                            value=rid in skip, key=f"data.clean_keep.{name}.{rid}",
+                            on_change=_toggle_skip, args=(name, head, rid))
+                for field, before, after in change["texts"]:
+                    st.caption(t(field))
+                    st.html(diff_html(before, after))
+
+
+def _title(reason: str, n: int) -> str:
+    """A preview section's title: what happened and to how many records ("Phone numbers redacted (3)")."""
+    if reason in REASON_TITLES:
+        return t(REASON_TITLES[reason], n=n)
+    return t("Personal data redacted: {kind} ({n})", kind=reason.replace("redacted_", ""), n=n)
+
+
+def _toggle_skip(name: str, head: int, record_id: str) -> None:
+    """A preview box: leave a record as written (or redact it after all), and preview again."""
+    skip = set(st.session_state["data.clean_redact_skip"])
+    skip ^= {record_id}
+    st.session_state["data.clean_redact_skip"] = sorted(skip)
+    request_preview(name, head)
 
 
 def _reason(reason: str) -> str:
@@ -260,6 +309,7 @@ def apply_clean() -> None:
 
         r = clean.clean(name, **opts, tokenizer=token_counter() if opts.get("max_tokens") else None)
         st.session_state.pop("data.preview", None)
+        st.session_state["data.clean_redact_skip"] = []  # those records are written as they were
         _select(name, r["version"])
         _flash("success", t("Wrote {name} v{version}: {before} → {after} records.", name=name, version=r["version"],
                             before=r["before"], after=r["after"]))
@@ -337,6 +387,7 @@ def _ask_undo(name: str, head: int) -> None:
 def _undo(name: str) -> None:
     def run() -> None:
         st.session_state.pop("data.undo_confirm", None)
+        st.session_state["data.clean_redact_skip"] = []
         entry = store.undo(name)
         _select(name, entry["version"])
         _flash("success", t("{name} is back at v{version} ({records} records).", name=name, version=entry["version"],

@@ -7,6 +7,8 @@ Cached values are returned to pages read-only; pages never mutate them.
 
 from __future__ import annotations
 
+import difflib
+import html
 import json
 
 import numpy as np
@@ -71,30 +73,70 @@ def field_lengths(name: str, version: int) -> pd.DataFrame:
 
 
 def clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
-                  redact_pii: bool, max_tokens: int | None) -> dict:
-    """What clean() would do to a version: counts per reason and example records per reason."""
+                  redact_pii: bool, max_tokens: int | None, redact_exclude: tuple = (), redact_skip: tuple = ()) -> dict:
+    """What clean() would do to a version: counts per reason, example records per reason and,
+    for redactions, each example's text before and after."""
     with st.spinner(t("Working out what would change…")):
-        return _clean_preview(name, version, dedup, strip, drop_empty, redact_pii, max_tokens)
+        return _clean_preview(name, version, dedup, strip, drop_empty, redact_pii, max_tokens,
+                              tuple(redact_exclude), tuple(redact_skip))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
-                   redact_pii: bool, max_tokens: int | None) -> dict:
+                   redact_pii: bool, max_tokens: int | None, redact_exclude: tuple, redact_skip: tuple) -> dict:
     from tunelab.models.tokens import token_counter
 
     table = store.read(name, version)
     new, counts, examples = clean.plan(table, dedup=dedup, strip=strip, drop_empty=drop_empty,
                                        redact_pii=redact_pii, max_tokens=max_tokens,
-                                       tokenizer=token_counter() if max_tokens else None)
-    wanted = pa.array(sorted({i for ids in examples.values() for i in ids[:5]}), pa.string())
-    shown = table.filter(pc.is_in(table["id"], value_set=wanted)).select(["id", "instruction", "input", "output"])
+                                       tokenizer=token_counter() if max_tokens else None,
+                                       redact_exclude=redact_exclude, redact_skip=redact_skip)
+    redaction = {r for r in examples if r.startswith("redacted_") or r == "redaction_excluded"}
+    wanted = {i for r, ids in examples.items() for i in ids[:20 if r in redaction else 5]}
+    ids = table["id"].to_pylist()
+    rows = {i: n for n, i in enumerate(ids) if i in wanted}
+    shown = table.filter(pc.is_in(table["id"], value_set=pa.array(sorted(wanted), pa.string())))
     by_id = {r["id"]: r for r in shown.to_pylist()}
+    plain = ("id", "instruction", "input", "output")
     return {
         "before": table.num_rows,
         "after": new.num_rows,
         "counts": counts,
-        "examples": {reason: [by_id[i] for i in ids[:5] if i in by_id] for reason, ids in examples.items()},
+        "examples": {reason: [{k: by_id[i][k] for k in plain} for i in ids_[:5] if i in by_id]
+                     for reason, ids_ in examples.items() if reason not in redaction},
+        # per redacted (or excluded) record: its position and each text that redaction changes
+        "changes": {reason: [{"id": i, "row": rows[i] + 1, "texts": redaction_diffs(by_id[i])}
+                             for i in ids_[:20] if i in by_id]
+                    for reason, ids_ in examples.items() if reason in redaction},
     }
+
+
+def redaction_diffs(rec: dict) -> list[tuple[str, str, str]]:
+    """(field, before, after) for each text of a record that PII redaction changes."""
+    texts = [(f, rec.get(f) or "") for f in TEXT_FIELDS]
+    texts += [("history", turn or "") for pair in rec.get("history") or [] for turn in pair]
+    out = []
+    for field, text in texts:
+        after, found = clean.redact_text(text)
+        if found:
+            out.append((field, text, after))
+    return out
+
+
+def diff_html(before: str, after: str) -> str:
+    """before -> after as one text: removed parts struck through in red, added ones in green."""
+    out = []
+    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op == "equal":
+            out.append(html.escape(before[a0:a1]))
+            continue
+        if a1 > a0:
+            out.append(f'<del style="background:#ffd7d5;color:#82071e">{html.escape(before[a0:a1])}</del>')
+        if b1 > b0:
+            out.append(f'<ins style="background:#ccffd8;color:#055d20;text-decoration:none">'
+                       f'{html.escape(after[b0:b1])}</ins>')
+    return f'<div style="white-space: pre-wrap">{"".join(out)}</div>'
 
 
 SQL_PAGE_ROWS = 10_000  # rows of a result the SQL page sends to the browser

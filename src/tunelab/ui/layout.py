@@ -24,6 +24,8 @@ DEFAULTS: dict = {
     "data.clean_strip": False,
     "data.clean_drop_empty": False,
     "data.clean_redact": False,
+    "data.clean_redact_exclude": "",  # keywords/regexes, one per line: records holding one stay as written
+    "data.clean_redact_skip": [],  # ids of records the user chose to leave as written
     "data.clean_max_tokens": 0,
     "data.split_test": 0.1,
     "data.split_seed": 42,
