@@ -93,6 +93,50 @@ def test_preference_rewards_reach_tensorboard_and_two_runs_export_as_csv(workspa
     assert (workspace / "exports" / "curves.csv").read_text() == text
 
 
+@pytest.mark.slow
+def test_a_crashed_then_resumed_run_has_one_curve_without_the_redone_steps(workspace, tiny):
+    from tunelab.jsonio import read_jsonl
+
+    tiny_model.dataset()
+    run_id = runs.create(_cfg(tiny, max_steps=4, save_steps=2))
+    d = runs.run_dir(run_id)
+
+    def crash_after_step_3():  # checked after each step's row: the crash leaves step 3 logged but not saved
+        if len(read_jsonl(d / "metrics.jsonl")) >= 3:
+            raise RuntimeError("simulated crash")
+        return False
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sft.train(d, crash_after_step_3)
+    first = _events(run_id)["train/loss"]
+    assert [s for s, _ in first] == [1, 2, 3]
+    cfg = TrainConfig.from_yaml(d / "config.yaml")
+    cfg.training.resume_from = "last"  # what `runs resume` sets: continue from checkpoints/step-2
+    cfg.to_yaml(d / "config.yaml")
+    assert sft.train(d, lambda: False) == "completed"
+    rows = runs.metrics(run_id)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # the first attempt's step 3 is purged: TensorBoard shows the resumed run's values, once per step
+    assert _events(run_id)["train/loss"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in rows]
+
+
+@pytest.mark.skipif(not tracking.installed("mlflow"), reason="mlflow is optional and not installed")
+@pytest.mark.slow
+def test_report_to_mlflow_logs_every_step_into_the_workspace_store(workspace, tiny, monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tiny_model.dataset()
+    run_id = _train(_cfg(tiny, max_steps=3, report_to="mlflow"))
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / tracking.MLFLOW_DB}")
+    client = mlflow.MlflowClient()
+    found = client.search_runs([client.get_experiment_by_name("tunelab").experiment_id],
+                               filter_string=f"tags.`tunelab.run` = '{run_id}'")
+    assert len(found) == 1 and found[0].info.status == "FINISHED"
+    history = client.get_metric_history(found[0].info.run_id, "train/loss")
+    assert [(m.step, pytest.approx(m.value)) for m in history] == [(r["step"], r["loss"]) for r in runs.metrics(run_id)]
+
+
 def test_report_to_a_missing_package_fails_in_one_line_before_any_run(workspace, tiny):
     tiny_model.dataset()
     for name in tracking.OPTIONAL:

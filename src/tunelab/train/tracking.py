@@ -3,7 +3,7 @@
 The training loop hands each metrics.jsonl row to `Trackers.log(row)` (torchtune's metric-logger idea: a
 sink with log and close). TensorBoard event files are always written, to runs/<id>/tb/, so
 `tensorboard --logdir data/workspace/runs` lists every run by its id. MLflow and W&B are optional
-packages; both default to offline stores (MLflow: the workspace's mlruns/ folder unless MLFLOW_TRACKING_URI
+packages; both default to offline stores (MLflow: the workspace's mlflow.db unless MLFLOW_TRACKING_URI
 is set; W&B: WANDB_MODE=offline unless set), because a fine-tune on a laptop must not need a server.
 A tracker that breaks mid-run is dropped with one line in the log: metrics.jsonl stays the record.
 """
@@ -24,6 +24,7 @@ from tunelab.jsonio import read_json, write_json
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 OPTIONAL = ("mlflow", "wandb")  # the package each needs has the tracker's name (import and pip alike)
+MLFLOW_DB = "mlflow.db"  # the workspace's MLflow store: `mlflow ui --backend-store-uri sqlite:///<workspace>/mlflow.db`
 TB_DIR = "tb"  # runs/<id>/tb: TensorBoard names the run "<id>/tb"
 STATE = "tracking.json"  # runs/<id>/tracking.json: the MLflow run id to resume into, the trackers in use
 SKIP = ("step", "time")  # row keys that are not curves
@@ -50,6 +51,9 @@ def check(report_to: str | None) -> list[str]:
         if name in OPTIONAL and not installed(name):
             raise TuneLabError(f"--report-to {name} needs the {name} package, which is not installed: "
                                f"pip install {name}")
+        if name == "mlflow" and not os.environ.get("MLFLOW_TRACKING_URI") and not installed("sqlalchemy"):
+            raise TuneLabError("--report-to mlflow keeps runs in the workspace's mlflow.db, which needs SQLAlchemy "
+                               "(mlflow-skinny lacks it): pip install mlflow, or set MLFLOW_TRACKING_URI")
     return names
 
 
@@ -98,9 +102,14 @@ class MLflowSink:
         import mlflow
 
         self.mlflow = mlflow
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "tunelab"
         if not os.environ.get("MLFLOW_TRACKING_URI"):
-            mlflow.set_tracking_uri((workspace.home() / "mlruns").as_uri())
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "tunelab")
+            # MLflow 3 refuses a plain ./mlruns folder store ("maintenance mode"): SQLite is its local default.
+            ws = workspace.home()
+            mlflow.set_tracking_uri(f"sqlite:///{ws / MLFLOW_DB}")
+            if mlflow.get_experiment_by_name(name) is None:  # artifacts beside it, not in the caller's cwd
+                mlflow.create_experiment(name, artifact_location=(ws / "mlruns").as_uri())
+        mlflow.set_experiment(name)
         if state.get("mlflow_run_id"):
             self.run = mlflow.start_run(run_id=state["mlflow_run_id"])
         else:
