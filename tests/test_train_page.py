@@ -107,6 +107,14 @@ def test_export_a_finished_run_from_the_page(workspace, tiny):
     assert gguf.GGUFReader(str(out)).tensors  # a GGUF file llama.cpp can open
     at = _open(tiny)  # a fresh session (refresh) still lists the export, read from disk
     assert any("out" in df.value and str(out) in df.value["out"].tolist() for df in at.dataframe)
+    # A download per export, with its size, and a way to try the run instead of a CLI command to copy.
+    mb = round(out.stat().st_size / 2**20, 1)
+    assert [b.proto.label for b in at.get("download_button") if b.proto.id and "tiny-q8" in b.proto.label] == [
+        f"Download tiny-q8.gguf ({mb} MB)"]
+    links = [p.proto for p in at.get("page_link") if p.proto.label == "Open in Playground"]
+    assert links and all(link.query_string == f"model={run_id}" for link in links)
+    assert links[0].page.endswith("playground")
+    assert not any("tunelab chat" in m.value for m in at.success)
 
 
 def _refresh(at: AppTest) -> AppTest:
