@@ -4,14 +4,15 @@ and rate answers (thumbs, a better answer, A over B) into a preference dataset."
 import streamlit as st
 
 from tunelab.errors import TuneLabError
-from tunelab.ui import cache, chat, layout
+from tunelab.ui import cache, chat, layout, serve_widgets
 from tunelab.ui.i18n import t
 
 layout.init_state()
 st.title(t("Playground"))
 st.caption(t("Ask a question and watch the answer appear. Pick a second model to compare base and tuned side by side."))
 
-choices = chat.model_choices()
+choices = chat.model_choices()  # read from disk every run: a run that just finished appears
+chat.preselect(choices)  # ?model=RUN_ID_OR_NAME[&compare=OTHER]: a link from another page, or a refresh
 if "play.model_a" not in st.session_state and (pair := chat.default_pair(choices)):
     st.session_state["play.model_a"], st.session_state["play.model_b"] = pair
 c1, c2 = st.columns(2)
@@ -21,6 +22,7 @@ model_a = c1.selectbox(t("Model"), choices, key="play.model_a",
 labels_b = {chat.NO_MODEL: t(chat.NO_MODEL)} | {c: c for c in choices}
 model_b = c2.selectbox(t("Compare with"), [chat.NO_MODEL] + choices, key="play.model_b", format_func=labels_b.get,
                        help=t("Optional second model: both answer the same prompt, side by side."))
+chat.remember_selection(model_a, model_b)
 system = st.text_area(t("System prompt"), key="play.system", height=68, placeholder=t("You are a helpful assistant."),
                       help=t("Standing instructions the model sees before every message (its role, tone, rules)."))
 with st.expander(t("Generation settings")):
@@ -32,6 +34,7 @@ with st.expander(t("Generation settings")):
     engine = st.radio(t("Engine"), chat.ENGINES, key="play.engine", horizontal=True, help=t(chat.ENGINE_HELP))
 with st.expander(t("Ratings")):
     rater = chat.Rater(chat.feedback_target(), system, engine)
+serve_widgets.serve_panel(model_a, engine)
 
 slots = {"A": model_a} | ({"B": model_b} if model_b != chat.NO_MODEL else {})
 backends = {}
@@ -48,28 +51,20 @@ for slot, model in slots.items():
                 icon=":material/info:")
 
 log = st.session_state["play.history"]
-prompt = st.chat_input(t("Message"), key="play.prompt")
-if prompt:
-    log.append({"user": prompt, "replies": {}})
+# Locked while answers are being generated: on submit in the browser at once, and on every run
+# until both answers are in (a rerun in the middle of an answer re-attaches to it below).
+prompt = st.chat_input(t("Message"), key="play.prompt", disabled=chat.busy(), submit_mode="disable")
+if prompt and not chat.busy():
+    chat.ask(log, prompt, backends, slots, system, settings)
 
 columns = dict(zip(slots, st.columns(len(slots))))
+live: dict = {}
 for slot, model in slots.items():
     with columns[slot]:
         if len(slots) > 1:
             st.subheader(model)
-        chat.render_thread(log[:-1] if prompt else log, slot, rater)
-        if prompt:
-            st.chat_message("user").write(prompt)
-            with st.chat_message("assistant"):
-                try:
-                    stream = backends[slot].stream_chat(chat.conversation(log, slot, system), settings)
-                    st.write_stream(stream)
-                except TuneLabError as exc:
-                    layout.show_error(exc)
-                    continue
-                log[-1]["replies"][slot] = chat.reply_entry(model, stream.generation)
-                st.caption(chat.stats_caption(log[-1]["replies"][slot]))
-                chat.answer_feedback(rater, log, len(log) - 1, slot)
+        chat.render_thread(log, slot, rater, live)
+chat.follow(live)  # both answers grow side by side; reruns once both are in
 chat.preference_row(rater, log, slots)
 
 if log and log[-1]["replies"]:
@@ -89,5 +84,6 @@ if log and log[-1]["replies"]:
         except TuneLabError as exc:
             layout.show_error(exc)
     if s4.button(t("Clear conversation"), key="play.clear", icon=":material/delete_sweep:"):
+        chat.cancel_all()
         log.clear()
         st.rerun()

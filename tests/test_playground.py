@@ -117,3 +117,85 @@ def test_engine_choice(workspace, tiny_model):
         at.radio(key="play.engine").set_value("llama.cpp").run()
         assert not at.exception, at.exception
         assert any("llama.cpp is not installed" in e.value for e in at.error)  # one sentence, no traceback
+
+
+def _words(text: str) -> list[str]:
+    return text.split()  # st.markdown dedents its text: compare the words
+
+
+def _answers(at):
+    return [m for m in at.chat_message if m.name == "assistant"]
+
+
+def test_side_by_side_answers_are_generated_together_and_survive_the_next_message(workspace, tiny_model):
+    """Issue 15: B used to start only once A had finished; both now stream at once, and every answer stays."""
+    at = _page(tiny_model)
+    at.selectbox(key="play.model_b").set_value("tiny2")
+    at.number_input(key="play.max_new_tokens").set_value(120)
+    at.run()
+    _say(at, "Compare us")
+    log = at.session_state["play.history"]
+    a, b = log[0]["replies"]["A"], log[0]["replies"]["B"]
+    # Each side's first words arrived before the other side had finished: generated together.
+    assert b["first_token_at"] < a["finished_at"] and a["first_token_at"] < b["finished_at"], (a, b)
+    assert a["tokens_per_s"] > 0 and b["tokens_per_s"] > 0 and a["first_token_s"] is not None
+    assert texts(at).count("tokens/s") == 2 and "first words after" in texts(at)
+    assert not at.chat_input(key="play.prompt").disabled  # unlocked once both are in
+
+    _say(at, "And now?")
+    answers = _answers(at)
+    assert len(answers) == 4  # two exchanges, two columns: the first pair is still there
+    shown = [m.markdown[0].value for m in answers]
+    assert _words(shown[0]) == _words(a["text"]) and _words(shown[2]) == _words(b["text"])  # columns A, then B
+    log = at.session_state["play.history"]
+    assert [sorted(ex["replies"]) for ex in log] == [["A", "B"], ["A", "B"]]
+
+
+def test_an_answer_lands_in_the_history_without_the_page(workspace, tiny_model):
+    """The worker thread writes the finished reply into the session's log itself: a script run cut short
+    mid-answer (a rerun, a click) cannot lose it."""
+    from tunelab.models import generation
+    from tunelab.models.generation import GenerationSettings
+    from tunelab.ui import chat
+
+    backend = generation.get_backend(tiny_model)
+    log = [{"user": "Hi", "replies": {}}]
+    answer = chat.Answer(log[0], "B", "tiny", backend, chat.conversation(log, "B", ""),
+                         GenerationSettings(max_new_tokens=40))
+    assert answer.wait(120)
+    reply = log[0]["replies"]["B"]
+    assert reply["model"] == "tiny" and reply["text"] == answer.text and reply["completion_tokens"] >= 1
+
+    bad = chat.Answer(log[0], "A", "tiny", backend, [], GenerationSettings())  # an empty conversation
+    assert bad.wait(60) and "A" not in log[0]["replies"]
+    assert "at least one message" in log[0]["errors"]["A"]
+
+
+def test_model_from_the_link(workspace, tiny_model):
+    """?model=NAME (how other pages open the Playground) selects it; the choice goes back into the URL."""
+    from streamlit.testing.v1 import AppTest
+
+    from pagetest import APP
+
+    add_model("tiny", tiny_model)
+    add_model("tiny2", tiny_model)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["model"] = "tiny2"
+    at.query_params["compare"] = "tiny"
+    at.run()
+    at.switch_page("pages/playground.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="play.model_a").value == "tiny2"
+    assert at.selectbox(key="play.model_b").value == "tiny"
+    at.selectbox(key="play.model_b").set_value("(none)").run()  # a choice in the page is not undone by the URL
+    assert at.selectbox(key="play.model_a").value == "tiny2" and at.selectbox(key="play.model_b").value == "(none)"
+    assert at.query_params["model"] in ("tiny2", ["tiny2"]) and "compare" not in at.query_params
+
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["model"] = "no-such-run"
+    at.run()
+    at.switch_page("pages/playground.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("no-such-run" in w.value and "not available" in w.value for w in at.warning)

@@ -1,13 +1,18 @@
 """Playground helpers: the chat log in session state, model choices, rendering, and saving an exchange.
 
 The chat log is a list of exchanges {"user": str, "replies": {slot: {"model", "text", stats...}}};
-slot "A" and "B" are the two side-by-side models, each with its own thread of answers. A rating
+slot "A" and "B" are the two side-by-side models, each with its own thread of answers. Both answers of
+an exchange are generated at once, each in a worker thread (`Answer`) that writes its finished reply
+into the exchange itself: the script thread only reads the growing text (Streamlit elements may be
+updated from the script thread only), so a rerun in the middle of an answer never loses it. A rating
 (thumbs, a better answer, a preference between A and B) is saved through data/feedback.py and
 remembered in the exchange ("rated" in a reply, "preferred" in the exchange) so it is saved once.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, fields
 
 import streamlit as st
@@ -17,7 +22,7 @@ from tunelab.data import feedback, store
 from tunelab.errors import TuneLabError
 from tunelab.models.generation import Generation, GenerationSettings
 from tunelab.models.registry import list_models, resolve
-from tunelab.ui.i18n import t
+from tunelab.ui.i18n import t, t_error
 
 NO_MODEL = "(none)"
 ENGINES = ("auto", "transformers", "llama.cpp")
@@ -101,8 +106,113 @@ def reply_entry(model: str, g: Generation) -> dict:
 
 def stats_caption(reply: dict) -> str:
     cut = t(" · cut at the token limit") if reply.get("finish_reason") == "length" else ""
+    first = (t(" · first words after {s} s", s=f"{reply['first_token_s']:.2f}")
+             if reply.get("first_token_s") is not None else "")
     return t("{speed} tokens/s · {latency} s · {tokens} tokens", speed=f"{reply['tokens_per_s']:.1f}",
-             latency=f"{reply['latency_s']:.2f}", tokens=reply["completion_tokens"]) + cut
+             latency=f"{reply['latency_s']:.2f}", tokens=reply["completion_tokens"]) + first + cut
+
+
+class Answer:
+    """One answer generated in a worker thread, its reply written into the exchange when it ends.
+
+    The worker never touches Streamlit: it appends to `text`, and on its end stores the reply in
+    `exchange["replies"][slot]` (or the error in `exchange["errors"][slot]`), the session's own chat
+    log. A script run that is cut short (a rerun, a click) therefore loses nothing; the next run
+    finds the answer still growing here, or already in the log.
+    """
+
+    def __init__(self, exchange: dict, slot: str, model: str, backend, messages: list[dict],
+                 settings: GenerationSettings):
+        self.exchange, self.slot, self.model = exchange, slot, model
+        self.text = ""
+        self.error: str | None = None
+        self.started = time.perf_counter()
+        self.first_token_s: float | None = None
+        self.first_token_at: float | None = None
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(backend, messages, settings),
+                                        name=f"play-{slot}", daemon=True)
+        self._thread.start()
+
+    def _run(self, backend, messages: list[dict], settings: GenerationSettings) -> None:
+        try:
+            stream = backend.stream_chat(messages, settings)
+            for piece in stream:
+                if self.first_token_s is None:
+                    self.first_token_s = time.perf_counter() - self.started
+                    self.first_token_at = time.time()
+                self.text += piece
+                if self.cancel.is_set():
+                    stream.close()  # in this thread: the generator stops decoding at its next token
+                    return
+            entry = reply_entry(self.model, stream.generation)
+            entry["first_token_s"] = round(self.first_token_s, 3) if self.first_token_s is not None else None
+            # When it ran (epoch seconds), so two answers of one exchange show they were generated together.
+            entry["first_token_at"], entry["finished_at"] = self.first_token_at, time.time()
+            self.exchange["replies"][self.slot] = entry
+        except Exception as exc:  # noqa: BLE001 - shown under the answer, one line
+            self.error = str(exc) if isinstance(exc, TuneLabError) else jobs.error_line(exc)
+            self.exchange.setdefault("errors", {})[self.slot] = self.error
+        finally:
+            self.done.set()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+
+def pending() -> dict[str, Answer]:
+    """The answers of the last exchange still being generated (or finished since the last run), by slot."""
+    return st.session_state.setdefault("play.pending", {})
+
+
+def busy() -> bool:
+    """Whether an answer is still being generated: the message box stays locked until both are in."""
+    return any(not a.done.is_set() for a in pending().values())
+
+
+def ask(log: list[dict], prompt: str, backends: dict, models: dict[str, str], system: str,
+        settings: GenerationSettings) -> dict[str, Answer]:
+    """Add the user's message to the log and start every model's answer at once, each in its own thread."""
+    log.append({"user": prompt, "replies": {}})
+    answers = {slot: Answer(log[-1], slot, models[slot], backends[slot], conversation(log, slot, system), settings)
+               for slot in models}
+    st.session_state["play.pending"] = answers
+    return answers
+
+
+def cancel_all() -> None:
+    """Stop every answer being generated (the conversation is cleared)."""
+    for a in pending().values():
+        a.cancel.set()
+    pending().clear()
+
+
+def live_caption(a: Answer) -> str:
+    if not a.text:
+        return t("Waiting for the first words ... {s} s", s=f"{a.elapsed():.0f}")
+    return t("Generating ... {s} s", s=f"{a.elapsed():.0f}")
+
+
+def follow(live: dict[str, tuple]) -> None:
+    """Redraw every growing answer from the script thread until all are done, then rerun.
+
+    Args:
+        live: slot -> (Answer, text placeholder, caption placeholder).
+    """
+    while live:
+        for a, text, caption in live.values():
+            text.markdown(a.text + " ▌")
+            caption.caption(":material/hourglass_top: " + live_caption(a))
+        if all(a.done.is_set() for a, _, _ in live.values()):
+            break
+        time.sleep(0.2)
+    if live:
+        pending().clear()
+        st.rerun()  # draw the finished thread: stats, rating buttons, the message box unlocked
 
 
 def settings_form() -> GenerationSettings:
@@ -279,13 +389,79 @@ def waiting_line() -> str | None:
              datasets=", ".join(f"`{n}`" for n in counts))
 
 
-def render_thread(log: list[dict], slot: str, rater: Rater | None = None) -> None:
-    """Earlier exchanges for one model column, each answer with its rating controls."""
+def render_thread(log: list[dict], slot: str, rater: Rater | None = None, live: dict | None = None) -> None:
+    """Every exchange for one model column, each answer with its rating controls.
+
+    An answer still being generated gets placeholders, added to `live` for `follow` to fill.
+    """
+    answers = pending()
     for i, ex in enumerate(log):
         st.chat_message("user").write(ex["user"])
         reply = ex["replies"].get(slot)
+        error = ex.get("errors", {}).get(slot)
+        growing = answers.get(slot)
         if reply is not None:
             with st.chat_message("assistant"):
                 st.markdown(reply["text"] or t("_(empty answer)_"))
                 st.caption(stats_caption(reply))
                 answer_feedback(rater, log, i, slot)
+        elif error is not None:
+            with st.chat_message("assistant"):
+                st.error(t_error(error), icon=":material/error:")  # the worker's one line, in the user's language
+        elif growing is not None and growing.exchange is ex and live is not None:
+            with st.chat_message("assistant"):
+                live[slot] = (growing, st.empty(), st.empty())
+
+
+def preselect(choices: list[str]) -> None:
+    """Select the models a link asks for: ?model=RUN_ID_OR_NAME[&compare=OTHER].
+
+    A run id without `compare` opens next to its base model (the before/after demo). Applied when the
+    URL differs from what this session last wrote there (a link, another page's button, a refresh),
+    so a choice made in the page is never overridden by its own URL.
+    """
+    want, other = st.query_params.get("model"), st.query_params.get("compare")
+    if not want or st.session_state.get("play.url") == (want, other):
+        return
+    st.session_state["play.url"] = (want, other)
+    if want not in choices:
+        st.session_state["play.url_missing"] = want
+        return
+    st.session_state.pop("play.url_missing", None)
+    st.session_state["play.model_a"] = want
+    if other in choices:
+        st.session_state["play.model_b"] = other
+    elif other is None and (pair := _run_and_base(want, choices)):
+        st.session_state["play.model_b"] = pair[1]
+    else:
+        st.session_state["play.model_b"] = NO_MODEL
+
+
+def _run_and_base(run_id: str, choices: list[str]) -> tuple[str, str] | None:
+    from tunelab.train import runs
+
+    try:
+        base = runs.lineage(run_id)["base"]
+    except (TuneLabError, OSError, KeyError):  # not a run, or a run folder without its config
+        return None
+    return (run_id, base) if base in choices else None
+
+
+def remember_selection(model_a: str, model_b: str) -> None:
+    """Write the selected models into the URL, so a refresh or a shared link opens the same pair."""
+    missing = st.session_state.pop("play.url_missing", None)
+    if missing:
+        st.warning(t("**{model}** from the link is not available: it is not a model TuneLab knows, or a run "
+                     "that has not finished yet.", model=missing), icon=":material/link_off:")
+    url = (model_a, model_b if model_b != NO_MODEL else None)
+    st.query_params["model"] = model_a
+    if url[1]:
+        st.query_params["compare"] = url[1]
+    else:
+        st.query_params.pop("compare", None)
+    st.session_state["play.url"] = url
+
+
+def link(model: str) -> dict:
+    """The query parameters that open the Playground on `model` (for st.page_link / st.switch_page)."""
+    return {"model": model}
