@@ -39,6 +39,8 @@ if not datasets:
     st.stop()
 
 names = [d["name"] for d in datasets]
+layout.from_url("data.dataset", "dataset")
+layout.from_url("data.version", "v", int)
 if st.session_state["data.dataset"] not in names:
     st.session_state["data.dataset"] = names[0]
 manifest = store.manifest(st.session_state["data.dataset"])
@@ -53,11 +55,12 @@ c1, c2 = st.columns(2)
 name = c1.selectbox(t("Dataset"), names, key="data.dataset", on_change=act.reset_view, format_func=dataset_labels.get)
 version = c2.selectbox(t("Version"), sorted(versions, reverse=True), key="data.version", on_change=act.reset_page,
                        format_func=version_labels.get)
+layout.to_url(dataset=name, v=version)
 with st.expander(t("Lineage: every version of this dataset"), icon=":material/account_tree:"):
     st.dataframe(w.lineage(name), hide_index=True, width="stretch", column_config=w.lineage_headers())
 
-browse, clean_tab, split_tab, export_tab, undo_tab = st.tabs(
-    [t("Browse & search"), t("Clean"), t("Split"), t("Export"), t("Undo")])
+browse, clean_tab, split_tab, export_tab, undo_tab, delete_tab = st.tabs(
+    [t("Browse & search"), t("Clean"), t("Split"), t("Export"), t("Undo"), t("Delete")])
 
 with browse:
     c1, c2, c3 = st.columns([3, 1, 1])
@@ -150,3 +153,6 @@ with export_tab:
 
 with undo_tab:
     act.undo_panel(name, manifest)
+
+with delete_tab:
+    act.delete_panel(name, manifest)

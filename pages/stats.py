@@ -23,6 +23,8 @@ if not datasets:
 
 names = [d["name"] for d in datasets]
 ss = st.session_state
+layout.from_url("stats.dataset", "dataset")
+layout.from_url("stats.version", "v", int)
 if ss["stats.dataset"] not in names:
     ss["stats.dataset"] = ss["data.dataset"] if ss["data.dataset"] in names else names[0]
 manifest = store.manifest(ss["stats.dataset"])
@@ -44,6 +46,7 @@ name = c1.selectbox(t("Dataset"), names, key="stats.dataset", on_change=_new_dat
 version = c2.selectbox(t("Version"), sorted(versions, reverse=True), key="stats.version",
                        format_func={v: w.version_label(e, manifest["head"]) for v, e in versions.items()}.get)
 model = c3.selectbox(t("Tokenizer of"), models, key="stats.model")
+layout.to_url(dataset=name, v=version)
 
 try:
     s = w.dataset_stats(name, version, model)

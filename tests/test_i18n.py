@@ -60,7 +60,7 @@ def test_data_page_in_chinese(data):
     before = set(i18n.missing("zh"))
     at = _zh("pages/data.py")
     assert at.title[0].value == "数据"
-    assert [tab.label for tab in at.tabs] == ["浏览与搜索", "清洗", "划分", "导出", "撤销"]
+    assert [tab.label for tab in at.tabs] == ["浏览与搜索", "清洗", "划分", "导出", "撤销", "删除"]
     assert at.selectbox(key="data.dataset").value == "toy"  # values stay data, only labels translate
     assert at.selectbox(key="data.dataset").options == ["toy（5 条记录）", "toy-test（3 条记录）"]
     at.selectbox(key="data.clean_dedup").set_value("exact").run()  # a rerun in Chinese works too

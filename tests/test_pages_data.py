@@ -255,3 +255,53 @@ def test_clean_preview_titles_diffs_and_exclusions(pii):
     assert not at.exception
     outputs = [r["output"] for r in store.read(pii).to_pylist()]
     assert outputs == ["(415) 555-0132", "Write to jane.roe@example.com", "[PHONE]", "hi"]
+
+
+def test_delete_a_dataset_with_a_typed_confirmation(dataset, workspace):
+    other = workspace.parent / "other.jsonl"
+    other.write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n")
+    import_path(str(other))
+    at = _page()
+    at.selectbox(key="data.dataset").set_value("toy").run()
+    at.button(key="data.delete").click().run()
+    assert at.button(key="data.delete_yes").disabled  # nothing typed yet
+    at.text_input(key="data.delete_typed").input("toy").run()
+    at.button(key="data.delete_yes").click().run()
+    assert not at.exception
+    assert [d["name"] for d in store.list_datasets()] == ["other"]
+    assert not (workspace / "datasets" / "toy").exists()
+    assert "Deleted toy." in texts(at) and at.selectbox(key="data.dataset").value == "other"
+
+
+def test_delete_is_refused_while_a_job_uses_the_dataset(dataset):
+    import os
+
+    from tunelab import jobs
+    from tunelab.errors import TuneLabError
+
+    jobs.write_status(jobs.job_dir("runs", "run-busy"), status="running", created=1.0, pid=os.getpid(), data="toy")
+    at = _page()
+    assert at.button(key="data.delete").disabled
+    assert any("run run-busy" in w.value for w in at.warning)
+    with pytest.raises(TuneLabError, match="in use by run run-busy"):
+        store.delete("toy")
+    jobs.write_status(jobs.job_dir("runs", "run-busy"), status="completed")
+    store.delete("toy")
+    assert not store.list_datasets()
+
+
+def test_dataset_and_version_come_from_the_url(dataset, workspace):
+    from pagetest import APP, TIMEOUT
+    from streamlit.testing.v1 import AppTest
+
+    other = workspace.parent / "other.jsonl"
+    other.write_text(json.dumps({"instruction": "q", "input": "", "output": "a"}) + "\n")
+    import_path(str(other))
+    store.commit("toy", store.read("toy").slice(0, 10), "edit")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update({"dataset": "toy", "v": "1"})
+    at.run()
+    at.switch_page("pages/data.py")
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="data.dataset").value == "toy" and at.selectbox(key="data.version").value == 1

@@ -308,11 +308,26 @@ def undo(name: str) -> dict:
     return _entry(m, parent)
 
 
+def users(name: str) -> list[str]:
+    """The queued or running jobs that read or write the dataset ("run r-1", "report rep-2")."""
+    from tunelab import jobs
+
+    out = []
+    for j in jobs.active_jobs():
+        named = [j.get("data"), j.get("into")]
+        if any(name in str(v).replace(" ", "").split(",") for v in named if v):
+            out.append(f"{jobs.KIND_LABELS.get(j['kind'], j['kind'])} {j.get('id')}")
+    return out
+
+
 def delete(name: str) -> None:
-    """Remove a dataset and all its versions (a damaged one too)."""
+    """Remove a dataset and all its versions (a damaged one too); refused while a job uses it."""
     d = _dir(name)
     if not d.exists():
         raise TuneLabError(f"unknown dataset {name!r}")
+    busy = users(name)
+    if busy:
+        raise TuneLabError(f"dataset {name!r} is in use by {', '.join(busy)}: stop it or let it finish first")
     with _head_lock(d):  # after any edit in flight, not under it
         shutil.rmtree(d)
 

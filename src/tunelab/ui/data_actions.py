@@ -395,3 +395,46 @@ def _undo(name: str) -> None:
 
     _guarded(run)
 
+
+
+# ---------------------------------------------------------------- delete
+
+
+def delete_panel(name: str, manifest: dict) -> None:
+    """Delete a dataset: what goes, refused while a job uses it, and a typed confirmation."""
+    versions = manifest["versions"]
+    size = sum(p.stat().st_size for p in store.version_path(name, manifest["head"]).parent.rglob("*")
+               if p.is_file())
+    st.markdown(t("Deleting **{name}** removes its {n} version(s) and their files ({mb:.1f} MB) from the "
+                  "workspace. This cannot be undone; datasets split from it stay.", name=name, n=len(versions),
+                  mb=size / 1e6))
+    busy = store.users(name)
+    if busy:
+        st.warning(t("In use by {jobs}: stop it or let it finish, then delete.", jobs=", ".join(busy)),
+                   icon=":material/lock:")
+    if st.session_state.get("data.delete_confirm") != name:
+        st.button(t("Delete {name}…", name=name), key="data.delete", icon=":material/delete:", disabled=bool(busy),
+                  on_click=st.session_state.__setitem__, args=("data.delete_confirm", name))
+        return
+    st.error(t("Type the name `{name}` to delete it for good.", name=name), icon=":material/warning:")
+    typed = st.text_input(t("Dataset name"), key="data.delete_typed")
+    c1, c2 = st.columns(2)
+    c1.button(t("Delete for good"), key="data.delete_yes", type="primary", disabled=typed.strip() != name or bool(busy),
+              on_click=_delete, args=(name,))
+    c2.button(t("Cancel"), key="data.delete_no", on_click=_cancel_delete)
+
+
+def _cancel_delete() -> None:
+    st.session_state.pop("data.delete_confirm", None)
+    st.session_state["data.delete_typed"] = ""
+
+
+def _delete(name: str) -> None:
+    def run() -> None:
+        _cancel_delete()
+        store.delete(name)
+        st.session_state["data.dataset"] = None  # the page picks the first one left
+        reset_view()
+        _flash("success", t("Deleted {name}.", name=name))
+
+    _guarded(run)

@@ -44,6 +44,32 @@ DEFAULTS: dict = {
 }
 
 
+def from_url(key: str, param: str, convert=str) -> None:
+    """Once per browser session, take a session key's value from the URL (?param=...).
+
+    A refresh starts a new session, so the page comes back to what the link says; after that the
+    widgets own the value and to_url() writes it back.
+    """
+    done = st.session_state.setdefault("ui.url_read", set())
+    if key in done:
+        return
+    done.add(key)
+    value = st.query_params.get(param)
+    if value is not None:
+        try:
+            st.session_state[key] = convert(value)
+        except ValueError:
+            pass  # a hand-edited link: the page's default stands
+
+
+def to_url(**params) -> None:
+    """Keep the page's selections in the URL so a refresh or a shared link shows the same thing."""
+    for param, value in params.items():
+        text = "" if value is None else str(value)
+        if st.query_params.get(param) != text:
+            st.query_params[param] = text
+
+
 def init_state() -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value.copy() if isinstance(value, (list, dict)) else value)
