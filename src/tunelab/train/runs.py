@@ -238,8 +238,8 @@ def stop(run_id: str) -> dict:
     reach of the signal to rank 0's process group); the ranks agree to stop after the same step.
     """
     d = run_dir(run_id)
-    jobs.stop("runs", run_id)
-    for pid in _rank_pids(d):
+    signalled = jobs.stop("runs", run_id).get("pid")  # rank 0 once it runs, else the wrapper
+    for pid in set(_rank_pids(d)) - {signalled}:
         try:
             os.killpg(os.getpgid(pid), signal.SIGTERM)
         except ProcessLookupError:
