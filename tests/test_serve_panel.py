@@ -68,3 +68,51 @@ def test_bad_requests_are_one_line_and_start_nothing(workspace, tiny_model):
             manage.start_server("tiny", port=s.getsockname()[1])
     assert manage.list_servers(active_only=False) == []
     assert manage.mask("tl-abcdefghijklmnop") == "tl-" + "•" * 8 + "mnop"
+
+
+def test_serve_panel_starts_answers_and_stops(workspace, tiny_model):
+    """Issue 15's must-show: start a server from the Playground's Serve panel, call it with the `openai`
+    client using the URL and key the panel shows, stop it from the panel; no process is left."""
+    from pagetest import open_page, texts
+
+    from tunelab.ui import cache
+
+    add_model("tiny", tiny_model)
+    cache.backend.clear()
+    at = open_page("pages/playground.py")
+    at.selectbox(key="play.model_a").set_value("tiny").run()
+    assert "No server running." in texts(at)
+    at.button(key="serve.start").click().run()
+    assert not at.exception, at.exception
+    [s] = manage.list_servers()
+    assert s["model"] == "tiny" and s["host"] == "127.0.0.1"
+    _ready(s["id"])
+    at.run()  # the list re-reads the job from disk
+    codes = [c.value for c in at.code]
+    url = next(c for c in codes if c.startswith("http://127.0.0.1:"))
+    key = next(c for c in codes if c.startswith("tl-"))
+    assert manage.mask(key) in texts(at) and "ready at" in texts(at)
+    snippet = next(c for c in codes if "from openai import OpenAI" in c)
+    assert f'base_url="{url}"' in snippet and key not in snippet  # the key is read from the environment
+    assert isinstance(_ask(url, key, "tiny"), str)
+    assert at.number_input(key="serve.port").value != s["port"]  # the next server would get another port
+
+    at.button(key=f"serve.stop.{s['id']}").click().run()
+    assert not at.exception, at.exception
+    final = manage.wait_stopped(s["id"])
+    assert final["status"] == "stopped" and not jobs.pid_alive(final["pid"])
+    at.run()
+    assert "No server running." in texts(at) and not jobs.active_jobs()
+
+
+def test_serve_panel_shows_a_failed_start_in_one_line(workspace, tiny_model):
+    from pagetest import open_page
+
+    add_model("tiny", tiny_model)
+    at = open_page("pages/playground.py")
+    at.selectbox(key="play.model_a").set_value("tiny").run()
+    at.number_input(key="serve.port").set_value(80).run()  # below 1024: refused before anything starts
+    at.button(key="serve.start").click().run()
+    assert not at.exception, at.exception
+    assert any("port must be between 1024 and 65535" in e.value for e in at.error)
+    assert manage.list_servers(active_only=False) == []

@@ -28,6 +28,13 @@ def _start(model: str, engine: str) -> None:
     st.session_state["serve.port"] = manage.free_port(int(st.session_state["serve.port"]) + 1)
 
 
+def _stop(job_id: str) -> None:
+    try:
+        manage.stop_server(job_id)
+    except TuneLabError as exc:  # it ended on its own meanwhile: the list shows how
+        st.session_state["serve.error"] = exc
+
+
 def serve_panel(model: str, engine: str) -> None:
     """Start a server for `model` on 127.0.0.1, list the running ones with their URL, key and a snippet.
 
@@ -96,13 +103,6 @@ def _server_card(s: dict) -> None:
             st.caption(t("Copy it with the button in the box's corner."))
             st.code(key, language=None)
             st.code(f"export TUNELAB_API_KEY={key}", language="bash")
-    if c2.button(t("Stop"), key=f"serve.stop.{s['id']}", icon=":material/stop_circle:"):
-        try:
-            manage.stop_server(s["id"])
-        except TuneLabError as exc:
-            from tunelab.ui import layout
-
-            layout.show_error(exc)
-        st.rerun(scope="fragment")
+    c2.button(t("Stop"), key=f"serve.stop.{s['id']}", icon=":material/stop_circle:", on_click=_stop, args=(s["id"],))
     st.caption(t("Call it from Python with the `openai` package (the key read from TUNELAB_API_KEY):"))
     st.code(manage.snippet(url, model), language="python")

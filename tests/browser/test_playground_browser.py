@@ -1,0 +1,69 @@
+"""The Playground side by side in a real browser (issue 15): opened from a link, both answers stream at
+once with the message box locked, a rerun in the middle of the answers loses neither, and both stay
+when the next message is sent."""
+
+from __future__ import annotations
+
+import pytest
+from test_journey import goto, key, no_exception, wait_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ANSWERS = '[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])'
+
+
+def _shown(page, k: str) -> str:
+    """What a selectbox shows (its value sits in the input or in the text beside it)."""
+    return key(page, k).locator("input").input_value() + key(page, k).inner_text()
+
+
+def _answers(page) -> list[str]:
+    return [t.strip() for t in page.locator(ANSWERS).all_inner_texts()]
+
+
+def test_side_by_side_answers_arrive_together_and_survive(dashboard, page, shot, monkeypatch):
+    from tunelab.models.loading import hf_dir
+    from tunelab.models.registry import add_model
+
+    url, home = dashboard
+    monkeypatch.setenv("TUNELAB_HOME", str(home))
+    add_model("smol-b", str(hf_dir("smollm2-135m-instruct")))  # a second backend: both sides generate at once
+
+    # Opened from a link, the way other pages open it: both models preselected.
+    goto(page, url, "playground?model=smollm2-135m-instruct&compare=smol-b")
+    no_exception(page)
+    assert "smollm2-135m-instruct" in _shown(page, "play.model_a")
+    assert "smol-b" in _shown(page, "play.model_b")
+    page.get_by_text("Generation settings").click()
+    tokens = key(page, "play.max_new_tokens").locator("input")
+    tokens.fill("40")
+    tokens.press("Enter")
+    wait_idle(page)
+
+    box = page.locator('[data-testid="stChatInputTextArea"]')
+    box.fill("Write a short story about a dragon who learns to bake bread.")
+    box.press("Enter")
+    # Both columns are generating at the same time, and the box is locked meanwhile.
+    page.get_by_text("Generating ...").nth(1).wait_for(timeout=60_000)
+    assert box.is_disabled()
+    shot(page, "playground-streaming")
+    # A rerun in the middle of both answers (any widget change) re-attaches; nothing is dropped.
+    tokens.fill("41")
+    tokens.press("Enter")
+    page.get_by_text("tokens/s").nth(1).wait_for(timeout=90_000)
+    wait_idle(page)
+    no_exception(page)
+    first = _answers(page)
+    assert len(first) == 2 and all(first), first
+    assert box.is_enabled()
+
+    # The next message: both earlier answers stay, both new ones arrive.
+    box.fill("Give it a title.")
+    box.press("Enter")
+    page.get_by_text("tokens/s").nth(3).wait_for(timeout=90_000)
+    wait_idle(page)
+    no_exception(page)
+    now = _answers(page)
+    assert len(now) == 4 and all(now), now
+    assert now[0] == first[0] and now[2] == first[1], (first, now)  # column A's answers, then column B's
+    shot(page, "playground-two-exchanges")
