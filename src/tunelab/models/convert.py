@@ -5,7 +5,8 @@ and never imports `train`. `tunelab export` (train/export.py) and the llama.cpp 
 
 GGUF is written with the `gguf` package's writer (llama.cpp's convert_hf_to_gguf.py is not
 installed here), for llama-architecture models (SmolLM2, Llama, Mistral-style) in float32 so the
-file gives the same greedy output as the merged weights.
+file gives the same greedy output as the merged weights, or Q8_0. The k-quants and Q4_0 come from
+llama.cpp's own quantiser (the optional `llamacpp` extra), run on that float32 file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from tunelab import jobs
 from tunelab.errors import TuneLabError
 from tunelab.models import registry, run_output
 
-GGUF_TYPES = ("f32", "q8_0")
+# --gguf-type -> llama.cpp's file type. f32 and q8_0 are written here; the others need llama.cpp's
+# quantiser, which picks per tensor (Q4_K_M keeps half the attn_v/ffn_down tensors at Q6_K, say).
+LLAMA_FTYPES = {"q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+                "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K"}
+GGUF_TYPES = ("f32", "q8_0", *LLAMA_FTYPES)
 
 
 def saved(run_id: str) -> tuple[Path, dict]:
@@ -100,12 +105,8 @@ def run_gguf(run_id: str) -> Path:
     if path.exists():
         return path
     model, tok = merged(run_id)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write_gguf(model, tok, tmp, name=run_id, pre=tokenizer_pre(meta["base"]))
-        os.replace(tmp, path)  # another process converting the same run wrote an identical file
-    finally:
-        tmp.unlink(missing_ok=True)
+    # written under a temporary name, then renamed: another process converting the same run wrote an identical file
+    save_gguf(model, tok, path, name=run_id, pre=tokenizer_pre(meta["base"]))
     for old in path.parent.glob("step-*.gguf"):  # an earlier checkpoint's file is stale now
         if old != path:
             old.unlink(missing_ok=True)
@@ -124,6 +125,72 @@ def tokenizer_pre(base: str) -> str:
     return "default"
 
 
+def check_gguf_type(qtype: str) -> None:
+    """A user error for an unknown type, or for a llama.cpp type when llama.cpp is not installed.
+
+    Called before merging (seconds to minutes), so a missing extra costs nothing.
+    """
+    if qtype not in GGUF_TYPES:
+        raise TuneLabError(f"unknown GGUF type {qtype!r}: use one of {', '.join(GGUF_TYPES)}")
+    if qtype in LLAMA_FTYPES and _quantiser() is None:
+        raise TuneLabError(f"--gguf-type {qtype} needs llama.cpp's quantiser, the optional llamacpp extra: run "
+                           "`make install-llamacpp` (it compiles for about 10 minutes); f32 and q8_0 need nothing extra")
+
+
+def _quantiser():
+    from tunelab.models.llamacpp import import_llama_cpp
+
+    return import_llama_cpp()
+
+
+def save_gguf(model, tok, path: Path, name: str, pre: str = "default", qtype: str = "f32") -> None:
+    """Write the model as a GGUF file of type qtype (one of GGUF_TYPES), atomically.
+
+    The file appears under its name only once complete; llama.cpp types go through a temporary
+    float32 file that is removed afterwards.
+    """
+    check_gguf_type(qtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    f32 = path.with_name(f".{path.name}.{os.getpid()}.f32.tmp")
+    try:
+        if qtype in LLAMA_FTYPES:
+            write_gguf(model, tok, f32, name=name, pre=pre)
+            quantize(f32, tmp, qtype)
+        else:
+            write_gguf(model, tok, tmp, name=name, pre=pre, qtype=qtype)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        f32.unlink(missing_ok=True)
+
+
+def quantize(src: Path, dst: Path, qtype: str) -> None:
+    """Quantise a GGUF file with llama.cpp's quantiser (llama_model_quantize) into dst.
+
+    Args:
+        src: a float32 (or f16/bf16) GGUF file.
+        dst: the file to write.
+        qtype: one of LLAMA_FTYPES. Rows whose length is not a multiple of 256 cannot hold k-quant
+            blocks; llama.cpp stores those tensors in its fallback type (Q5_0 for Q4_K, Q8_0 for Q6_K).
+    """
+    import ctypes
+
+    from tunelab.models.llamacpp import quiet_llama_log
+
+    check_gguf_type(qtype)
+    if qtype not in LLAMA_FTYPES:
+        raise ValueError(f"llama.cpp's quantiser writes {', '.join(LLAMA_FTYPES)}, not {qtype!r}")
+    llama_cpp = _quantiser()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, LLAMA_FTYPES[qtype])
+    params.nthread = os.cpu_count() or 1
+    with quiet_llama_log():  # it logs a line per tensor
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise TuneLabError(f"llama.cpp could not quantise the model to {qtype} (llama_model_quantize returned {rc})")
+
+
 def _permute(w, n_head: int):
     """HF stores q/k rotary halves side by side; llama.cpp expects them interleaved."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -140,14 +207,16 @@ def write_gguf(model, tok, path: Path, name: str, pre: str = "default", qtype: s
     """Write a llama-architecture model and its BPE tokenizer as a GGUF file.
 
     qtype "q8_0" stores every 2-D weight whose rows split into 32-value blocks as Q8_0 (as llama.cpp's
-    own converter does with --outtype q8_0); norms and odd-sized tensors stay float32.
+    own converter does with --outtype q8_0); norms and odd-sized tensors stay float32. Other types:
+    save_gguf().
     """
     import gguf
     import numpy as np
     from gguf import quants
 
     q8 = gguf.GGMLQuantizationType.Q8_0
-
+    if qtype not in ("f32", "q8_0"):
+        raise ValueError(f"write_gguf writes f32 or q8_0, not {qtype!r} (save_gguf quantises with llama.cpp)")
     c = model.config
     if c.model_type not in ("llama", "mistral"):
         raise TuneLabError(f"GGUF export supports llama-architecture models; this one is {c.model_type!r} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -15,19 +16,42 @@ from tunelab.models.registry import ModelRef
 N_CTX = 4096
 
 
+def import_llama_cpp():
+    """The llama_cpp module, or None when the optional extra is absent (or its compiled library cannot load)."""
+    try:
+        import llama_cpp
+    except (ImportError, OSError):
+        return None
+    return llama_cpp
+
+
+@contextlib.contextmanager
+def quiet_llama_log():
+    """Silence llama.cpp's info lines (a quantisation logs one per tensor); warnings and errors still show."""
+    import logging
+
+    logger = logging.getLogger("llama-cpp-python")  # llama-cpp-python routes llama.cpp's log through it
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class LlamaCppBackend:
     """A plain GGUF model in llama.cpp; one request at a time (a llama context is not thread-safe)."""
 
     def __init__(self, ref: ModelRef):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise TuneLabError("llama.cpp is not installed: pip install 'tunelab[llamacpp]' (it compiles for about 10 minutes)") from None
+        llama_cpp = import_llama_cpp()
+        if llama_cpp is None:
+            raise TuneLabError("llama.cpp is not installed: run `make install-llamacpp` "
+                               "(the optional llamacpp extra; it compiles for about 10 minutes)")
         if ref.kind != "gguf":
             raise TuneLabError(f"{ref.name} is not a GGUF file; llama.cpp runs .gguf models and training runs")
         self.ref = ref
         self.name = ref.name
-        self.llm = Llama(model_path=ref.path, n_ctx=N_CTX, n_threads=os.cpu_count() or 1, verbose=False)
+        self.llm = llama_cpp.Llama(model_path=ref.path, n_ctx=N_CTX, n_threads=os.cpu_count() or 1, verbose=False)
         self.fallback_template = "tokenizer.chat_template" not in self.llm.metadata
         self._lock = threading.Lock()
 

@@ -59,7 +59,11 @@ def register(sub) -> None:
     e.add_argument("--merge", action="store_true", help="merge the adapter into the base weights (safetensors)")
     e.add_argument("--gguf", action="store_true", help="write a GGUF file (merged weights) for llama.cpp")
     e.add_argument("--gguf-type", choices=GGUF_TYPES, default="f32",
-                   help="f32: same greedy answers as the merged weights; q8_0: about 3.7x smaller and faster in llama.cpp")
+                   help="f32: same greedy answers as the merged weights; q8_0: about 3.7x smaller and faster in llama.cpp; "
+                        "q4_0, q4_k_m, q5_k_m, q6_k: smaller still, need the llamacpp extra (make install-llamacpp)")
+    e.add_argument("--ollama", action="store_true",
+                   help="write OUT/ as an Ollama model: model.gguf (of --gguf-type) and a Modelfile with the chat "
+                        "template, system prompt and stop tokens (`ollama create NAME -f OUT/Modelfile`)")
     e.add_argument("--job", help=argparse.SUPPRESS)  # internal: the dashboard's export job to report into
     add_json(e)
     e.set_defaults(func=cmd_export)
@@ -72,11 +76,11 @@ def cmd_train(args) -> int:
         return runs.worker(args.worker)
     from tunelab.train import recipe
 
+    runs.check_launch(args.launcher, args.num_processes)  # before the recipe reads the dataset
     base, mine = None, tconfig.flag_keys(args)
     if args.config:
         text = _config_path(args.config).read_text(encoding="utf-8")
         base = tconfig.TrainConfig.from_yaml(text)
-    runs.check_launch(args.launcher, args.num_processes)  # before the recipe reads the dataset
         mine |= tconfig.user_keys(yaml.safe_load(text) or {})
     cfg = tconfig.from_flags(args, base)
     if cfg.data.data:  # without data, create() refuses in one line
@@ -266,8 +270,9 @@ def cmd_export(args) -> int:
 
     if args.job:
         doc = export.run_job(args.job, lambda: export.export(args.run, args.out, merge=args.merge, gguf=args.gguf,
-                                                             gguf_type=args.gguf_type))
+                                                             gguf_type=args.gguf_type, ollama=args.ollama))
     else:
-        doc = export.export(args.run, args.out, merge=args.merge, gguf=args.gguf, gguf_type=args.gguf_type)
+        doc = export.export(args.run, args.out, merge=args.merge, gguf=args.gguf, gguf_type=args.gguf_type,
+                            ollama=args.ollama)
     emit(doc, args.json, lambda o: "\n".join(f"wrote {p}" for p in o["files"]))
     return 0

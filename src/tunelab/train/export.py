@@ -1,4 +1,4 @@
-"""`tunelab export`: a run's adapter, its weights merged into the base, or a GGUF file for llama.cpp.
+"""`tunelab export`: a run's adapter, its weights merged into the base, a GGUF file for llama.cpp, or an Ollama folder.
 
 The job and CLI glue lives here; merging and writing GGUF are the models layer's
 (models/convert.py), which the llama.cpp backend uses too without importing `train`.
@@ -10,15 +10,19 @@ import shutil
 
 from tunelab import workspace
 from tunelab.errors import TuneLabError
-from tunelab.models.convert import GGUF_TYPES, merged, run_gguf, saved, tokenizer_pre, write_gguf
+from tunelab.models import ollama as ollama_model
+from tunelab.models.convert import (GGUF_TYPES, check_gguf_type, merged, run_gguf, save_gguf, saved, tokenizer_pre,
+                                    write_gguf)
 
 # merged, run_gguf and write_gguf stay importable from here for existing callers.
 __all__ = ["FORMATS", "GGUF_TYPES", "export", "list_jobs", "merged", "run_gguf", "run_job", "start", "write_gguf"]
 
 JOB_KIND = "export-jobs"  # the dashboard's export jobs: jobs.job_dir(JOB_KIND, id)
 # What the dashboard offers: format -> the `tunelab export` flags and the output's suffix.
+# gguf-<type> beyond q8_0 and ollama-q4_k_m need the llamacpp extra (the job fails with one line naming it).
 FORMATS = {"adapter": ([], ""), "merged": (["--merge"], ""), "gguf": (["--gguf"], ".gguf"),
-           "gguf-q8_0": (["--gguf", "--gguf-type", "q8_0"], ".gguf")}
+           **{f"gguf-{q}": (["--gguf", "--gguf-type", q], ".gguf") for q in GGUF_TYPES if q != "f32"},
+           "ollama": (["--ollama", "--gguf-type", "q8_0"], ""), "ollama-q4_k_m": (["--ollama", "--gguf-type", "q4_k_m"], "")}
 
 
 def start(run_id: str, name: str, fmt: str) -> str:
@@ -64,7 +68,8 @@ def list_jobs(run_id: str) -> list[dict]:
     return [j for j in jobs.list_jobs(JOB_KIND) if j.get("run") == run_id]
 
 
-def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_type: str = "f32") -> dict:
+def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_type: str = "f32",
+           ollama: bool = False) -> dict:
     """Write a run's result to out.
 
     Args:
@@ -72,20 +77,25 @@ def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_
         out: a folder (a .gguf file path is allowed with gguf=True); relative paths go to exports/.
         merge: write the base weights with the adapter merged in (safetensors).
         gguf: write a GGUF file of the merged model.
-        gguf_type: "f32" (the same greedy answers as the merged weights) or "q8_0" (8-bit blocks:
-            about 3.7x smaller and faster in llama.cpp, answers may differ slightly).
+        gguf_type: "f32" (the same greedy answers as the merged weights), "q8_0" (8-bit blocks: about
+            3.7x smaller and faster in llama.cpp, answers may differ slightly), or q4_0, q4_k_m, q5_k_m,
+            q6_k (llama.cpp's quantiser: the llamacpp extra).
+        ollama: write out/ as an Ollama model folder: model.gguf (of gguf_type) and a Modelfile with
+            the chat template, default system prompt and stop tokens.
     Returns:
         {"run", "out", "files": [paths written]}.
     """
     d, meta = saved(run_id)
-    if gguf_type not in GGUF_TYPES:
-        raise TuneLabError(f"unknown GGUF type {gguf_type!r}: use one of {', '.join(GGUF_TYPES)}")
+    check_gguf_type(gguf_type)  # a missing llamacpp extra is reported before the slow merge
     target = workspace.output_path(out)
-    if not merge and not gguf:
+    if ollama and target.suffix == ".gguf":
+        raise TuneLabError("--ollama writes a folder (model.gguf and a Modelfile): give OUT without .gguf")
+    if not merge and not gguf and not ollama:
         src = d / (meta.get("adapter_dir") or meta.get("model_dir"))
         shutil.copytree(src, target, dirs_exist_ok=True)
         return {"run": run_id, "out": str(target), "files": [str(target)]}
     model, tok = merged(run_id)
+    modelfile = ollama_model.modelfile(tok) if ollama else None  # an untranslatable template fails before writing
     files = []
     folder = target.parent if gguf and target.suffix == ".gguf" else target
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,6 +105,10 @@ def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_
         files.append(str(folder))
     if gguf:
         path = target if target.suffix == ".gguf" else folder / f"{run_id}.gguf"
-        write_gguf(model, tok, path, name=run_id, pre=tokenizer_pre(meta["base"]), qtype=gguf_type)
+        save_gguf(model, tok, path, name=run_id, pre=tokenizer_pre(meta["base"]), qtype=gguf_type)
         files.append(str(path))
+    if ollama:
+        path = folder / ollama_model.GGUF_NAME
+        save_gguf(model, tok, path, name=run_id, pre=tokenizer_pre(meta["base"]), qtype=gguf_type)
+        files += [str(path), str(ollama_model.write(folder, modelfile))]
     return {"run": run_id, "out": str(target), "files": files}

@@ -514,7 +514,11 @@ EXPORT_LABELS = {"adapter": "adapter only (small; needs the base model)",
                  "gguf": "GGUF float32 for llama.cpp (same answers)",
                  "gguf-q8_0": "GGUF Q8_0 for llama.cpp (3.7x smaller, faster)",
                  "gguf-q4_k_m": "GGUF Q4_K_M for llama.cpp (smallest, fastest)",
-                 "ollama": "Ollama: GGUF + Modelfile folder (ollama create)"}
+                 "ollama": "Ollama: GGUF + Modelfile folder (ollama create)",
+                 "gguf-q4_0": "GGUF Q4_0 for llama.cpp (needs the llamacpp extra)",
+                 "gguf-q5_k_m": "GGUF Q5_K_M for llama.cpp (needs the llamacpp extra)",
+                 "gguf-q6_k": "GGUF Q6_K for llama.cpp (needs the llamacpp extra)",
+                 "ollama-q4_k_m": "Ollama with a Q4_K_M GGUF (needs the llamacpp extra)"}
 
 
 def export_panel(run_id: str) -> None:
