@@ -9,7 +9,7 @@ PORT    ?= 8501
 # The dashboard has no login: it listens on this machine only unless HOST=0.0.0.0 says otherwise.
 HOST    ?= 127.0.0.1
 
-.PHONY: run test test-fast test-outcomes lint bench install browser samples clean-workspace
+.PHONY: run test test-fast test-outcomes lint bench install install-llamacpp browser samples clean-workspace
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,14 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The optional llamacpp extra (the llama.cpp engine, GGUF q4_0/q4_k_m/q5_k_m/q6_k export): compiled from
+# source, about 10 minutes on 2 cores. Portable (no -march=native: AMX in a container can die with
+# "Illegal instruction"); AVX2/FMA/F16C stay on.
+install-llamacpp: install
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_EXAMPLES=OFF \
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(BIN)/pip install 'llama-cpp-python>=0.3'
 
 # Debian's Chromium (+ a CJK font so Chinese renders) for the browser journey; never a test
 # tool's own browser download.
