@@ -64,6 +64,8 @@ for slot, model in slots.items():
         if len(slots) > 1:
             st.subheader(model)
         chat.render_thread(log, slot, rater, live)
+if live:
+    st.button(t("Stop generating"), key="play.stop", icon=":material/stop_circle:", on_click=chat.stop_all)
 chat.follow(live)  # both answers grow side by side; reruns once both are in
 chat.preference_row(rater, log, slots)
 

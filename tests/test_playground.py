@@ -199,3 +199,23 @@ def test_model_from_the_link(workspace, tiny_model):
     at.run()
     assert not at.exception, at.exception
     assert any("no-such-run" in w.value and "not available" in w.value for w in at.warning)
+
+
+def test_stop_keeps_the_words_written_so_far(workspace, tiny_model):
+    """Stop generating ends an answer at its next token and keeps its text (the box unlocks)."""
+    from polling import wait_for
+
+    from tunelab.models import generation
+    from tunelab.models.generation import GenerationSettings
+    from tunelab.ui import chat
+
+    backend = generation.get_backend(tiny_model)
+    log = [{"user": "Tell me everything", "replies": {}}]
+    answer = chat.Answer(log[0], "A", "tiny", backend, chat.conversation(log, "A", ""),
+                         GenerationSettings(max_new_tokens=900))
+    wait_for(lambda: answer.text or answer.done.is_set(), timeout=60, every=0.01, what="the first words")
+    answer.cancel.set()
+    assert answer.wait(60)
+    reply = log[0]["replies"]["A"]
+    assert reply["finish_reason"] == "stopped" and reply["text"] == answer.text and reply["text"]
+    assert "stopped after" in chat.stats_caption(reply)

@@ -105,6 +105,8 @@ def reply_entry(model: str, g: Generation) -> dict:
 
 
 def stats_caption(reply: dict) -> str:
+    if reply.get("finish_reason") == "stopped":
+        return t("stopped after {latency} s", latency=f"{reply['latency_s']:.2f}")
     cut = t(" · cut at the token limit") if reply.get("finish_reason") == "length" else ""
     first = (t(" · first words after {s} s", s=f"{reply['first_token_s']:.2f}")
              if reply.get("first_token_s") is not None else "")
@@ -145,8 +147,12 @@ class Answer:
                 self.text += piece
                 if self.cancel.is_set():
                     stream.close()  # in this thread: the generator stops decoding at its next token
-                    return
-            entry = reply_entry(self.model, stream.generation)
+                    break
+            if stream.generation is None:  # stopped by the user: keep what was written so far
+                entry = {"model": self.model, "text": self.text, "tokens_per_s": 0.0, "completion_tokens": None,
+                         "latency_s": round(self.elapsed(), 3), "finish_reason": "stopped"}
+            else:
+                entry = reply_entry(self.model, stream.generation)
             entry["first_token_s"] = round(self.first_token_s, 3) if self.first_token_s is not None else None
             # When it ran (epoch seconds), so two answers of one exchange show they were generated together.
             entry["first_token_at"], entry["finished_at"] = self.first_token_at, time.time()
@@ -184,10 +190,15 @@ def ask(log: list[dict], prompt: str, backends: dict, models: dict[str, str], sy
     return answers
 
 
-def cancel_all() -> None:
-    """Stop every answer being generated (the conversation is cleared)."""
+def stop_all() -> None:
+    """Stop every answer being generated; each keeps the text written so far."""
     for a in pending().values():
         a.cancel.set()
+
+
+def cancel_all() -> None:
+    """Stop every answer being generated and forget them (the conversation is cleared)."""
+    stop_all()
     pending().clear()
 
 
