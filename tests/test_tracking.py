@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
@@ -50,7 +51,7 @@ def _pairs(n: int = 8) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_every_run_writes_tensorboard_events_for_every_metric_and_step(workspace, tiny):
+def test_every_run_writes_tensorboard_events_for_every_metric_and_step(workspace, tiny, capsys):
     tiny_model.dataset()
     run_id = _train(_cfg(tiny, eval_split=0.25, eval_steps=2))
     rows = runs.metrics(run_id)
@@ -61,8 +62,11 @@ def test_every_run_writes_tensorboard_events_for_every_metric_and_step(workspace
     assert events["eval/loss"] == [(r["step"], pytest.approx(r["eval_loss"], rel=1e-6)) for r in rows
                                    if r["eval_loss"] is not None]
     assert [s for s, _ in events["eval/loss"]] == [2, 4]
-    # `tensorboard --logdir <workspace>/runs` finds the run under its own id
+    # `tensorboard --logdir <workspace>/runs` finds the run under its own id; `runs show --json` names the folder
     assert tracking.tensorboard_dir(run_id) == workspace / "runs" / run_id / "tb"
+    capsys.readouterr()
+    assert cli(["runs", "show", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tensorboard"] == str(workspace / "runs" / run_id / "tb")
 
 
 @pytest.mark.slow

@@ -151,10 +151,12 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from tunelab.train import runs
+    from tunelab.train import runs, tracking
 
     doc = runs.show(args.run)
     _add_preference_metrics(doc, runs.metrics(args.run))
+    tb = tracking.tensorboard_dir(args.run)  # the run's event files: `tensorboard --logdir` takes this or runs/
+    doc["tensorboard"] = str(tb) if tb else None
     st = runs.status(args.run)
     if st.get("best_step") is not None and "best_step" not in doc:  # early stopping's pick of the run's weights
         doc.update(best_step=st["best_step"], best_eval_loss=st.get("best_eval_loss"),
@@ -170,6 +172,8 @@ def cmd_show(args) -> int:
                   + (f"  reward_margin {m['reward_margin']:.4f}  reward_accuracy {m['reward_accuracy']:.2f}"
                      if m.get("reward_accuracy") is not None else "")
                   for m in o["metrics"][-10:]]
+        if o.get("tensorboard"):
+            lines.append(f"  tensorboard --logdir {o['tensorboard']}")
         if o.get("report"):  # the before/after report (evals/auto.py), in one sentence
             lines.append(f"  report {o['report']['report'] or '-'}: {o['report']['sentence']}")
         return "\n".join(lines + ([f"error: {o['error']}"] if o.get("error") else []))
