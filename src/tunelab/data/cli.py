@@ -201,7 +201,7 @@ def cmd_search(args) -> int:
     from tunelab.data import search
 
     result = search.search(args.name, args.query, args.field, args.limit, args.version)
-    emit(result, args.json, lambda r: _records_text(r, "matches"))
+    emit(result, args.json, lambda r: _records_text(r, "matches") + f" ({r['exact']} match exactly, first)")
     return 0
 
 
