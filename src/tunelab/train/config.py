@@ -161,6 +161,11 @@ class TrainingArgs:
                               "faster where the hardware has native bf16 (CPUs with AVX512-BF16 or AMX, recent "
                               "GPUs). auto uses it there only; bf16 forces it; no turns it off.",
                               choices=("auto", "bf16", "no"))
+    gradient_checkpointing: str = _f("auto", "Gradient (activation) checkpointing: keep only each layer's input during "
+                                     "the forward pass and recompute the rest in the backward pass. It takes much "
+                                     "less memory for about 20-30% more time per step. auto turns it on when the "
+                                     "run would otherwise need more than half of the free memory; on forces it; "
+                                     "off turns it off.", choices=("auto", "on", "off"))
     auto_report: bool = _f(True, "When the run finishes, evaluate the base and the tuned model side by side on the "
                            "test data (NAME-test, the eval data or the held-out split; up to 50 examples) as a "
                            "background report, shown with the run. --no-auto-report turns it off.")

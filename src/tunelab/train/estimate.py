@@ -7,6 +7,7 @@ base is read from its header, never converted for an estimate).
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 from tunelab import jobs
 from tunelab.jsonio import read_jsonl
@@ -15,6 +16,14 @@ from tunelab.train.config import TrainConfig
 
 # Measured: LoRA on SmolLM2-135M, plain loop, 2 cores (measured on this project's 2-core CI machines); scaled by model size.
 CPU_TOKENS_PER_S_135M = 155.0
+
+# Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (peak RSS, bench/train_bench.py; bench/RESULTS.md):
+RUNTIME_BYTES = 0.55e9  # Python, torch, transformers, PEFT, the tokenizer and the encoded data
+# Bytes each token keeps for the backward pass per decoder layer, per (hidden, intermediate) unit:
+# float32 compute, and bf16 autocast (which keeps bf16 copies next to float32 residuals).
+ACT_FP32 = (16 * 4, 4 * 4)
+ACT_AMP = (16 * 4, 4 * 4)
+TIGHT = 0.5  # gradient checkpointing turns on (auto) when a run would need more than this share of free memory
 
 
 def trainable_params(cfg: TrainConfig, geo: Geometry, total: int) -> int:
@@ -57,6 +66,100 @@ def tokens_per_epoch(model: str, data: str, version: int | None, cutoff: int, sa
     return round(sum(min(x, cutoff) for x in lengths) * n / len(lengths))
 
 
+def _amp(cfg: TrainConfig, device_type: str) -> bool:
+    """Whether the run computes under bf16 autocast (frozen Linear weights then held in bf16)."""
+    from tunelab.train.sft import native_bf16_cpu
+
+    t = cfg.training
+    if t.mixed_precision == "no" or cfg.model.dtype != "float32" or cfg.method.method == "qlora":
+        return False
+    return t.mixed_precision == "bf16" or device_type == "cuda" or native_bf16_cpu()
+
+
+def memory_bytes(cfg: TrainConfig, geo: Geometry, total: int, train: int, checkpointing: bool,
+                 device_type: str = "cpu") -> float:
+    """Peak memory of a run in bytes: runtime, weights, trainable state, kept activations, the loss chunk.
+
+    Args:
+        cfg: the run's config (dtype, method, batch_size, cutoff_len, mixed_precision).
+        geo: the model's geometry; total: its parameter count; train: trainable parameters.
+        checkpointing: whether decoder layers are recomputed in the backward pass.
+        device_type: "cpu" or "cuda" (a GPU holds no Python runtime; its bf16 autocast is assumed).
+    """
+    from tunelab.train.config import tuning
+
+    t = cfg.training
+    amp = _amp(cfg, device_type)
+    embed = geo.vocab * geo.hidden
+    if cfg.method.method == "qlora":
+        weights = total * 0.55 + embed * 4
+    elif cfg.model.dtype != "float32":
+        weights = total * 2
+    elif amp and tuning(cfg) != "full":  # frozen Linear weights stored in bf16, the embedding in float32
+        weights = (total - embed) * 2 + embed * 4
+    else:
+        weights = total * 4
+    tokens = t.batch_size * cfg.data.cutoff_len
+    per_h, per_i = ACT_AMP if amp else ACT_FP32
+    layer = tokens * (per_h * geo.hidden + per_i * geo.intermediate)  # one decoder layer's kept activations
+    act = tokens * geo.layers * geo.hidden * 4 + layer if checkpointing else geo.layers * layer
+    loss = 3 * 4 * min(2**23, tokens * geo.vocab)  # one chunk of logits and their gradient
+    runtime = 0 if device_type == "cuda" else RUNTIME_BYTES
+    return runtime + weights + train * 16 + act + loss
+
+
+def free_memory_bytes(device_type: str = "cpu") -> float | None:
+    """Memory this machine (or container, or GPU) can still give a run, or None when unknown."""
+    if device_type == "cuda":
+        import torch
+
+        return float(torch.cuda.mem_get_info()[0])
+    free = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:  # a container's own limit (cgroup v2) may be far below the machine's
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free or float("inf"), int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def checkpointing(cfg: TrainConfig, device_type: str = "cpu", free: float | None = None) -> tuple[bool, str]:
+    """Whether the run uses gradient checkpointing, and why (auto: on when memory is tight).
+
+    Args:
+        cfg: the run's config; training.gradient_checkpointing is auto, on or off.
+        device_type: where the run trains ("cpu" or "cuda").
+        free: free memory in bytes (measured when not given).
+    Returns:
+        (on, the reason in one sentence).
+    """
+    setting = cfg.training.gradient_checkpointing
+    if setting != "auto":
+        return setting == "on", f"{setting} (set by you)"
+    try:
+        size = model_size(cfg.model.model)
+    except Exception as exc:  # an unreadable model fails later with its own message
+        return False, f"off: the model's size is unknown ({type(exc).__name__})"
+    train = trainable_params(cfg, size.geometry, size.params)
+    need = memory_bytes(cfg, size.geometry, size.params, train, False, device_type)
+    free = free_memory_bytes(device_type) if free is None else free
+    if free is None:
+        return False, "off: free memory unknown"
+    if need <= TIGHT * free:
+        return False, f"off: about {need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free"
+    with_ck = memory_bytes(cfg, size.geometry, size.params, train, True, device_type)
+    return True, (f"on: without it the run would need about {need / 1e9:.1f} GB, more than {TIGHT:.0%} of the "
+                  f"{free / 1e9:.1f} GB free; with it about {with_ck / 1e9:.1f} GB, for about 25% more time per step")
+
+
 def estimate(cfg: TrainConfig, tokens_per_epoch: int | None = None) -> dict:
     """Trainable/total parameters, peak memory (GB) and seconds per step and for the run.
 
@@ -64,24 +167,22 @@ def estimate(cfg: TrainConfig, tokens_per_epoch: int | None = None) -> dict:
         cfg: the run's config.
         tokens_per_epoch: the dataset's tokens after the cutoff, when known.
     Returns:
-        {"trainable", "total", "memory_gb", "tokens_per_step", "seconds_per_step", "steps", "seconds"}.
+        {"trainable", "total", "memory_gb", "checkpointing", "tokens_per_step", "seconds_per_step", "steps",
+        "seconds"}; memory_gb is the peak with gradient checkpointing as the run would choose it.
     """
     size = model_size(cfg.model.model)
     s, total = size.geometry, size.params
     train = trainable_params(cfg, s, total)
     t = cfg.training
     tokens_step = t.batch_size * t.grad_accum * cfg.data.cutoff_len
-    weight_bytes = 4 if cfg.model.dtype == "float32" else 2
-    if cfg.method.method == "qlora":
-        weight_bytes = 0.55
-    # weights + (weight, grad, 2 Adam moments) per trainable param + activations kept for backward
-    act = t.batch_size * cfg.data.cutoff_len * s.layers * (16 * s.hidden + 4 * s.intermediate) * 4
-    mem = total * weight_bytes + train * 16 + act + 0.6e9  # 0.6 GB: torch + transformers themselves
+    on, _ = checkpointing(cfg)
+    mem = memory_bytes(cfg, s, total, train, on)
     speed = measured_speed(cfg.model.model) or CPU_TOKENS_PER_S_135M * 135e6 / max(total, 1)
     steps = t.max_steps
     if not steps and tokens_per_epoch:
         steps = max(1, round(t.epochs * tokens_per_epoch / tokens_step))
     sec_step = tokens_step / speed
-    return {"trainable": train, "total": total, "memory_gb": round(mem / 1e9, 2), "tokens_per_step": tokens_step,
+    return {"trainable": train, "total": total, "memory_gb": round(mem / 1e9, 2), "checkpointing": on,
+            "tokens_per_step": tokens_step,
             "seconds_per_step": round(sec_step, 1), "steps": steps or None,
             "seconds": round(sec_step * steps) if steps else None}

@@ -83,8 +83,11 @@ def load_records(cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     return records, []
 
 
-def load_model(cfg: TrainConfig, base: str, init: str | None, device):
-    """The model with its trainable part wrapped according to the method."""
+def load_model(cfg: TrainConfig, base: str, init: str | None, device, checkpointing: bool = False):
+    """The model with its trainable part wrapped according to the method.
+
+    checkpointing: gradient (activation) checkpointing, each decoder layer recomputed in the backward pass.
+    """
     import torch
     from peft import LoraConfig, PeftModel, PromptEncoderConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -104,10 +107,17 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device):
                                                         bnb_4bit_compute_dtype=torch.bfloat16)}
     model = AutoModelForCausalLM.from_pretrained(str(folder), **kw)
     model.config.use_cache = False
+    if checkpointing:  # non-reentrant: no inputs that require grad needed, so PEFT's frozen embeddings are fine
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if m.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     if init:
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     if tuning(cfg) == "full":
@@ -158,6 +168,11 @@ def cast_frozen_linears(model, dtype) -> int:
     Autocast caches its casts only for leaf weights that require grad, so frozen base weights were
     copied to bf16 again in every forward; cast once, a LoRA step on SmolLM2 is 4-5% faster with
     bit-identical losses. Trainable weights, embeddings and a tied lm_head stay float32.
+
+    transformers maps the safetensors file into memory and the float32 weights are views of it: the
+    file's pages stayed resident (and counted in RSS) next to the bf16 copies for the whole run,
+    because the embedding and norms still pointed into the same mapping. Those few tensors are
+    copied out, so the mapping is released and the frozen weights are held once (SmolLM2: ~300 MiB).
     """
     import torch
 
@@ -168,11 +183,21 @@ def cast_frozen_linears(model, dtype) -> int:
         if type(module) is torch.nn.Linear and not w.requires_grad and w is not embed and w.dtype != dtype:
             module.to(dtype)
             n += 1
+    if n:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.device.type == "cpu" and not p.requires_grad and p.dtype != dtype:
+                    p.data = p.data.clone()
     return n
 
 
 def batch_loss(model, batch: dict, prompt_learning: bool, device):
-    """Summed cross-entropy over the response tokens of one batch."""
+    """Summed cross-entropy over the response tokens of one batch.
+
+    The output layer is applied by chunked_cross_entropy, a few hundred answer tokens at a time,
+    instead of inside the model: the full answers x vocabulary logits (and their gradient) never
+    exist at once, at the moment every layer's activations are also held (the run's memory peak).
+    """
     import torch.nn.functional as F
 
     labels = batch["labels"].to(device)
@@ -181,8 +206,95 @@ def batch_loss(model, batch: dict, prompt_learning: bool, device):
         n = int((labels[:, 1:] != tdata.IGNORE).sum())
         return model(**inputs, labels=labels, use_cache=False).loss * n
     keep = F.pad(labels[:, 1:] != tdata.IGNORE, (0, 1), value=False)
-    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
-    return F.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]], reduction="sum")
+    targets = labels[:, 1:][keep[:, :-1]]
+    owner = _head_owner(model)
+    if owner is None:  # a head that does more than one matmul (soft-capping, scaling, a bias): the model's own
+        logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+    head = owner.lm_head
+    try:  # the model returns the kept positions' final hidden states in place of their logits
+        owner.lm_head = _passthrough()
+        hidden = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+    finally:
+        owner.lm_head = head
+    return chunked_cross_entropy(hidden, head.weight, targets)
+
+
+CE_CHUNK_ELEMENTS = 2**23  # logits per chunk: 32 MiB of float32 (170 tokens of a 49k vocabulary)
+
+
+def _head_owner(model):
+    """The causal LM whose `lm_head` is a plain bias-free Linear applied to the hidden states, or None."""
+    import torch
+
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    head = getattr(inner, "lm_head", None)
+    conf = getattr(inner, "config", None)
+    if type(head) is not torch.nn.Linear or head.bias is not None or conf is None:
+        return None
+    conf = getattr(conf, "text_config", None) or conf
+    if any(getattr(conf, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return None
+    return inner
+
+
+def _passthrough():
+    import torch
+
+    return torch.nn.Identity()
+
+
+def chunked_cross_entropy(hidden, weight, targets):
+    """sum(cross_entropy(hidden @ weight.T, targets)), the logits made and dropped a chunk at a time.
+
+    The gradient is computed in the same pass (softmax minus one-hot, times the weight), so nothing
+    is recomputed in the backward pass: the cost is that of one output-layer matmul forward and back.
+    Under autocast the matmuls run in its dtype and the softmax in float32, like the model's own head.
+    """
+    return _chunked_ce().apply(hidden, weight, targets)
+
+
+@functools.cache
+def _chunked_ce():
+    import torch
+
+    class ChunkedCE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, hidden, weight, targets):
+            dev = hidden.device.type
+            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+            need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            grad_h = torch.empty_like(hidden) if need_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            step = max(1, CE_CHUNK_ELEMENTS // weight.shape[0])
+            with torch.autocast(dev, enabled=False):
+                w = weight.to(dtype)
+                for s in range(0, hidden.shape[0], step):
+                    h, t = hidden[s:s + step].to(dtype), targets[s:s + step]
+                    logits = (h @ w.T).float()
+                    lse = torch.logsumexp(logits, -1)
+                    total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                    if need_h or need_w:
+                        g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                        g[torch.arange(len(t), device=g.device), t] -= 1
+                        g = g.to(dtype)
+                        if need_h:
+                            grad_h[s:s + step] = g @ w
+                        if need_w:
+                            grad_w += (g.T @ h).float()
+            ctx.save_for_backward(grad_h, grad_w)
+            ctx.weight_dtype = weight.dtype
+            return total
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            grad_h, grad_w = ctx.saved_tensors
+            return (None if grad_h is None else grad_h * grad_out.to(grad_h.dtype),
+                    None if grad_w is None else (grad_w * grad_out).to(ctx.weight_dtype), None)
+
+    return ChunkedCE
 
 
 def evaluate(model, enc: tdata.Encoded, cfg: TrainConfig, pad_id: int, device) -> float | None:
@@ -390,7 +502,11 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     log(f"{len(enc.examples)} examples, {enc.tokens} tokens; {enc.truncated} truncated at {cfg.data.cutoff_len} tokens, "
         f"{enc.dropped} dropped (answer past the cutoff)")
 
-    model = load_model(cfg, base, init, accel.device)
+    from tunelab.train.estimate import checkpointing
+
+    recompute, why = checkpointing(cfg, accel.device.type)
+    log(f"gradient checkpointing {why}")
+    model = load_model(cfg, base, init, accel.device, checkpointing=recompute)
     amp = autocast_dtype(cfg, accel.device.type)
     if amp is not None and tuning(cfg) != "full":
         cast_frozen_linears(model, amp)
