@@ -1,8 +1,8 @@
 """Multi-process training (issue 14): `--launcher accelerate --num-processes 2` on CPU (DDP over gloo).
 
-One module fixture trains a tiny llama three times through the real `tunelab` command: one process
-with --grad-accum 2, two processes with --grad-accum 1 (the same global batch), and two processes
-stopped mid-run with `runs stop` and continued with `runs resume`. The tests read those runs.
+One module fixture trains a tiny llama through the real `tunelab` command twice: one process with
+--grad-accum 2, and two processes with --grad-accum 1 (the same global batch) that are stopped mid-run
+with `runs stop` and continued with `runs resume` to the end. The tests read those two runs.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _train(home: Path, model: str, *extra: str) -> str:
 
 @pytest.fixture(scope="module")
 def mp(tmp_path_factory):
-    """{"home", "one", "two", "stopped": {...}} after the three runs."""
+    """{"home", "one", "two", "stopped": what the two-process run looked like once stopped} after both runs."""
     home = tmp_path_factory.mktemp("mp") / "ws"
     home.mkdir()
     model = str(tiny_model.build(tmp_path_factory.mktemp("tiny") / "tiny-llama"))
@@ -63,23 +63,23 @@ def mp(tmp_path_factory):
         mpatch.setenv("TUNELAB_HOME", str(home))
         tiny_model.dataset()
         one = _train(home, model, "--grad-accum", "2")
-        two = _train(home, model, *TWO)
         # the shipped DDP example config: on a machine without GPUs the same launcher runs gloo on CPU
-        third = _train(home, model, *TWO, "--accelerate-config", str(ROOT / "examples" / "accelerate_ddp.yaml"),
-                       "--detach")
-        d = home / "runs" / third
-        wait_for(lambda: len(runs.metrics(third)) >= 3, timeout=240, what="the run past step 3")
+        two = _train(home, model, *TWO, "--accelerate-config", str(ROOT / "examples" / "accelerate_ddp.yaml"),
+                     "--detach")
+        d = home / "runs" / two
+        wait_for(lambda: len(runs.metrics(two)) >= 3, timeout=240, what="the run past step 3")
         rank_pids = [int(f.read_text()) for f in (d / RANKS).glob("*.pid")]
-        before = set(_processes_of(third)) | set(rank_pids) | {int((d / "pid").read_text())}
-        p = tunelab(home, "runs", "stop", third)
+        before = set(_processes_of(two)) | set(rank_pids) | {int((d / "pid").read_text())}
+        runs.stop(two)  # what `tunelab runs stop` calls, without a CLI start-up the run could finish during
+        wait_for(lambda: not _processes_of(two), timeout=120, what="every process of the run to end")
+        stopped = dict(runs.status(two), checkpoints=sorted(c.name for c in (d / "checkpoints").iterdir()),
+                       pids=before, rank_pids=rank_pids, rows=len(runs.metrics(two)),
+                       ranks_left=(d / RANKS).exists())
+        p = tunelab(home, "runs", "resume", two)
         assert p.returncode == 0, p.stderr
-        wait_for(lambda: not _processes_of(third), timeout=120, what="every process of the run to end")
-        stopped = dict(runs.status(third), checkpoints=sorted(c.name for c in (d / "checkpoints").iterdir()),
-                       processes=before, rows=len(runs.metrics(third)), ranks_left=(d / RANKS).exists())
-        p = tunelab(home, "runs", "resume", third)
-        assert p.returncode == 0, p.stderr
-        wait_for(lambda: runs.status(third).get("status") in jobs.FINAL, timeout=300, what="the resumed run")
-        yield {"home": home, "one": one, "two": two, "third": third, "stopped": stopped}
+        wait_for(lambda: runs.status(two).get("status") in jobs.FINAL, timeout=300, what="the resumed run")
+        wait_for(lambda: not _processes_of(two), timeout=120, what="the resumed run's processes to end")
+        yield {"home": home, "one": one, "two": two, "stopped": stopped}
 
 
 def _rel(a: float, b: float) -> float:
@@ -87,14 +87,26 @@ def _rel(a: float, b: float) -> float:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_with_the_same_global_batch(mp):
+def test_runs_stop_ends_every_process(mp):
+    st = mp["stopped"]
+    assert st["status"] == "stopped" and st["error"] is None
+    assert st["processes"] == 2 and len(st["rank_pids"]) == 2  # status.json's count; each rank's pid recorded
+    assert 3 <= st["step"] < STEPS and f"step-{st['step']}" in st["checkpoints"]  # checkpointed where it stopped
+    assert st["rows"] == st["step"] and not st["ranks_left"]
+    assert len(st["pids"]) >= 4  # wrapper, accelerate launcher, two ranks
+    assert not [p for p in st["pids"] if jobs.pid_alive(p)]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_global_batch_through_a_resume(mp):
     one, two = runs.show(mp["one"]), runs.show(mp["two"])
     assert one["status"] == two["status"] == "completed", (one["error"], two["error"])
     assert runs.status(mp["one"])["processes"] == 1 and runs.status(mp["two"])["processes"] == 2
     assert [m["step"] for m in one["metrics"]] == [m["step"] for m in two["metrics"]] == list(range(1, STEPS + 1))
+    # measured: equal to the 6 decimals of the rows, before and after the resume (rank 0's share alone: ~1e-3 off)
     worst = max(_rel(a["loss"], b["loss"]) for a, b in zip(one["metrics"], two["metrics"]))
-    assert worst < 1e-3, worst  # measured: 0 to 6 decimals (rounded rows); rank 0's share alone is off by ~1e-3
-    assert max(_rel(a["grad_norm"], b["grad_norm"]) for a, b in zip(one["metrics"], two["metrics"])) < 1e-3
+    assert worst < 1e-4, worst
+    assert max(_rel(a["grad_norm"], b["grad_norm"]) for a, b in zip(one["metrics"], two["metrics"])) < 1e-4
     # tokens/s counts the tokens of the whole global batch, not rank 0's times the number of ranks
     rows_one, rows_two = runs.metrics(mp["one"]), runs.metrics(mp["two"])
     assert [r["tokens"] for r in rows_one] == [r["tokens"] for r in rows_two]
@@ -108,26 +120,11 @@ def test_metrics_and_checkpoints_are_written_once(mp):
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # one row per step, not one per rank
     log = (d / "job.log").read_text()
     assert all(log.count(f"step {s}/{STEPS} ") == 1 for s in range(1, STEPS + 1)), log[-2000:]
-    # saves at 8, 16, 24 (the last two kept), each once: no second writer's leftovers beside them
-    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["step-16", "step-24"]
+    # the last two saves kept, each once: no second writer's half-written leftovers beside them
+    ck = sorted((p.name for p in (d / "checkpoints").iterdir()), key=lambda n: int(n.split("-")[-1]))
+    assert len(ck) == 2 and ck[-1] == f"step-{STEPS}" and all(n.startswith("step-") for n in ck), ck
     assert json.loads((d / "output.json").read_text())["step"] == STEPS
     assert not (d / RANKS).exists()
-
-
-@pytest.mark.slow
-def test_runs_stop_ends_every_process_and_resume_matches(mp):
-    st = mp["stopped"]
-    assert st["status"] == "stopped" and st["error"] is None
-    assert 3 <= st["step"] < STEPS and f"step-{st['step']}" in st["checkpoints"]  # checkpointed where it stopped
-    assert st["rows"] == st["step"] and not st["ranks_left"]
-    assert len(st["processes"]) >= 4  # wrapper, accelerate launcher, two ranks
-    assert not [p for p in st["processes"] if jobs.pid_alive(p)]
-    third, two = runs.show(mp["third"]), runs.show(mp["two"])
-    assert third["status"] == "completed", third["error"]
-    assert [m["step"] for m in third["metrics"]] == list(range(1, STEPS + 1))
-    # the resumed run carries on exactly where the uninterrupted two-process run went
-    worst = max(_rel(a["loss"], b["loss"]) for a, b in zip(two["metrics"], third["metrics"]))
-    assert worst < 1e-4, worst
 
 
 def test_example_accelerate_configs_load():
