@@ -90,22 +90,22 @@ def _rel(a: float, b: float) -> float:
 def test_runs_stop_ends_every_process(mp):
     st = mp["stopped"]
     assert st["status"] == "stopped" and st["error"] is None
-    assert st["processes"] == 2 and len(st["rank_pids"]) == 2  # status.json's count; each rank's pid recorded
+    assert not [p for p in st["pids"] if jobs.pid_alive(p)]
     assert 3 <= st["step"] < STEPS and f"step-{st['step']}" in st["checkpoints"]  # checkpointed where it stopped
     assert st["rows"] == st["step"] and not st["ranks_left"]
-    assert len(st["pids"]) >= 4  # wrapper, accelerate launcher, two ranks
-    assert not [p for p in st["pids"] if jobs.pid_alive(p)]
+    # there were two ranks to stop: status.json's count, each rank's pid, and wrapper + launcher + ranks alive
+    assert st.get("processes") == 2 and len(st["rank_pids"]) == 2 and len(st["pids"]) >= 4, st
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_global_batch_through_a_resume(mp):
     one, two = runs.show(mp["one"]), runs.show(mp["two"])
     assert one["status"] == two["status"] == "completed", (one["error"], two["error"])
-    assert runs.status(mp["one"])["processes"] == 1 and runs.status(mp["two"])["processes"] == 2
     assert [m["step"] for m in one["metrics"]] == [m["step"] for m in two["metrics"]] == list(range(1, STEPS + 1))
     # measured: equal to the 6 decimals of the rows, before and after the resume (rank 0's share alone: ~1e-3 off)
     worst = max(_rel(a["loss"], b["loss"]) for a, b in zip(one["metrics"], two["metrics"]))
     assert worst < 1e-4, worst
+    assert runs.status(mp["one"])["processes"] == 1 and runs.status(mp["two"])["processes"] == 2
     assert max(_rel(a["grad_norm"], b["grad_norm"]) for a, b in zip(one["metrics"], two["metrics"])) < 1e-4
     # tokens/s counts the tokens of the whole global batch, not rank 0's times the number of ranks
     rows_one, rows_two = runs.metrics(mp["one"]), runs.metrics(mp["two"])
