@@ -257,11 +257,11 @@ def examples_view(doc: dict) -> None:
             row[f"{n}"] = o.get("output")
             row[f"{n} · {rouge}"] = None if o.get("rouge_l") is None else round(o["rouge_l"] * 100, 1)
         rows.append(row)
-    text_cols = {n: st.column_config.TextColumn(n, width="large") for n in names}
+    text_cols = {n: st.column_config.TextColumn(n, width="medium") for n in names}
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="compare.examples",
                  column_config={"spread": st.column_config.NumberColumn(t("Spread (ROUGE-L points)"), format="%.1f"),
-                                "prompt": st.column_config.TextColumn(t("Prompt"), width="large"),
-                                "reference": st.column_config.TextColumn(t("Reference"), width="large"),
+                                "prompt": st.column_config.TextColumn(t("Prompt"), width="medium"),
+                                "reference": st.column_config.TextColumn(t("Reference"), width="medium"),
                                 **text_cols})
     if not exs:
         return
@@ -277,15 +277,15 @@ def examples_view(doc: dict) -> None:
 def side_by_side(ex: dict, names: list[str]) -> list[dict]:
     """One row per answer (the reference first) with its scores, for a table that wraps long text."""
     rows = [{t("Model"): t("Reference"), t("Answer"): ex["reference"], ch.metric_name("rouge_l"): "",
-             ch.metric_name("exact_match"): ""}]
+             t("Exact match"): ""}]
     for n in names:
         o = ex["outputs"].get(n)
         if o is None:
             rows.append({t("Model"): n, t("Answer"): t("not evaluated yet"), ch.metric_name("rouge_l"): "",
-                         ch.metric_name("exact_match"): ""})
+                         t("Exact match"): ""})
             continue
         rows.append({t("Model"): n, t("Answer"): o["output"], ch.metric_name("rouge_l"): f"{o['rouge_l'] * 100:.1f}",
-                     ch.metric_name("exact_match"): "✓" if o["exact_match"] else "✗"})
+                     t("Exact match"): "✓" if o["exact_match"] else "✗"})
     return rows
 
 
@@ -311,10 +311,11 @@ def before_after(doc: dict) -> None:
 
 def winner(doc: dict) -> None:
     """Pick the model to fine-tune and carry it to the Train page."""
-    names = [m["name"] for m in doc["models"] if m["examples"]]
+    run_ids = {j["id"] for j in jobs.list_jobs("runs")}  # a fine-tuned run is not a base model to train from
+    names = [m["name"] for m in doc["models"] if m["examples"] and m["name"] not in run_ids]
     if not names:
         return
-    best = next(iter(sorted(ch.winners(doc["models"], "rouge_l"))), names[0])  # none when all tie
+    best = next(iter(sorted(ch.winners([m for m in doc["models"] if m["name"] in names], "rouge_l"))), names[0])  # none when all tie
     if st.session_state.get("compare.pick") not in names:
         st.session_state["compare.pick"] = best
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
