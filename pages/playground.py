@@ -75,7 +75,7 @@ if log and log[-1]["replies"]:
     dataset = s1.text_input(t("Dataset"), value="playground", key="play.save_dataset",
                             help=t("Saving adds the last question and answer as one training record "
                                    "(a new dataset version)."))
-    answered = list(log[-1]["replies"])
+    answered = sorted(log[-1]["replies"])  # A then B, whichever finished first
     slot = s2.radio(t("Answer"), answered, key="play.save_slot", horizontal=True,
                     format_func=lambda s: slots.get(s, s)) if len(answered) > 1 else answered[0]
     if s3.button(t("Save as training record"), key="play.save", icon=":material/bookmark_add:"):

@@ -363,7 +363,7 @@ def preference_row(rater: Rater, log: list[dict], slots: dict[str, str]) -> None
                    + " — " + _saved(done, done["dataset"]))
         return
     row = st.container(horizontal=True)
-    for slot in ex["replies"]:
+    for slot in sorted(ex["replies"]):  # A then B, whichever finished first
         if row.button(t("Prefer {model}", model=slots.get(slot, slot)), key=f"play.prefer.{slot}",
                       icon=":material/thumb_up:", help=t("Saved as a preference pair: this answer chosen, "
                                                          "the other rejected.")):
