@@ -77,7 +77,7 @@ with browse:
         offset = act.pager(total, size)
         if text.strip():
             hits = w.search(name, version, text, st.session_state["data.field"], offset + size)
-            shown = {"total": hits["total"], "exact": hits["exact"], "records": hits["records"][offset:]}
+            shown = {**hits, "records": hits["records"][offset:]}
         else:
             shown = w.page(name, version, offset, size)
     except Exception as exc:  # one clear line for a user error, a traceback only for a bug
@@ -85,8 +85,10 @@ with browse:
         st.stop()
     if text.strip():
         exact, related = shown["exact"], shown["total"] - shown["exact"]
-        st.caption(t("{exact} match exactly, {related} more related (share some of the words), best first.",
-                     exact=exact, related=related)
+        st.caption((t("{exact} match exactly, {related} more related (share some of the words), best first.",
+                      exact=exact, related=related) if shown["exact_complete"] else
+                    t("At least {exact} match exactly (looked for among the best {pool}) of {total} that share "
+                      "some of the words, best first.", exact=exact, pool=w.search_pool(), total=shown["total"]))
                    + (t(" The top {max} can be paged through.", max=w.SEARCH_MAX) if shown["total"] > w.SEARCH_MAX
                       else "")
                    + t(' Put "quotes" around words that must appear together.'))

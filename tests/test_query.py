@@ -321,3 +321,12 @@ def test_shipped_chinese_sample_ranks_exact_matches_first(workspace):
     assert res["exact"] == len(holding) > 3
     assert all("首都" in r["instruction"] + r["input"] + r["output"] for r in res["records"][:res["exact"]])
     assert json.dumps(res["records"][res["exact"]:], ensure_ascii=False).count("首都") == 0
+
+
+def test_exact_count_past_the_candidate_pool_is_a_floor(phrases, monkeypatch):
+    assert search.search(phrases, "光合作用")["exact_complete"] is True
+    monkeypatch.setattr(search, "POOL", 4)
+    res = search.search(phrases, "光合作用", limit=2)
+    # only the best 4 BM25 hits are checked for the phrase: the count says so
+    assert res["exact_complete"] is False and res["total"] == 14 and 1 <= res["exact"] <= 4
+    assert len(res["records"]) == 2

@@ -38,6 +38,11 @@ def page(name: str, version: int, offset: int, limit: int) -> dict:
     return browse.show(name, offset=offset, limit=limit, version=version)
 
 
+def search_pool() -> int:
+    """How many of the best hits a search checks for the whole phrase."""
+    return fulltext.POOL
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def search(name: str, version: int, text: str, field: str, limit: int) -> dict:
     """Ranked search hits (search.search)."""
