@@ -23,6 +23,7 @@ labels_b = {chat.NO_MODEL: t(chat.NO_MODEL)} | {c: c for c in choices}
 model_b = c2.selectbox(t("Compare with"), [chat.NO_MODEL] + choices, key="play.model_b", format_func=labels_b.get,
                        help=t("Optional second model: both answer the same prompt, side by side."))
 chat.remember_selection(model_a, model_b)
+chat.watch_choices(choices)
 system = st.text_area(t("System prompt"), key="play.system", height=68, placeholder=t("You are a helpful assistant."),
                       help=t("Standing instructions the model sees before every message (its role, tone, rules)."))
 with st.expander(t("Generation settings")):

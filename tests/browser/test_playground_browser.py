@@ -101,3 +101,31 @@ def test_serve_panel_in_the_browser(dashboard, page, shot, monkeypatch):
 
     st = manage.wait_stopped(server.name)  # the process is gone too, not only its status
     assert st["status"] == "stopped" and not jobs.pid_alive(st["pid"])
+
+
+def test_a_run_finishing_meanwhile_appears_in_the_pickers(dashboard, page, monkeypatch):
+    """The pickers are re-read from disk while the page sits open: no click needed to see a new run."""
+    import shutil
+    import time
+
+    from tunelab import jobs
+
+    url, home = dashboard
+    monkeypatch.setenv("TUNELAB_HOME", str(home))
+    goto(page, url, "playground?model=smollm2-135m-instruct")
+    run_id = "run-finished-meanwhile"
+    folder = jobs.job_dir("runs", run_id)
+    jobs.write_status(folder, id=run_id, status="completed", created=time.time())  # what a run writes as it ends
+    try:
+        box = key(page, "play.model_b").locator("input")
+        for _ in range(15):
+            page.wait_for_timeout(2000)
+            wait_idle(page)
+            box.click()
+            seen = page.get_by_role("option", name=run_id).count()
+            page.keyboard.press("Escape")
+            if seen:
+                break
+        assert seen, "the finished run never appeared in the picker"
+    finally:
+        shutil.rmtree(folder)

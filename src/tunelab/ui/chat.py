@@ -49,6 +49,14 @@ def model_choices() -> list[str]:
     return [m["name"] for m in list_models()] + runs
 
 
+@st.fragment(run_every=5)
+def watch_choices(shown: list[str]) -> None:
+    """Redraw the page when the models on offer change on disk (a run finished in the background),
+    so the pickers never lag behind; never in the middle of an answer."""
+    if not busy() and model_choices() != shown:
+        st.rerun()
+
+
 def default_pair(choices: list[str]) -> tuple[str, str] | None:
     """What the Playground opens on: the newest finished run next to its base model (the demo a
     stakeholder wants to see), or None when nothing has been trained yet."""
