@@ -96,7 +96,8 @@ def running_jobs() -> None:
     for j in active:
         kind = t(jobs.KIND_LABELS.get(j["kind"], j["kind"]))
         progress = f" {j['progress']}" if j.get("progress") else ""
-        st.caption(f"{kind} `{j['id']}` — {t(j.get('status') or 'queued')}{progress}")
+        where = f" · {j['url']}" if j.get("url") else ""  # a server: where it answers
+        st.caption(f"{kind} `{j['id']}` — {t(j.get('status') or 'queued')}{progress}{where}")
 
 
 def show_error(exc: Exception) -> None:
