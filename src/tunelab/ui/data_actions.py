@@ -26,6 +26,8 @@ REASONS = {
     "too_long": "over the token limit", "stripped": "whitespace stripped (kept)",
     "redaction_excluded": "personal data left as written (excluded)",
 }
+PII_NAMES = {"email": "email addresses", "phone": "phone numbers", "ip": "IP addresses", "card": "card numbers",
+             "id": "ID numbers"}
 # The preview's section titles, {n} records each; redacted_<kind> for every PII kind of clean.PII_RULES.
 REASON_TITLES = {
     "duplicate_exact": "Exact duplicates removed ({n})", "duplicate_near": "Near duplicates removed ({n})",
@@ -297,7 +299,8 @@ def _reason(reason: str) -> str:
     """A clean reason as the preview table shows it; every reason outside REASONS is redacted_<kind>."""
     if reason in REASONS:
         return t(REASONS[reason])
-    return t("personal data redacted: {kind} (kept)", kind=reason.replace("redacted_", ""))
+    kind = reason.replace("redacted_", "")
+    return t("personal data redacted: {kind} (kept)", kind=t(PII_NAMES[kind]) if kind in PII_NAMES else kind)
 
 
 def apply_clean() -> None:
