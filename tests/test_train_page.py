@@ -211,3 +211,27 @@ def test_run_picker_labels_follow_disk_and_manage_a_run(workspace, tiny):
     at.button(key=f"train.delete.{old}").click().run()
     assert not at.exception and not (workspace / "runs" / old).exists()
     assert [r["run"] for r in runs.list_runs()] == [new]
+
+
+@pytest.mark.slow
+def test_use_as_base_model_is_offered_for_base_models_only(workspace, tiny):
+    from pagetest import open_page
+    from test_compare_page import _fake_run
+
+    from tunelab.evals import evaluate
+    from tunelab.models import registry
+
+    tiny_model.dataset("qa-test")
+    registry.add_model("tiny-b", tiny)
+    _fake_run("run-1", "tiny-b", tiny)
+    doc = evaluate.run_report(evaluate.create_report(evaluate.EvalConfig(models=["run-1", "tiny-b"], data="qa-test",
+                                                                         limit=2, max_new_tokens=4)))
+    assert [m["name"] for m in doc["models"] if m["examples"]] == ["run-1", "tiny-b"]  # both answered
+    at = open_page("pages/compare.py")
+    assert at.selectbox(key="compare.pick").options == ["tiny-b"]  # the run is compared, not offered as a base
+    # A run left as the winner by an older session is not carried to the Train form as its base model.
+    at.session_state["compare.winner"] = "run-1"
+    at.session_state["train.model"] = None
+    at.switch_page("pages/train.py")
+    at.run()
+    assert not at.exception and at.selectbox(key="train.model").value == registry.DEFAULT_MODEL

@@ -85,8 +85,10 @@ def _base_models() -> list[str]:
 
 def _is_run(model: str | None) -> bool:
     """Whether a model name is a run id of this workspace (a full run's id resolves to plain weights)."""
-    return bool(model) and bool(workspace.NAME_RE.match(str(model))) and (
-        workspace.subdir("runs") / str(model) / "config.yaml").exists()
+    if not model or not workspace.NAME_RE.match(str(model)):
+        return False
+    d = workspace.subdir("runs") / str(model)
+    return (d / "config.yaml").exists() or (d / "output.json").exists()
 
 
 def _on_method() -> None:
@@ -166,14 +168,14 @@ def _widget(f, datasets: list[str], adapters: list[str]) -> None:
         if st.session_state.get(key) not in opts:
             st.session_state[key] = NONE
         names = {NONE: t("(none: use the held-out share)")} | {d: d for d in datasets}
-        st.selectbox(label, opts, key=key, help=help_, format_func=names.get)
+        st.selectbox(label, opts, key=key, help=help_, format_func=lambda v: names.get(v, v))
     elif f.name == "init_adapter":
         opts = [NONE, *adapters]
         if st.session_state.get(key) not in opts:
             st.session_state[key] = NONE
         names = {NONE: t("(none: fresh adapter)")} | {r["run"]: manage.label(r) for r in manage.list_runs()
                                                       if r["run"] in adapters}
-        st.selectbox(label, opts, key=key, help=help_, format_func=names.get)
+        st.selectbox(label, opts, key=key, help=help_, format_func=lambda v: names.get(v, v))
     elif f.metadata.get("choices"):
         kw = {"on_change": _on_method} if f.name == "method" else {}
         if f.name == "method":
@@ -204,7 +206,7 @@ def config_form() -> TrainConfig | None:
     names = {m: t("run {run} (continue its adapter)", run=m) if _is_run(m) else m for m in models}
     c1, c2 = st.columns(2)
     c1.selectbox(t("Base model"), models, key="train.model", help=t(all_fields()[0][1].metadata["help"]),
-                 format_func=names.get)
+                 format_func=lambda v: names.get(v, v))
     if not datasets:
         c2.info(t("No datasets yet: import one in the Data step."))
         return None
@@ -525,7 +527,10 @@ def export_panel(run_id: str) -> None:
     """Export a run with saved weights as a background `tunelab export` job; lists its exports."""
     from tunelab.train import export
 
-    status = (runs.status(run_id) or {}).get("status")
+    try:
+        status = (runs.status(run_id) or {}).get("status")
+    except TuneLabError:  # deleted (or half-written) since the page listed it
+        return
     if status not in ("completed", "stopped"):
         return
     with st.expander(t("Export this run"), icon=":material/download:", expanded=bool(export.list_jobs(run_id))):
@@ -685,7 +690,8 @@ def past_runs() -> None:
     ids = list(by_id)
     names = {rid: r.get("name") or rid for rid, r in by_id.items()}
     st.session_state["train.overlay"] = [r for r in st.session_state.get("train.overlay", ids[:3]) if r in by_id]
-    chosen = st.multiselect(t("Compare loss curves"), ids, key="train.overlay", format_func=names.get)
+    chosen = st.multiselect(t("Compare loss curves"), ids, key="train.overlay",
+                            format_func=lambda v: names.get(v, v))
     fig = go.Figure()
     for rid in chosen:
         m = runs.metrics(rid)
