@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_journey import key, no_exception, wait_idle
+from test_journey import key, no_exception, select, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -69,5 +69,14 @@ def test_picker_relabels_a_finished_report_and_charts_have_a_legend(dashboard, p
         page.wait_for_timeout(1000)
     shot(page, "compare-relabelled")
     assert "completed" in label, f"stale label after the report finished: {label!r}"
-    assert f"report={shown}" in page.url  # the selection is in the URL: a refresh reopens it
+    assert f"report={shown}" in page.url  # the selection is in the URL
+
+    select(page, "compare.report", waiting)  # not the newest: a refresh must reopen it, not the default
+    assert f"report={waiting}" in page.url
+    page.reload()
+    wait_idle(page)
+    box = key(page, "compare.report")
+    box.locator("input").wait_for()
+    picked = box.locator("input").input_value() + (box.text_content() or "")
+    assert waiting in picked, f"the selected report was lost on refresh: {picked!r}"
     no_exception(page)
