@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from test_compare_browser import options
-from test_journey import key, no_exception, wait_idle
+from test_journey import key, no_exception, select, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -61,5 +61,13 @@ def test_picker_relabels_a_finished_batch_and_the_chart_has_a_legend(dashboard, 
         page.wait_for_timeout(1000)
     shot(page, "generate-relabelled")
     assert final in label and "queued" not in label, f"stale label after the batch ended {final}: {label!r}"
-    assert f"batch={shown}" in page.url  # the selection is in the URL: a refresh reopens it
+    assert f"batch={shown}" in page.url  # the selection is in the URL
+
+    select(page, "gen.batch", waiting)  # not the newest: a refresh must reopen it, not the default
+    page.reload()
+    wait_idle(page)
+    box = key(page, "gen.batch")
+    box.locator("input").wait_for()
+    picked = box.locator("input").input_value() + (box.text_content() or "")
+    assert waiting in picked, f"the selected batch was lost on refresh: {picked!r}"
     no_exception(page)
