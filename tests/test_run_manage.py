@@ -1,9 +1,7 @@
-"""Run management (train/manage.py): display name, notes, tags, delete, clone, downloads, curves CSV."""
+"""Run management (train/manage.py): display name, notes, tags, delete, clone, downloads."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import zipfile
@@ -102,20 +100,6 @@ def test_download_file_zips_a_folder_once(workspace):
     assert manage.download_file(gguf) == gguf and manage.size_mb(gguf) == 1.0
     with pytest.raises(TuneLabError, match="outside the workspace"):
         manage.download_file("/etc")
-
-
-def test_curves_csv_one_row_per_run_and_step(workspace, tiny_model):
-    builder.dataset()
-    a, b = _run(tiny_model), _run(tiny_model)
-    manage.rename(a, "alpha")
-    for rid, losses in ((a, [2.0, 1.5]), (b, [3.0])):
-        with open(runs.run_dir(rid) / "metrics.jsonl", "w") as fh:
-            for i, loss in enumerate(losses, 1):
-                fh.write(json.dumps({"step": i, "loss": loss, "learning_rate": 1e-4}) + "\n")
-    rows = list(csv.DictReader(io.StringIO(manage.curves_csv([a, b]))))
-    assert [(r["run"], r["name"], r["step"], r["loss"]) for r in rows] == [
-        (a, "alpha", "1", "2.0"), (a, "alpha", "2", "1.5"), (b, "", "1", "3.0")]
-    assert rows[0]["eval_loss"] == ""
 
 
 def test_cli_rename_note_tag_delete(workspace, tiny_model):

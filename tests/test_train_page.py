@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -205,6 +206,10 @@ def test_run_picker_labels_follow_disk_and_manage_a_run(workspace, tiny):
     assert manage.meta(old) == {"name": "baseline lr 2e-4", "notes": "the one to show", "tags": ["demo", "lora"]}
     assert any(o.startswith("baseline lr 2e-4 (" + old) for o in at.selectbox(key="train.run").options)
     assert _refresh(at).selectbox(key="train.run").value == old  # ?run= survives a refresh
+    # The overlaid curves: a legend naming runs by their display names, and their CSV next to them.
+    overlay = json.loads(next(c for c in at.get("plotly_chart") if "train.overlay_chart" in c.proto.id).proto.spec)
+    assert overlay["layout"]["showlegend"] is True and "baseline lr 2e-4" in [d["name"] for d in overlay["data"]]
+    assert "Download curves (CSV)" in [b.proto.label for b in at.get("download_button")]
     at.number_input(key="train.max_steps").set_value(11).run()
     at.button(key=f"train.clone.{old}").click().run()
     assert at.number_input(key="train.max_steps").value == 3  # the run's settings, back in the form

@@ -6,8 +6,6 @@ and tags live beside it in runs/<id>/meta.json, written atomically under the fol
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import shutil
@@ -206,18 +204,3 @@ def download_file(path: str | Path) -> Path:
 def size_mb(path: str | Path) -> float:
     """A file's or folder's size in MB (2**20 bytes)."""
     return round(_size(Path(path)) / 2**20, 1)
-
-
-CURVE_COLUMNS = ("run", "name", "step", "loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")
-
-
-def curves_csv(run_ids: list[str]) -> str:
-    """The metrics rows of runs as one CSV (one row per run and step), for a spreadsheet."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CURVE_COLUMNS)
-    for rid in run_ids:
-        name = meta(rid)["name"] or ""
-        for r in runs.metrics(rid):
-            w.writerow([rid, name, *(r.get(k) if r.get(k) is not None else "" for k in CURVE_COLUMNS[2:])])
-    return buf.getvalue()

@@ -515,8 +515,8 @@ EXPORT_LABELS = {"adapter": "adapter only (small; needs the base model)",
                  "merged": "merged weights (safetensors, a standalone model)",
                  "gguf": "GGUF float32 for llama.cpp (same answers)",
                  "gguf-q8_0": "GGUF Q8_0 for llama.cpp (3.7x smaller, faster)",
-                 "gguf-q4_k_m": "GGUF Q4_K_M for llama.cpp (smallest, fastest)",
                  "ollama": "Ollama: GGUF + Modelfile folder (ollama create)",
+                 "gguf-q4_k_m": "GGUF Q4_K_M for llama.cpp (needs the llamacpp extra)",
                  "gguf-q4_0": "GGUF Q4_0 for llama.cpp (needs the llamacpp extra)",
                  "gguf-q5_k_m": "GGUF Q5_K_M for llama.cpp (needs the llamacpp extra)",
                  "gguf-q6_k": "GGUF Q6_K for llama.cpp (needs the llamacpp extra)",
@@ -701,5 +701,7 @@ def past_runs() -> None:
                       legend_title_text=t("Run"), margin=dict(l=10, r=10, t=10, b=10))
     st.plotly_chart(fig, key="train.overlay_chart")
     if chosen:
-        st.download_button(t("Download curves (CSV)"), lambda: manage.curves_csv(chosen), file_name="curves.csv",
+        from tunelab.train import tracking
+
+        st.download_button(t("Download curves (CSV)"), lambda: tracking.curves_csv(chosen), file_name="curves.csv",
                            mime="text/csv", key="train.curves_csv", icon=":material/download:", on_click="ignore")
