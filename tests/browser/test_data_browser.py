@@ -123,6 +123,7 @@ def test_home_counts_read_in_chinese(data, page, shot):
     text = page.locator('[data-testid="stMain"]').inner_text()
     assert re.search(r"\d+ 个数据集，\d+ 条记录", text), text
     assert "dataset(s)" not in text and " records" not in text
+    assert "**" not in text  # bold that CommonMark could not close shows its asterisks
     shot(page, "data-browser-home-zh")
 
 
