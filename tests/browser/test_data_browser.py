@@ -133,7 +133,7 @@ def test_tool_calls_render_as_tool_turns_and_the_selection_survives_a_refresh(da
     no_exception(page)
     main = page.locator('[data-testid="stMain"]')
     bubbles = main.locator('[data-testid="stChatMessage"]')
-    bubbles.first.wait_for()
+    bubbles.filter(has_text="temperature").first.wait_for()  # st.html bodies render after the bubbles
     texts = bubbles.all_inner_texts()
     assert any("tool result" in t and "temperature" in t for t in texts), texts
     assert any("tool call" in t and "get_weather" in t for t in texts), texts
