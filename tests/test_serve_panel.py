@@ -14,6 +14,18 @@ from tunelab.serve import manage
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _no_server_left(workspace):
+    """A test that fails half-way must not leave a server running."""
+    yield
+    for s in manage.list_servers():
+        try:
+            manage.stop_server(s["id"])
+            manage.wait_stopped(s["id"])
+        except TuneLabError:
+            pass
+
+
 def _ready(job_id: str) -> dict:
     wait_for(lambda: manage.server(job_id).get("ready") or manage.server(job_id).get("status") not in jobs.ACTIVE,
              timeout=120, every=0.3, what="the server to listen")

@@ -36,7 +36,7 @@ def test_side_by_side_answers_arrive_together_and_survive(dashboard, page, shot,
     assert "smol-b" in _shown(page, "play.model_b")
     page.get_by_text("Generation settings").click()
     tokens = key(page, "play.max_new_tokens").locator("input")
-    tokens.fill("40")
+    tokens.fill("24")
     tokens.press("Enter")
     wait_idle(page)
 
@@ -48,7 +48,7 @@ def test_side_by_side_answers_arrive_together_and_survive(dashboard, page, shot,
     assert box.is_disabled()
     shot(page, "playground-streaming")
     # A rerun in the middle of both answers (any widget change) re-attaches; nothing is dropped.
-    tokens.fill("41")
+    tokens.fill("25")
     tokens.press("Enter")
     page.get_by_text("tokens/s").nth(1).wait_for(timeout=90_000)
     wait_idle(page)
@@ -74,33 +74,36 @@ def test_serve_panel_in_the_browser(dashboard, page, shot, monkeypatch):
     import openai
 
     from tunelab import jobs
+    from tunelab.serve import manage
 
     url, home = dashboard
     monkeypatch.setenv("TUNELAB_HOME", str(home))
-    goto(page, url, "playground?model=smollm2-135m-instruct")
-    page.get_by_text("Serve as an API").click()
-    key(page, "serve.start").locator("button").click()
-    page.get_by_text("ready at").wait_for(timeout=90_000)
-    wait_idle(page)
-    no_exception(page)
-    assert "server" in page.locator('[data-testid="stSidebar"]').inner_text()  # a job like any other
-    base = next(t for t in page.locator('[data-testid="stCode"]').all_inner_texts() if t.startswith("http://127.0.0.1:"))
-    page.get_by_role("button", name="Show the key").click()
-    api_key = next(t.strip() for t in page.locator('[data-testid="stCode"]').all_inner_texts() if t.startswith("tl-"))
-    page.keyboard.press("Escape")
-    shot(page, "playground-serve-panel")
-    client = openai.OpenAI(base_url=base.strip(), api_key=api_key, timeout=60, max_retries=0)
-    reply = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=8,
-                                           messages=[{"role": "user", "content": "Say hi."}])
-    assert reply.choices[0].message.content.strip()
+    try:
+        goto(page, url, "playground?model=smollm2-135m-instruct")
+        page.get_by_text("Serve as an API").click()
+        key(page, "serve.start").locator("button").click()
+        page.get_by_text("ready at").wait_for(timeout=90_000)
+        wait_idle(page)
+        no_exception(page)
+        assert "server" in page.locator('[data-testid="stSidebar"]').inner_text()  # a job like any other
+        base = next(t for t in page.locator('[data-testid="stCode"]').all_inner_texts() if t.startswith("http://127.0.0.1:"))
+        page.get_by_role("button", name="Show the key").click()
+        api_key = next(t.strip() for t in page.locator('[data-testid="stCode"]').all_inner_texts() if t.startswith("tl-"))
+        page.keyboard.press("Escape")
+        shot(page, "playground-serve-panel")
+        client = openai.OpenAI(base_url=base.strip(), api_key=api_key, timeout=60, max_retries=0)
+        reply = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=8,
+                                               messages=[{"role": "user", "content": "Say hi."}])
+        assert reply.choices[0].message.content.strip()
 
-    [server] = [d for d in (home / "servers").iterdir()]
-    page.locator('[class*="st-key-serve-stop-"]').locator("button").click()
-    page.get_by_text("No server running.").wait_for(timeout=60_000)
-    from tunelab.serve import manage
-
-    st = manage.wait_stopped(server.name)  # the process is gone too, not only its status
-    assert st["status"] == "stopped" and not jobs.pid_alive(st["pid"])
+        [server] = [d for d in (home / "servers").iterdir()]
+        page.locator('[class*="st-key-serve-stop-"]').locator("button").click()
+        page.get_by_text("No server running.").wait_for(timeout=60_000)
+        st = manage.wait_stopped(server.name)  # the process is gone too, not only its status
+        assert st["status"] == "stopped" and not jobs.pid_alive(st["pid"])
+    finally:  # a failure half-way must not leave a server running
+        for s in manage.list_servers():
+            manage.stop_server(s["id"])
 
 
 def test_a_run_finishing_meanwhile_appears_in_the_pickers(dashboard, page, monkeypatch):
