@@ -159,6 +159,7 @@ def test_search_says_how_many_match_exactly_and_marks_only_the_phrase(data, page
     caption = main.get_by_text(re.compile(r"\d+ match exactly")).inner_text()
     exact = int(re.search(r"(\d+) match exactly", caption).group(1))
     assert exact >= 4, caption
+    main.locator('[data-testid="stChatMessage"] mark').first.wait_for()
     marks = main.locator('[data-testid="stChatMessage"] mark').all_inner_texts()
     assert marks and set(marks) == {"首都"}, marks
     no_exception(page)
