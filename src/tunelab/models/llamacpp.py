@@ -27,12 +27,12 @@ def import_llama_cpp():
 
 @contextlib.contextmanager
 def quiet_llama_log():
-    """Silence llama.cpp's info lines (a quantisation logs one per tensor); warnings and errors still show."""
+    """Silence llama.cpp's info lines (a quantisation logs one per tensor); its warnings and errors still show."""
     import logging
 
     logger = logging.getLogger("llama-cpp-python")  # llama-cpp-python routes llama.cpp's log through it
     level = logger.level
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.ERROR)  # its table maps ggml INFO to WARNING
     try:
         yield
     finally:
