@@ -233,12 +233,21 @@ def originals(name: str, version: int, ids: tuple[str, ...]) -> dict[str, dict]:
     Returns:
         {id: {"turns": [{"from", "value"}] or None, "tools": parsed JSON or None}}.
     """
+    import pyarrow.parquet as pq
+
     if not ids:
         return {}
-    table = store.read(name, version)
-    if "conversations" not in table.column_names:  # a version written before the field existed
+    path = store.version_path(name, version)
+    meta = pq.ParquetFile(path).metadata
+    names = meta.schema.names
+    if not {"conversations", "tools"} <= set(names):  # a version written before the fields existed
         return {}
-    table = table.filter(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string())))
+    cols = [names.index("conversations"), names.index("tools")]
+    stats = [meta.row_group(g).column(c).statistics for g in range(meta.num_row_groups) for c in cols]
+    if all(s is not None and s.null_count == meta.row_group(g // 2).num_rows for g, s in enumerate(stats)):
+        return {}  # no record carries turns or tools (Alpaca-like data): no need to read a 1M-row file
+    # Three columns and the page's ids only: a page of a 1M-record set must not read every text.
+    table = pq.read_table(path, columns=["id", "conversations", "tools"], filters=[("id", "in", list(ids))])
     out = {}
     for r in table.select(["id", "conversations", "tools"]).to_pylist():
         turns, tools = _loads(r["conversations"]), _loads(r["tools"])
