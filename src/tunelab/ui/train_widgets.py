@@ -465,6 +465,10 @@ def live(run_id: str) -> None:
         return
     rows = runs.metrics(run_id)
     status, step, total = st_.get("status"), st_.get("step", 0), st_.get("max_steps")
+    seen = st.session_state.get("train.live_seen")
+    st.session_state["train.live_seen"] = (run_id, status)
+    if seen and seen[0] == run_id and seen[1] in jobs.ACTIVE and status not in jobs.ACTIVE:
+        st.rerun()  # it just ended: the whole page, so its export panel, report and pickers appear
     st.markdown(t("**{run}** · `{status}` · step {step}/{total} · {method} on `{data}` from `{model}`", run=run_id,
                   status=t(status or "queued"), step=step, total=total or "?", method=st_.get("method"), data=st_.get("data"),
                   model=st_.get("model")))
