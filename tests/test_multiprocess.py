@@ -127,6 +127,30 @@ def test_metrics_and_checkpoints_are_written_once(mp):
     assert not (d / RANKS).exists()
 
 
+@pytest.mark.slow
+def test_two_process_dpo_logs_the_global_batch_reward_metrics(workspace, tiny_model):
+    """A preference run's loss and reward metrics are the global batch's too (they were rank 0's share)."""
+    from tunelab.data import store
+    from tunelab.data.schema import to_table
+
+    words = ["apple", "river", "candle", "garden", "pencil", "window", "rocket", "button"]
+    store.commit("pairs", to_table([{"id": f"p{i}", "instruction": f"Tell me about the {w}.", "input": "",
+                                     "output": f"Yes, the {w}.", "chosen": f"Yes, the {w}.",
+                                     "rejected": f"No. Go away, {w}."} for i, w in enumerate(words)]), op="test")
+    args = ("--method", "dpo", "--data", "pairs", "--max-steps", "2", "--batch-size", "1", "--cutoff-len", "64",
+            "--recipe", "manual", "--lora-dropout", "0", "--mixed-precision", "no", "--threads", "1",
+            "--no-auto-report", "--json")
+    one = tunelab(workspace, "train", "--model", tiny_model, *args, "--grad-accum", "4")
+    two = tunelab(workspace, "train", "--model", tiny_model, *args, "--grad-accum", "2", "--launcher", "accelerate",
+                  "--num-processes", "2")
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    rows = [runs.metrics(json.loads(p.stdout)["run"]) for p in (one, two)]
+    assert [len(r) for r in rows] == [2, 2]
+    for a, b in zip(*rows):
+        for key in ("loss", "reward_margin", "reward_accuracy", "logps_chosen", "logps_rejected", "tokens"):
+            assert _rel(a[key], b[key]) < 1e-4, (key, a[key], b[key])
+
+
 def test_example_accelerate_configs_load():
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser

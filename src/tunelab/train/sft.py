@@ -598,6 +598,9 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
                 accel.backward(loss * world)
             total += float(loss.detach())
         total = all_ranks(accel, [total])[0]  # the global batch's loss, not rank 0's share
+        if pref and world > 1:  # and its reward metrics: the tally holds sums, so sum them over ranks
+            for name, value in zip(vars(tally), all_ranks(accel, [float(v) for v in vars(tally).values()])):
+                setattr(tally, name, value)
         grad_norm = float(accel.clip_grad_norm_(params, t.max_grad_norm or float("inf")))
         lr = sched.get_last_lr()[0]
         opt.step()
