@@ -96,3 +96,16 @@ def test_sql_page_shows_the_suggestion_in_one_line(two_tables):
     at.text_area(key="sql.query").input("SELECT * FROM toy-set").run()
     assert not at.exception and len(at.error) == 1
     assert 'double quotes: "toy-set"' in at.error[0].value and "\n" not in at.error[0].value
+
+
+def test_sql_suggestions_read_in_chinese(two_tables):
+    from tunelab import i18n
+    from tunelab.data.sql import sql
+    from tunelab.errors import TuneLabError
+
+    with pytest.raises(TuneLabError) as err:
+        sql("SELECT * FROM toy-set")
+    assert i18n.translate_error(str(err.value), "zh").startswith('请把表名 toy-set 写在双引号里："toy-set"')
+    with pytest.raises(TuneLabError) as err:
+        sql("SELECT * FROM toy_set")
+    assert i18n.translate_error(str(err.value), "zh") == '没有名为 toy_set 的表；您是不是要用 "toy-set"？现有的表：plain, "toy-set"'
