@@ -116,6 +116,12 @@ def test_export_a_finished_run_from_the_page(workspace, tiny):
     assert links and all(link.query_string == f"model={run_id}" for link in links)
     assert links[0].page.endswith("playground")
     assert not any("tunelab chat" in m.value for m in at.success)
+    # The live charts: a legend telling the loss lines apart, and a step axis under every panel.
+    live = json.loads(next(c for c in at.get("plotly_chart") if f"train.chart.{run_id}" in c.proto.id).proto.spec)
+    legend = [d["name"] for d in live["data"] if d.get("showlegend", True)]
+    assert live["layout"]["showlegend"] is True and {"loss", "loss (smoothed)"} <= set(legend)
+    assert "learning rate" not in legend  # one line per panel: named by the panel's title instead
+    assert all(live["layout"][a]["title"]["text"] == "step" for a in live["layout"] if a.startswith("xaxis"))
 
 
 def _refresh(at: AppTest) -> AppTest:

@@ -413,9 +413,13 @@ def _charts(rows: list[dict]):
     if ev:
         fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r["eval_loss"] for r in ev], name=t("eval loss"),
                                  mode="lines+markers"), 1, 1)
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("learning_rate") for r in rows], name=t("learning rate")), 1, 2)
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("grad_norm") for r in rows], name=t("grad norm")), 2, 1)
-    fig.add_trace(go.Scatter(x=steps, y=[r.get("tokens_per_s") for r in rows], name=t("tokens/s")), 2, 2)
+    # One line per panel, named by the panel's title: only the loss panel, with several lines, needs a legend.
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("learning_rate") for r in rows], name=t("learning rate"),
+                             showlegend=False), 1, 2)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("grad_norm") for r in rows], name=t("grad norm"), showlegend=False),
+                  2, 1)
+    fig.add_trace(go.Scatter(x=steps, y=[r.get("tokens_per_s") for r in rows], name=t("tokens/s"), showlegend=False),
+                  2, 2)
     if pref:  # train and eval side by side, like loss and eval loss
         for col, key in ((1, "reward_margin"), (2, "reward_accuracy")):
             label = t(key.replace("_", " "))
@@ -425,7 +429,9 @@ def _charts(rows: list[dict]):
                 fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r[f"eval_{key}"] for r in ev],
                                          name=t("eval {metric}", metric=label), mode="lines+markers"), 3, col)
         fig.update_yaxes(range=[-0.05, 1.05], row=3, col=2)
-    fig.update_layout(height=700 if pref else 480, margin=dict(l=10, r=10, t=30, b=10), showlegend=False)
+    fig.update_xaxes(title_text=t("step"))
+    fig.update_layout(height=760 if pref else 540, margin=dict(l=10, r=10, t=30, b=10), showlegend=True,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
     return fig
 
 
