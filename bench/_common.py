@@ -48,6 +48,14 @@ def machine() -> str:
 
 
 def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory in MiB: this process's VmHWM (file-backed pages such as mmapped weights included)."""
+    if not children:
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024
 

@@ -17,12 +17,16 @@ from tunelab.train.config import TrainConfig
 # Measured: LoRA on SmolLM2-135M, plain loop, 2 cores (measured on this project's 2-core CI machines); scaled by model size.
 CPU_TOKENS_PER_S_135M = 155.0
 
-# Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (peak RSS, bench/train_bench.py; bench/RESULTS.md):
+# Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (batch 4 x 256 packed tokens, bf16 autocast; peak
+# RSS from bench/train_bench.py, bench/RESULTS.md 2026-11-29 23:57: 2035 MiB without checkpointing, 1408 with).
 RUNTIME_BYTES = 0.55e9  # Python, torch, transformers, PEFT, the tokenizer and the encoded data
 # Bytes each token keeps for the backward pass per decoder layer, per (hidden, intermediate) unit:
-# float32 compute, and bf16 autocast (which keeps bf16 copies next to float32 residuals).
+# bf16 autocast (bf16 copies next to float32 residuals; measured), float32 compute (not yet measured here).
+ACT_AMP = (38, 10)
 ACT_FP32 = (16 * 4, 4 * 4)
-ACT_AMP = (16 * 4, 4 * 4)
+# With checkpointing each layer keeps its inputs and what the recompute needs (measured: about 26 bytes per
+# hidden unit, not the 4 of the input alone), plus one layer's activations while it is recomputed.
+ACT_CHECKPOINTED = 26
 TIGHT = 0.5  # gradient checkpointing turns on (auto) when a run would need more than this share of free memory
 
 
@@ -102,7 +106,7 @@ def memory_bytes(cfg: TrainConfig, geo: Geometry, total: int, train: int, checkp
     tokens = t.batch_size * cfg.data.cutoff_len
     per_h, per_i = ACT_AMP if amp else ACT_FP32
     layer = tokens * (per_h * geo.hidden + per_i * geo.intermediate)  # one decoder layer's kept activations
-    act = tokens * geo.layers * geo.hidden * 4 + layer if checkpointing else geo.layers * layer
+    act = tokens * geo.layers * geo.hidden * ACT_CHECKPOINTED + layer if checkpointing else geo.layers * layer
     loss = 3 * 4 * min(2**23, tokens * geo.vocab)  # one chunk of logits and their gradient
     runtime = 0 if device_type == "cuda" else RUNTIME_BYTES
     return runtime + weights + train * 16 + act + loss
@@ -143,7 +147,9 @@ def checkpointing(cfg: TrainConfig, device_type: str = "cpu", free: float | None
     """
     setting = cfg.training.gradient_checkpointing
     if setting != "auto":
-        return setting == "on", f"{setting} (set by you)"
+        picked = cfg.recipe.get("gradient_checkpointing") or {}
+        why = picked.get("why") if picked.get("source") == "recipe" and picked.get("value") == setting else None
+        return setting == "on", f"{setting}: {why}" if why else f"{setting} (set by you)"
     try:
         size = model_size(cfg.model.model)
     except Exception as exc:  # an unreadable model fails later with its own message

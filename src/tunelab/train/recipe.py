@@ -34,7 +34,7 @@ PATIENCE = 3  # evaluations without a new best before early stopping
 
 # The settings the recipe may pick, in the order the table shows them.
 PICKS = ("eval_data", "eval_split", "packing", "batch_size", "epochs", "max_steps", "learning_rate",
-         "warmup_ratio", "eval_steps", "early_stopping_patience")
+         "warmup_ratio", "eval_steps", "early_stopping_patience", "gradient_checkpointing")
 
 
 @dataclass
@@ -199,6 +199,11 @@ def pick(cfg: TrainConfig, f: Facts, mine: set[str]) -> dict:
         else:
             picks["early_stopping_patience"] = (0, "no evaluation data, so nothing to stop on")
 
+    if "gradient_checkpointing" not in mine and t.gradient_checkpointing == "auto":
+        on, why = _checkpointing(cfg, {k: v[0] for k, v in picks.items()})
+        if on:  # listed only when memory is tight; otherwise the run simply keeps every activation
+            picks["gradient_checkpointing"] = ("on", why)
+
     flat = cfg.flat()
     out = {}
     for k in PICKS:
@@ -207,6 +212,16 @@ def pick(cfg: TrainConfig, f: Facts, mine: set[str]) -> dict:
         elif k in mine:
             out[k] = {"value": flat[k], "why": "set by you", "source": "you"}
     return out
+
+
+def _checkpointing(cfg: TrainConfig, picked: dict) -> tuple[bool, str]:
+    """Gradient checkpointing for cfg with the recipe's other picks applied (train/estimate.py decides)."""
+    from tunelab.train.estimate import checkpointing
+
+    trial = TrainConfig.from_dict(cfg.to_dict())
+    trial.set(picked)
+    on, why = checkpointing(trial)
+    return on, why.removeprefix("on: ")
 
 
 def apply(cfg: TrainConfig, mine: set[str], f: Facts | None = None) -> dict:
