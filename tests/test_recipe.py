@@ -211,8 +211,12 @@ def _page(model: str, **state):
 
 
 def _recipe_rows(at) -> dict:
+    """The recipe table's rows by setting name ("learning rate"); the page shows the form's labels."""
+    from tunelab.ui.train_widgets import LABELS
+
+    names = {label: key.replace("_", " ") for key, label in LABELS.items()}
     table = next(df.value for df in at.dataframe if "why" in df.value.columns)
-    return {row.setting: row for row in table.itertuples()}
+    return {names.get(row.setting, row.setting): row for row in table.itertuples()}
 
 
 def test_train_page_shows_the_recipe_and_the_form_wins(workspace, tiny_model):

@@ -142,6 +142,8 @@ def test_friendly_labels_and_only_the_chosen_methods_fields(workspace, tiny):
     assert {"Max tokens per example", "LoRA rank (r)", "Max steps (0 = use epochs)", "Learning rate"} <= labels
     assert not {"cutoff len", "lora r", "max steps"} & labels  # no raw field names
     assert at.number_input(key="train.lora_r").help  # the beginner's explanation as a tooltip
+    recipe = next(df.value for df in at.dataframe if "why" in df.value.columns)
+    assert "Learning rate" in set(recipe["setting"]) and "learning rate" not in set(recipe["setting"])
     keys = {w.key for w in at.number_input}
     assert "train.num_virtual_tokens" not in keys and "train.encoder_hidden_size" not in keys  # P-tuning's, not LoRA's
     # Eval data and init adapter are pickers of what exists, not free-text boxes.
