@@ -13,7 +13,6 @@ from tunelab.errors import TuneLabError
 from tunelab.train import data as tdata
 from tunelab.train import sft
 from tunelab.train.config import TrainConfig
-from tunelab.train.estimate import checkpointing, estimate
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +132,7 @@ def test_frozen_weights_are_held_once_in_bf16(workspace, tiny):
 @pytest.mark.slow
 def test_optimizer_holds_state_for_lora_parameters_only(workspace, tiny, capsys):
     from tunelab.train import runs
+    from tunelab.train.estimate import estimate
 
     tiny_model.dataset()
     cfg = _cfg(tiny, save_steps=2, gradient_checkpointing="on")
@@ -145,6 +145,8 @@ def test_optimizer_holds_state_for_lora_parameters_only(workspace, tiny, capsys)
 
 
 def test_auto_checkpointing_turns_on_when_memory_is_tight(workspace, tiny):
+    from tunelab.train.estimate import checkpointing
+
     cfg = _cfg(tiny, batch_size=8, cutoff_len=512)
     on, why = checkpointing(cfg, free=1e12)
     assert not on and why.startswith("off:")
@@ -158,6 +160,7 @@ def test_auto_checkpointing_turns_on_when_memory_is_tight(workspace, tiny):
 def test_recipe_gives_its_reason_when_it_turns_checkpointing_on(workspace, tiny, monkeypatch):
     from tunelab.train import estimate as est
     from tunelab.train import recipe
+    from tunelab.train.estimate import checkpointing
 
     cfg = _cfg(tiny, recipe="auto", batch_size=8, cutoff_len=512)
     facts = recipe.Facts(records=5000, tokens=5000 * 300, params=10**6)
