@@ -191,7 +191,8 @@ def download_file(path: str | Path) -> Path:
     newest = max((f.stat().st_mtime for f in files), default=0)
     if out.exists() and out.stat().st_mtime >= newest:
         return out
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    # Two sessions of one dashboard share its pid: a random part keeps their temporary zips apart.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
     # Weights barely compress: store them, compress only the small text files.
     with zipfile.ZipFile(tmp, "w") as z:
         for f in files:
