@@ -27,12 +27,13 @@ def import_llama_cpp():
 
 @contextlib.contextmanager
 def quiet_llama_log():
-    """Silence llama.cpp's info lines (a quantisation logs one per tensor); its warnings and errors still show."""
+    """Silence llama.cpp's log: a quantisation logs a line or two per tensor (the k-quant fallbacks among them,
+    which the README explains); a failure still surfaces as llama_model_quantize's return code."""
     import logging
 
     logger = logging.getLogger("llama-cpp-python")  # llama-cpp-python routes llama.cpp's log through it
     level = logger.level
-    logger.setLevel(logging.ERROR)  # its table maps ggml INFO to WARNING
+    logger.setLevel(logging.CRITICAL + 1)  # its table maps ggml INFO to WARNING and WARN to ERROR
     try:
         yield
     finally:
