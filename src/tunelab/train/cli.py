@@ -53,7 +53,7 @@ def register(sub) -> None:
         q.set_defaults(func=fn)
     add_manage_commands(rs)
 
-    e = sub.add_parser("export", help="write a run's adapter, merged weights or a GGUF file")
+    e = sub.add_parser("export", help="write a run's adapter, merged weights, a GGUF file or an Ollama folder")
     e.add_argument("run")
     e.add_argument("out", help="output folder (or .gguf file with --gguf); relative paths land in the workspace's exports/")
     e.add_argument("--merge", action="store_true", help="merge the adapter into the base weights (safetensors)")
