@@ -66,7 +66,7 @@ def main() -> int:
     speed = {q: tokens[q] / seconds[q] for q in paths}
     rows = []
     for q in paths:
-        rows.append(row(f"{q}: file size", round(mb[q], 1), round(mb["f32"], 1), "MB", higher_is_better=False))
+        rows.append(row(f"{q}: file size", round(mb[q], 1), round(mb["f32"], 1), "MiB", higher_is_better=False))
         rows.append(row(f"{q}: decode speed (llama.cpp, greedy)", round(speed[q], 1), round(speed["f32"], 1),
                         "tokens/s"))
     same = ", ".join(f"{q}: {'same' if first[q] == first['f32'] else 'differs'}" for q in paths if q != "f32")
