@@ -1,8 +1,10 @@
 """The whole journey in a real browser: Debian Chromium driving `streamlit run app.py`.
 
 Import a file through the upload widget, search it, clean and split it, generate a batch and
-accept it, compare two models, train a short run and watch its curve, chat with the result,
-export it. A screenshot of every step lands in tests/artifacts/.
+accept it, compare two models, train a short run and watch its curve, refresh mid-run (the form is
+kept), download the run's adapter, chat with the result next to its base (both answers arrive and stay
+after the next message), export the data. A screenshot of every step lands in tests/artifacts/.
+The Serve panel's own browser test (an openai client answers through it) is in test_playground_browser.py.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def test_journey(dashboard, page, shot):
     # 2. Search it: hits are marked.
     key(page, "data.query").locator("input").fill("capital")
     key(page, "data.query").locator("input").press("Enter")
-    page.get_by_text("matching record(s)").wait_for()
+    page.get_by_text("match exactly").wait_for()
     # The caption arrives before the record below it: wait for the marks, not just the count line
     # (CI once counted zero <mark> between the two deltas).
     wait_idle(page)
@@ -127,6 +129,13 @@ def test_journey(dashboard, page, shot):
     key(page, "train.start").locator("button").click()
     page.locator('[class*="st-key-train-chart-"]').first.wait_for(timeout=300_000)
     shot(page, "08-train-running")
+    # A refresh mid-run re-attaches and keeps the form (it used to fall back to max steps 0).
+    page.reload()
+    page.locator('[data-testid="stApp"]').wait_for()
+    wait_idle(page)
+    no_exception(page)
+    assert key(page, "train.max_steps").locator("input").input_value() == "4"
+    assert "journey-train" in key(page, "train.data").locator("input").input_value() + key(page, "train.data").inner_text()
     runs = home / "runs"
     for _ in range(300):
         done = [d for d in runs.glob("*/status.json") if '"completed"' in d.read_text()]
@@ -138,18 +147,39 @@ def test_journey(dashboard, page, shot):
     goto(page, url, "train")
     shot(page, "09-train-completed")
 
-    # 7. Chat with the tuned model in the Playground.
-    goto(page, url, "playground")
-    select(page, "play.model_a", run_id)
+    # 7. The run's download: export its adapter from the Train page and download the zip.
+    goto(page, url, f"train?run={run_id}")
+    page.get_by_text("Export this run").first.click()
+    wait_idle(page)
+    key(page, "train.export").locator("button").click()
+    button = page.locator('[class*="st-key-train-download-"]').first
+    button.wait_for(timeout=120_000)
+    with page.expect_download() as dl:
+        button.locator("button").click()
+    assert dl.value.suggested_filename == f"{run_id}.zip"
+    shot(page, "10-train-export")
+
+    # 8. Chat with the tuned model next to its base (opened the way the Train page links to it): both
+    # answers arrive, and both stay when the next message is sent.
+    goto(page, url, f"playground?model={run_id}")
+    answers = page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])')
     box = page.locator('[data-testid="stChatInputTextArea"]')
     box.fill("Name a primary colour.")
     box.press("Enter")
-    page.locator('[data-testid="stChatMessage"]').nth(1).wait_for(timeout=180_000)
+    page.get_by_text("tokens/s").nth(1).wait_for(timeout=180_000)
+    wait_idle(page, 180_000)
+    first = [a.strip() for a in answers.all_inner_texts()]
+    assert len(first) == 2 and all(first), first
+    box.fill("And another one?")
+    box.press("Enter")
+    page.get_by_text("tokens/s").nth(3).wait_for(timeout=180_000)
     wait_idle(page, 180_000)
     no_exception(page)
-    shot(page, "10-playground")
+    now = [a.strip() for a in answers.all_inner_texts()]
+    assert len(now) == 4 and now[0] == first[0] and now[2] == first[1], (first, now)
+    shot(page, "11-playground")
 
-    # 8. Export the cleaned dataset from the Data page (a real download).
+    # 9. Export the cleaned dataset from the Data page (a real download).
     goto(page, url, "data")
     page.get_by_role("tab", name="Export").click()
     key(page, "data.export").locator("button").click()
@@ -157,7 +187,7 @@ def test_journey(dashboard, page, shot):
     with page.expect_download() as dl:
         key(page, "data.download").locator("button").click()
     assert dl.value.suggested_filename
-    shot(page, "11-export")
+    shot(page, "12-export")
 
 
 def fill(page, k: str, text: str) -> None:
