@@ -18,15 +18,15 @@ from tunelab.train.config import TrainConfig
 CPU_TOKENS_PER_S_135M = 155.0
 
 # Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (batch 4 x 256 packed tokens, bf16 autocast; peak
-# RSS from bench/train_bench.py, bench/RESULTS.md 2026-11-29 23:57: 2035 MiB without checkpointing, 1408 with).
+# RSS (VmHWM) of separate runs, bench/RESULTS.md 2026-11-30: about 2190 MiB without checkpointing, 1523 with).
 RUNTIME_BYTES = 0.55e9  # Python, torch, transformers, PEFT, the tokenizer and the encoded data
 # Bytes each token keeps for the backward pass per decoder layer, per (hidden, intermediate) unit:
 # bf16 autocast (bf16 copies next to float32 residuals; measured), float32 compute (not yet measured here).
-ACT_AMP = (38, 10)
+ACT_AMP = (44, 11)
 ACT_FP32 = (16 * 4, 4 * 4)
-# With checkpointing each layer keeps its inputs and what the recompute needs (measured: about 26 bytes per
+# With checkpointing each layer keeps its inputs and what the recompute needs (measured: about 32 bytes per
 # hidden unit, not the 4 of the input alone), plus one layer's activations while it is recomputed.
-ACT_CHECKPOINTED = 26
+ACT_CHECKPOINTED = 32
 TIGHT = 0.5  # gradient checkpointing turns on (auto) when a run would need more than this share of free memory
 
 

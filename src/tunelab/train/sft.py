@@ -191,29 +191,6 @@ def cast_frozen_linears(model, dtype) -> int:
     return n
 
 
-MMAP_THRESHOLD = 128 * 1024
-
-
-def fixed_mmap_threshold() -> bool:
-    """Have glibc serve every allocation over 128 KiB from its own mapping, returned on free; True if set.
-
-    glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), so after
-    the first step a step's activations (a few MiB each) come from the heap, which grows and is not
-    given back: peak RSS of a LoRA step on SmolLM2 (4 x 256 tokens) was 1976-2193 MiB, with the
-    threshold fixed 1638 MiB (MALLOC_MMAP_THRESHOLD_ does the same from the environment).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or not name:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-
-
 def batch_loss(model, batch: dict, prompt_learning: bool, device):
     """Summed cross-entropy over the response tokens of one batch.
 
@@ -499,7 +476,6 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
     t = cfg.training
     check_method(cfg.method.method)
-    fixed_mmap_threshold()  # before the model and the first activations are allocated
     if t.threads:
         torch.set_num_threads(t.threads)
     accel = Accelerator(cpu=not torch.cuda.is_available())
