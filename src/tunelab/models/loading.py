@@ -76,6 +76,25 @@ def _convert_gguf(ref: ModelRef, target: Path) -> None:
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     tmp.replace(target)
+    # The dequantised float32 model (and the GGUF reader's buffers) would otherwise linger until a later
+    # garbage collection, inside the peak memory of the training run that converted it first.
+    del model, tok
+    release_memory()
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the system (glibc's malloc_trim, where present)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    try:
+        if name:
+            ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def hf_dir(model: str | ModelRef) -> Path:
