@@ -49,6 +49,21 @@ def dashboard(tmp_path_factory):
     yield url, home
     proc.terminate()
     proc.wait(timeout=20)
+    # Jobs the module started (a run's automatic before/after report, a server) outlive the dashboard:
+    # stop them, so they do not slow down the next module's tests.
+    subprocess.run([sys.executable, "-c", STOP_JOBS], env=env, cwd=ROOT, timeout=120, check=False)
+
+
+STOP_JOBS = """
+import time
+from tunelab import jobs
+for j in jobs.active_jobs():
+    jobs.stop(j["kind"], j["id"])
+for _ in range(60):
+    if not jobs.active_jobs():
+        break
+    time.sleep(1)
+"""
 
 
 @pytest.fixture(scope="module")

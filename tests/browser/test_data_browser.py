@@ -133,7 +133,9 @@ def test_tool_calls_render_as_tool_turns_and_the_selection_survives_a_refresh(da
     no_exception(page)
     main = page.locator('[data-testid="stMain"]')
     bubbles = main.locator('[data-testid="stChatMessage"]')
-    bubbles.filter(has_text="temperature").first.wait_for()  # st.html bodies render after the bubbles
+    # st.html bodies render after the bubbles, one by one: wait for both tool turns' bodies.
+    bubbles.filter(has_text="temperature").first.wait_for()
+    bubbles.filter(has_text="get_weather").first.wait_for()
     texts = bubbles.all_inner_texts()
     assert any("tool result" in t and "temperature" in t for t in texts), texts
     assert any("tool call" in t and "get_weather" in t for t in texts), texts

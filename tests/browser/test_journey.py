@@ -162,6 +162,8 @@ def test_journey(dashboard, page, shot):
     # 8. Chat with the tuned model next to its base (opened the way the Train page links to it): both
     # answers arrive, and both stay when the next message is sent.
     goto(page, url, f"playground?model={run_id}")
+    page.get_by_text("Generation settings").click()
+    fill(page, "play.max_new_tokens", "24")
     answers = page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])')
     box = page.locator('[data-testid="stChatInputTextArea"]')
     box.fill("Name a primary colour.")

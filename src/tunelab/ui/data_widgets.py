@@ -318,8 +318,11 @@ def conversation(record: dict, query_text: str = "", original: dict | None = Non
         with st.expander(t("Tools the model may call: {names} (JSON schema)", names=", ".join(names) or "?"),
                          icon=":material/build:"):
             st.json(original["tools"], expanded=3)
-    if original and original.get("turns"):
-        _original_turns(record, original["turns"], query_text)
+    turns = (original or {}).get("turns") or []
+    if any(isinstance(x, dict) and TURN_ROLES.get(x.get("from"), (None, None))[1] for x in turns):
+        # Only a conversation with tool turns is shown as stored: a preference pair's or a KTO record's
+        # stored turns carry one answer, and the record's own fields say more (both answers, the label).
+        _original_turns(record, turns, query_text)
         return
     turns = [("system", record.get("system") or "")]
     for pair in record.get("history") or []:
