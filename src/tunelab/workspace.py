@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from tunelab.errors import TuneLabError
@@ -40,6 +41,16 @@ def path(*parts: str) -> Path:
     if target != root and root not in target.parents:
         raise TuneLabError(f"path {'/'.join(parts)!r} is outside the workspace {root}")
     return target
+
+
+def discard(d: Path) -> None:
+    """Remove a job's or a run's folder: renamed into .trash first (one atomic step, so no reader ever lists a
+    half-removed folder), then deleted."""
+    trash = path(".trash")
+    trash.mkdir(exist_ok=True)
+    gone = trash / f"{d.parent.name}-{d.name}-{os.getpid()}-{os.urandom(3).hex()}"
+    os.replace(d, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def subdir(kind: str) -> Path:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -324,11 +322,7 @@ def delete_report(report_id: str) -> dict:
     state = (status or {}).get("status")
     if state in jobs.ACTIVE:
         raise TuneLabError(f"report {report_id} is {state}: stop it first (`tunelab reports stop {report_id}`)")
-    trash = workspace.home() / ".trash"
-    trash.mkdir(exist_ok=True)
-    gone = trash / f"{KIND}-{report_id}-{os.getpid()}-{time.monotonic_ns()}"
-    os.replace(d, gone)
-    shutil.rmtree(gone, ignore_errors=True)
+    workspace.discard(d)
     return {"report": report_id, "status": state}
 
 

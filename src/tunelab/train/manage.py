@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -111,12 +110,7 @@ def delete(run_id: str, force: bool = False) -> dict:
     if children and not force:
         raise TuneLabError(f"{', '.join(children)} start from {run_id}; delete them first or pass --force")
     size = _size(d)
-    # Move the folder out of runs/ first (one rename): no reader ever sees a half-deleted run.
-    trash = workspace.path(".trash")
-    trash.mkdir(exist_ok=True)
-    target = trash / f"{run_id}.{os.getpid()}.{os.urandom(3).hex()}"
-    os.rename(d, target)
-    shutil.rmtree(target, ignore_errors=True)
+    workspace.discard(d)
     return {"run": run_id, "deleted": True, "freed_mb": round(size / 2**20, 1)}
 
 
