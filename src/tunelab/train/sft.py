@@ -561,7 +561,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
             epoch, j = divmod(k, micro_per_epoch)
             if cached[0] != epoch:
                 cached = (epoch, tdata.epoch_batches(rows, per_batch, epoch, t.seed, packing))
-            if j % world == accel.process_index:
+            if k % world == accel.process_index:  # the global position: ranks stay in step across epochs
                 yield epoch, collate(enc, cached[1][j], tok.pad_token_id, packing)
             k += 1
 
