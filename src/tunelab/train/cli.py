@@ -78,11 +78,18 @@ def cmd_train(args) -> int:
 
     runs.check_launch(args.launcher, args.num_processes)  # before the recipe reads the dataset
     base, mine = None, tconfig.flag_keys(args)
-    if args.config:
+    flags = set(mine)
+    if args.config:  # a run's config.yaml: the user's settings again, the recipe's sized to this run's data
         text = _config_path(args.config).read_text(encoding="utf-8")
-        base = tconfig.TrainConfig.from_yaml(text)
-        mine |= tconfig.user_keys(yaml.safe_load(text) or {})
+        tconfig.TrainConfig.from_yaml(text)  # a malformed file: its one-line error
+        base, file_keys = tconfig.rerun(yaml.safe_load(text) or {})
+        mine |= file_keys
     cfg = tconfig.from_flags(args, base)
+    if base is not None:  # a pinned version belongs to the dataset it was pinned for
+        if cfg.data.data != base.data.data and "data_version" not in flags:
+            cfg.data.data_version = None
+        if cfg.data.eval_data != base.data.eval_data and "eval_data_version" not in flags:
+            cfg.data.eval_data_version = None
     if cfg.data.data:  # without data, create() refuses in one line
         recipe.apply(cfg, mine)
     run_id = runs.create(cfg, args.launcher, args.num_processes, args.accelerate_config)

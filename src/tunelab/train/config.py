@@ -74,6 +74,8 @@ class DataArgs:
                            "Share of the records held back to measure the loss on text the model is not "
                            "trained on (0.1 = 10%). 0 turns evaluation off.")
     eval_data: str = _f("", "A separate dataset to evaluate on (instead of eval_split), e.g. NAME-test.")
+    eval_data_version: int | None = _f(None, "Which version of the eval dataset; empty means the latest "
+                                       "(a run pins it, so a resume or re-run evaluates on the same records).")
     max_records: int | None = _f(None, "Use only the first N records (quick trials); empty means all.")
 
 
@@ -193,6 +195,10 @@ class TrainConfig:
     training: TrainingArgs = field(default_factory=TrainingArgs)
     # What the auto recipe picked: {setting: {"value", "why", "source": "recipe"|"you"}} (train/recipe.py).
     recipe: dict = field(default_factory=dict)
+    # The settings the user gave (flags, YAML keys, changed form fields), recorded when the run is made:
+    # re-running this config keeps exactly these and lets the recipe size the rest to the new data.
+    # None in a config.yaml written before it was recorded (user_keys() infers them then).
+    user_set: list[str] | None = None
 
     @classmethod
     def for_method(cls, method: str = "lora") -> "TrainConfig":
@@ -217,6 +223,9 @@ class TrainConfig:
         for group, values in d.items():
             if group == RECIPE:
                 cfg.recipe = _recipe_section(values)
+                continue
+            if group == USER_SET:
+                cfg.user_set = _user_set_section(values)
                 continue
             if group not in GROUPS:
                 raise TuneLabError(f"unknown config section {group!r}: use {', '.join(GROUPS)}")
@@ -267,19 +276,61 @@ def _recipe_section(values: Any) -> dict:
     return {str(k): dict(v) for k, v in values.items()}
 
 
-def user_keys(d: dict) -> set[str]:
-    """Settings a config dict (config.yaml) sets itself: every key except values the auto recipe picked.
+USER_SET = "user_set"
+# Written into config.yaml by TuneLab, not chosen: the pinned dataset versions and `runs resume`'s checkpoint.
+RUN_STATE = ("data_version", "eval_data_version", "resume_from")
 
-    A run's config.yaml holds the recipe's picks too; reused for a new run, those are picked again
-    for the new data unless the file changed them.
+
+def _user_set_section(values: Any) -> list[str] | None:
+    if values is None:
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise TuneLabError("the user_set section of a config must list setting names")
+    known = {f.name for _, f in all_fields()}
+    return [v for v in values if v in known]
+
+
+def user_keys(d: dict) -> set[str]:
+    """Settings a config dict (config.yaml) sets itself, as opposed to what the auto recipe picked.
+
+    The settings recorded in its `user_set` section, plus any value edited by hand since: one that
+    differs from the recipe's pick for it or, for a setting the recipe did not pick, from the method's
+    default. A file without `user_set` (written before it was recorded) is read by the same rule, so
+    its default values and the recipe's picks are sized again for new data instead of frozen.
     """
-    picked = {k: v.get("value") for k, v in (d.get(RECIPE) or {}).items()
-              if isinstance(v, dict) and v.get("source", "recipe") == "recipe"}
-    keys = set()
+    recipe = {k: v for k, v in (d.get(RECIPE) or {}).items() if isinstance(v, dict)}
+    picked = {k: v.get("value") for k, v in recipe.items() if v.get("source", "recipe") == "recipe"}
+    keys = set(_user_set_section(d.get(USER_SET)) or [])
+    keys |= {k for k, v in recipe.items() if v.get("source") == "you"}
+    method = (d.get("method") or {}).get("method", "lora")
+    defaults = TrainConfig.for_method(method if method in METHODS else "lora").flat()
     for group, values in d.items():
         if group in GROUPS and isinstance(values, dict):
-            keys |= {k for k, v in values.items() if k not in picked or picked[k] != v}
+            for k, v in values.items():
+                if k in RUN_STATE or k not in defaults:
+                    continue
+                if (picked[k] != v) if k in picked else (v != defaults[k] and not (v in (None, "") and
+                                                                              defaults[k] in (None, ""))):
+                    keys.add(k)
     return keys
+
+
+def rerun(d: dict) -> tuple[TrainConfig, set[str]]:
+    """A run's config.yaml (as a dict) as the start of a new run: (config, the user's settings).
+
+    The config holds the method's defaults, the model, the dataset (with its pinned version, and the eval
+    dataset's when that was the user's) and every setting the user gave; the recipe's old picks are left out,
+    so recipe.apply sizes them again, to the data of the new run.
+    """
+    old = TrainConfig.from_dict(d)
+    mine = user_keys(d)
+    cfg = TrainConfig.for_method(old.method.method)
+    flat = old.flat()
+    keep = (mine | {"model", "data", "data_version"}) - {"resume_from"}
+    if "eval_data" in mine:
+        keep.add("eval_data_version")
+    cfg.set({k: flat[k] for k in keep})
+    return cfg, mine - {"resume_from"}
 
 
 def flag_keys(args: argparse.Namespace) -> set[str]:

@@ -234,6 +234,10 @@ def apply(cfg: TrainConfig, mine: set[str], f: Facts | None = None) -> dict:
     Returns:
         cfg.recipe: {setting: {"value", "why", "source"}}, empty for a manual recipe.
     """
+    from tunelab.train.config import all_fields
+
+    known = {f.name for _, f in all_fields()}
+    cfg.user_set = sorted(k for k in mine if k in known)  # config.yaml records them: a re-run keeps only these
     if cfg.training.recipe != "auto":
         cfg.recipe = {}
         return cfg.recipe
