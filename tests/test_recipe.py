@@ -172,7 +172,7 @@ OTHER = [{"instruction": "What is the capital of France?", "input": "", "output"
 @pytest.mark.slow
 def test_early_stopping_ends_an_overfitting_run_and_keeps_the_best_step(workspace, tiny_model):
     tiny_model_dataset()
-    builder.dataset("other", OTHER, repeat=1)  # answers the training records never show
+    builder.dataset("other", OTHER, repeat=4)  # answers the training records never show; 20: enough to stop on
     cfg = TrainConfig.for_method("lora")
     cfg.set({"model": tiny_model, "data": "tiny", "eval_data": "other", "max_steps": 60, "eval_steps": 2,
              "early_stopping_patience": 3, "learning_rate": 5e-2, "batch_size": 2, "packing": False,
@@ -182,7 +182,7 @@ def test_early_stopping_ends_an_overfitting_run_and_keeps_the_best_step(workspac
     assert sft.main(d) == 0, runs.log_tail(run_id)
     st = runs.status(run_id)
     evals = {r["step"]: r["eval_loss"] for r in runs.metrics(run_id) if r["eval_loss"] is not None}
-    assert st["status"] == "completed" and st["early_stopped"] and st["step"] < 60
+    assert st["status"] == "completed" and st["early_stopped"] and 30 <= st["step"] < 60  # not before half the steps
     assert st["best_step"] < st["step"] and evals[st["best_step"]] == min(evals.values()) == st["best_eval_loss"]
     assert max(evals[s] for s in evals if s > st["best_step"]) > st["best_eval_loss"]  # it did get worse after
     # The run's weights are the best step's, not the last step's.

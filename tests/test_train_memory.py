@@ -11,6 +11,7 @@ import pytest
 import tiny_model
 from tunelab.errors import TuneLabError
 from tunelab.train import data as tdata
+from tunelab.train import loss as tloss
 from tunelab.train import sft
 from tunelab.train.config import TrainConfig
 
@@ -72,10 +73,10 @@ def test_chunked_loss_equals_the_models_own_head(workspace, tiny, monkeypatch, m
     """Loss and every gradient (the tied output layer's too, in a full fine-tune) match full logits."""
     batch = _batch(tiny)
     model = sft.load_model(_cfg(tiny, method), tiny, None, "cpu")
-    assert sft._head_owner(model) is not None  # the chunked path is the one taken
-    monkeypatch.setattr(sft, "CE_CHUNK_ELEMENTS", 7 * model.config.vocab_size)  # 7 tokens a chunk: several chunks
+    assert tloss.head_owner(model) is not None  # the chunked path is the one taken
+    monkeypatch.setattr(tloss, "CE_CHUNK_ELEMENTS", 7 * model.config.vocab_size)  # 7 tokens a chunk: several chunks
     chunked = _loss_and_grads(model, batch)
-    monkeypatch.setattr(sft, "_head_owner", lambda m: None)  # the model computes the logits itself
+    setattr(tloss._inner(model), tloss.OWN_HEAD, True)  # the model computes the logits itself
     whole = _loss_and_grads(model, batch)
     assert chunked[0] == pytest.approx(whole[0], rel=1e-6)
     assert float((chunked[1] - whole[1]).norm() / whole[1].norm()) < 1e-5
@@ -93,12 +94,8 @@ def test_chunked_loss_under_bf16_autocast_stays_close(workspace, tiny):
             torch.nn.init.normal_(p, std=0.5)
     sft.cast_frozen_linears(model, torch.bfloat16)
     chunked = _loss_and_grads(model, batch, torch.bfloat16)
-    owner = sft._head_owner
-    sft._head_owner = lambda m: None
-    try:
-        whole = _loss_and_grads(model, batch, torch.bfloat16)
-    finally:
-        sft._head_owner = owner
+    setattr(tloss._inner(model), tloss.OWN_HEAD, True)  # the model computes the logits itself
+    whole = _loss_and_grads(model, batch, torch.bfloat16)
     assert chunked[0] == pytest.approx(whole[0], rel=1e-3)
     assert float((chunked[1] - whole[1]).norm() / whole[1].norm()) < 0.03
 

@@ -389,13 +389,20 @@ def evaluate(model, enc: PrefEncoded, ref: list | None, method: str, beta: float
     tally = Tally()
     model.eval()
     device_type = torch.device(device).type
+    sums, counts = [], []  # per batch: the standard error of eval_loss (early stopping's noise band)
     with torch.no_grad():
         for k in range(0, len(rows), batch_size):
             batch = collate(enc, rows[k:k + batch_size], pad_id)
+            before = (tally.loss, tally.units)
             with _autocast(device_type, amp):
                 batch_loss(model, batch, ref, method, beta, loss_type, device, tally)
+            sums.append(tally.loss - before[0])
+            counts.append(tally.units - before[1])
     model.train()
-    return {"eval_loss": round(tally.loss / max(tally.units, 1), 6), **tally.metrics("eval_")}
+    from tunelab.train.stopping import ratio_se
+
+    return {"eval_loss": round(tally.loss / max(tally.units, 1), 6), "eval_loss_se": ratio_se(sums, counts),
+            **tally.metrics("eval_")}
 
 
 def preference_accuracy(model_spec: str, records: list[dict], length_normalised: bool = True,

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from tunelab.train.config import METHOD_DEFAULTS, PREFERENCE_METHODS, TrainConfig
+from tunelab.train.stopping import MIN_EVAL, MIN_SHARE
 
 MIN_STEPS = 100  # persona measured: 1e-3 learnt by step 30, 2e-4 by ~100; early stopping trims the rest
 MAX_EPOCHS = 10  # a tiny dataset is seen at most this often: beyond it the model recites, not learns
@@ -192,10 +193,15 @@ def pick(cfg: TrainConfig, f: Facts, mine: set[str]) -> dict:
         every = max(1, round(steps / EVALS_PER_RUN))
         picks["eval_steps"] = (every, (f"about {EVALS_PER_RUN} evaluations over {steps} steps draw the eval-loss "
                                       "curve without slowing the run much"))
+    n_eval = f.records - train_n if not get("eval_data") else None  # a separate eval dataset: the trainer counts it
     if "early_stopping_patience" not in mine:
-        if has_eval:
-            picks["early_stopping_patience"] = (PATIENCE, (f"stop when {PATIENCE} evaluations in a row bring no new "
-                                                          "best eval loss; the best step becomes the run's result"))
+        if has_eval and n_eval is not None and n_eval < MIN_EVAL:
+            picks["early_stopping_patience"] = (0, (f"only {n_eval} held-out records: too few to tell a worse model "
+                                                   f"from noise, so no early stopping (it needs {MIN_EVAL})"))
+        elif has_eval:
+            picks["early_stopping_patience"] = (PATIENCE, (
+                f"stop when {PATIENCE} evaluations are worse than the best by more than their noise (one standard "
+                f"error), not before {MIN_SHARE:.0%} of the steps; the best step becomes the run's result"))
         else:
             picks["early_stopping_patience"] = (0, "no evaluation data, so nothing to stop on")
 

@@ -28,6 +28,14 @@ from tunelab.models import registry, run_output
 from tunelab.train import data as tdata
 from tunelab.train import preference, tracking
 from tunelab.train.config import PREFERENCE_METHODS, TrainConfig, tuning
+from tunelab.train.loss import (  # noqa: F401  (re-exported: the loss lives in train/loss.py)
+    CE_CHUNK_ELEMENTS,
+    batch_loss,
+    chunked_cross_entropy,
+    head_owner,
+    verify_head,
+)
+from tunelab.train.stopping import EarlyStopping, evaluate_sft
 
 QLORA_CPU = ("QLoRA needs a CUDA GPU: bitsandbytes 4-bit quantisation does not run on CPU; "
              "use --method lora instead")
@@ -191,132 +199,9 @@ def cast_frozen_linears(model, dtype) -> int:
     return n
 
 
-def batch_loss(model, batch: dict, prompt_learning: bool, device):
-    """Summed cross-entropy over the response tokens of one batch.
-
-    The output layer is applied by chunked_cross_entropy, a few hundred answer tokens at a time,
-    instead of inside the model: the full answers x vocabulary logits (and their gradient) never
-    exist at once, at the moment every layer's activations are also held (the run's memory peak).
-    """
-    import torch.nn.functional as F
-
-    labels = batch["labels"].to(device)
-    inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids", "attention_mask") if k in batch}
-    if prompt_learning:  # PEFT prepends virtual tokens and pads the labels itself
-        n = int((labels[:, 1:] != tdata.IGNORE).sum())
-        return model(**inputs, labels=labels, use_cache=False).loss * n
-    keep = F.pad(labels[:, 1:] != tdata.IGNORE, (0, 1), value=False)
-    targets = labels[:, 1:][keep[:, :-1]]
-    owner = _head_owner(model)
-    if owner is None:  # a head that does more than one matmul (soft-capping, scaling, a bias): the model's own
-        logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
-        return F.cross_entropy(logits.float(), targets, reduction="sum")
-    head = owner.lm_head
-    try:  # the model returns the kept positions' final hidden states in place of their logits
-        owner.lm_head = _passthrough()
-        hidden = model(**inputs, logits_to_keep=keep, use_cache=False).logits
-    finally:
-        owner.lm_head = head
-    return chunked_cross_entropy(hidden, head.weight, targets)
-
-
-CE_CHUNK_ELEMENTS = 2**23  # logits per chunk: 32 MiB of float32 (170 tokens of a 49k vocabulary)
-
-
-def _head_owner(model):
-    """The causal LM whose `lm_head` is a plain bias-free Linear applied to the hidden states, or None."""
-    import torch
-
-    inner = getattr(model, "module", model)  # DistributedDataParallel
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    head = getattr(inner, "lm_head", None)
-    conf = getattr(inner, "config", None)
-    if type(head) is not torch.nn.Linear or head.bias is not None or conf is None:
-        return None
-    conf = getattr(conf, "text_config", None) or conf
-    if any(getattr(conf, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
-        return None
-    return inner
-
-
-def _passthrough():
-    import torch
-
-    return torch.nn.Identity()
-
-
-def chunked_cross_entropy(hidden, weight, targets):
-    """sum(cross_entropy(hidden @ weight.T, targets)), the logits made and dropped a chunk at a time.
-
-    The gradient is computed in the same pass (softmax minus one-hot, times the weight), so nothing
-    is recomputed in the backward pass: the cost is that of one output-layer matmul forward and back.
-    Under autocast the matmuls run in its dtype and the softmax in float32, like the model's own head.
-    """
-    return _chunked_ce().apply(hidden, weight, targets)
-
-
-@functools.cache
-def _chunked_ce():
-    import torch
-
-    class ChunkedCE(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, hidden, weight, targets):
-            dev = hidden.device.type
-            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
-            need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-            grad_h = torch.empty_like(hidden) if need_h else None
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            step = max(1, CE_CHUNK_ELEMENTS // weight.shape[0])
-            with torch.autocast(dev, enabled=False):
-                w = weight.to(dtype)
-                for s in range(0, hidden.shape[0], step):
-                    h, t = hidden[s:s + step].to(dtype), targets[s:s + step]
-                    logits = (h @ w.T).float()
-                    lse = torch.logsumexp(logits, -1)
-                    total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                    if need_h or need_w:
-                        g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                        g[torch.arange(len(t), device=g.device), t] -= 1
-                        g = g.to(dtype)
-                        if need_h:
-                            grad_h[s:s + step] = g @ w
-                        if need_w:
-                            grad_w += (g.T @ h).float()
-            ctx.save_for_backward(grad_h, grad_w)
-            ctx.weight_dtype = weight.dtype
-            return total
-
-        @staticmethod
-        def backward(ctx, grad_out):
-            grad_h, grad_w = ctx.saved_tensors
-            return (None if grad_h is None else grad_h * grad_out.to(grad_h.dtype),
-                    None if grad_w is None else (grad_w * grad_out).to(ctx.weight_dtype), None)
-
-    return ChunkedCE
-
-
 def evaluate(model, enc: tdata.Encoded, cfg: TrainConfig, pad_id: int, device) -> float | None:
-    """Mean loss per response token on the held-out examples."""
-    import torch
-
-    if not enc.examples:
-        return None
-    packing = cfg.data.packing and cfg.method.method != "ptuning"
-    rows, per_batch = tdata.plan_rows(enc, cfg.data.cutoff_len, packing, cfg.training.batch_size)
-    total, count = 0.0, 0
-    model.eval()
-    device_type = torch.device(device).type
-    amp = autocast_dtype(cfg, device_type)
-    with torch.no_grad():
-        for b in tdata.epoch_batches(rows, per_batch, 0, 0, packing):
-            batch = tdata.collate(enc, b, pad_id, packing)
-            with autocast(device_type, amp):
-                total += float(batch_loss(model, batch, cfg.method.method == "ptuning", device))
-            count += int((batch["labels"][:, 1:] != tdata.IGNORE).sum())
-    model.train()
-    return total / max(count, 1)
+    """Mean loss per response token on the held-out examples (stopping.evaluate_sft adds its standard error)."""
+    return evaluate_sft(model, enc, cfg, pad_id, device)[0]
 
 
 def save_checkpoint(run_dir: Path, model, tok, opt, sched, step: int, cfg: TrainConfig, base: str,
@@ -534,9 +419,11 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
         ref = preference.reference(accel.unwrap_model(model), run_dir, enc, eval_enc, tok.pad_token_id, accel.device, method=pref,
                                    adapter_off=init is None and tuning(cfg) == "lora", resuming=ck is not None,
                                    batch_size=t.batch_size, amp=amp, log=log)
-    # Early stopping: the best eval loss so far, its step, and evaluations since without a new best.
-    best = {"step": None, "loss": None, "bad": 0}
-    patience = t.early_stopping_patience if eval_enc.examples else 0
+    # Early stopping: the best eval loss so far, its step, and evaluations since that were clearly worse.
+    stop = EarlyStopping.for_run(t.early_stopping_patience if eval_enc.examples else 0, len(eval_enc.examples), max_steps)
+    best, patience = stop.best, stop.patience
+    if stop.why_off:
+        log(stop.why_off)
     if ck is not None:
         state = load_state(ck)
         best.update(state.get("best") or {})
@@ -569,7 +456,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     if amp is not None:
         log(f"mixed precision: {amp} autocast, float32 weights ({cfg.training.mixed_precision})")
     model.train()
-    early = halt = False
+    early = halt = checked = False
     while step < max_steps and not early:
         # Every rank stops at the same step: one that left alone would leave the others waiting in an all-reduce.
         if all_ranks(accel, [float(stopping())], "max")[0]:
@@ -577,6 +464,10 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
             break
         t0 = time.time()
         group = [next(stream) for _ in range(ga)]
+        if not checked and not pref and not ptuning:  # TuneLab's loss == the model's own, or the model's head
+            checked, msg = True, verify_head(model, group[0][1], accel.device, amp)
+            if msg:
+                log(msg)
         if pref:  # the loss is a mean over pairs (KTO: answers); SFT's over response tokens
             n_loss, tally = sum(b["n_units"] for _, b in group), preference.Tally()
         else:
@@ -608,22 +499,17 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
         opt.zero_grad(set_to_none=True)
         step += 1
         seconds = time.time() - t0  # before evaluation, so tokens/s is training speed
-        eval_loss, extra = None, {}
+        eval_loss, eval_se, extra = None, None, {}
         if eval_enc.examples and ((t.eval_steps and step % t.eval_steps == 0) or step == max_steps):
             if pref:
                 extra = preference.evaluate(model, eval_enc, ref["eval"], pref, cfg.method.pref_beta, cfg.method.pref_loss,
                                             tok.pad_token_id, accel.device, t.batch_size, amp)
-                eval_loss = extra.pop("eval_loss")
+                eval_loss, eval_se = extra.pop("eval_loss"), extra.pop("eval_loss_se", None)
             else:
-                eval_loss = evaluate(model, eval_enc, cfg, tok.pad_token_id, accel.device)
+                eval_loss, eval_se = evaluate_sft(model, eval_enc, cfg, tok.pad_token_id, accel.device)
         if eval_loss is not None:  # every rank evaluates the same examples: agree, so early stopping agrees
-            eval_loss = all_ranks(accel, [eval_loss])[0] / world
-        new_best = eval_loss is not None and (best["loss"] is None or eval_loss < best["loss"])
-        if new_best:
-            best.update(step=step, loss=eval_loss, bad=0)
-        elif eval_loss is not None:
-            best["bad"] += 1
-            early = bool(patience) and best["bad"] >= patience
+            eval_loss, eval_se = (v / world for v in all_ranks(accel, [eval_loss, eval_se or 0.0]))
+        new_best, early = stop.update(step, eval_loss, eval_se)
         if main:
             row = {"step": step, "loss": round(total, 6), "eval_loss": eval_loss, "learning_rate": lr,
                    "grad_norm": round(grad_norm, 6), "tokens": int(tokens),
@@ -645,7 +531,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     if main and halt and step > saved:
         save_checkpoint(run_dir, accel.unwrap_model(model), tok, opt, sched, step, cfg, base, init, best)
     if early:
-        log(f"early stopping at step {step}: no new best eval loss in {patience} evaluations")
+        log(f"early stopping at step {step}: {patience} evaluations worse than the best by more than their noise")
     if patience and best["step"] and (early or step >= max_steps):
         kept = (run_dir / "checkpoints" / f"step-{best['step']}").is_dir()
         if main and best["step"] != step and kept:  # the run's result is its best step, not its last
