@@ -91,7 +91,7 @@ def cmd_train(args) -> int:
         if cfg.data.eval_data != base.data.eval_data and "eval_data_version" not in flags:
             cfg.data.eval_data_version = None
     if cfg.data.data:  # without data, create() refuses in one line
-        recipe.apply(cfg, mine)
+        recipe.apply(cfg, mine, processes=args.num_processes)
     run_id = runs.create(cfg, args.launcher, args.num_processes, args.accelerate_config)
     for line in recipe.lines(cfg.recipe):  # after create(): a refused run prints only its one error line
         print(line, file=sys.stderr)

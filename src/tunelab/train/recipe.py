@@ -124,13 +124,14 @@ def _eval(cfg: TrainConfig, f: Facts, mine: set[str]) -> tuple[dict, int]:
     return out, f.records - k
 
 
-def pick(cfg: TrainConfig, f: Facts, mine: set[str]) -> dict:
+def pick(cfg: TrainConfig, f: Facts, mine: set[str], processes: int = 1) -> dict:
     """The recipe for cfg: {setting: {"value", "why", "source"}} without changing cfg.
 
     Args:
         cfg: the config as the user left it.
         f: the dataset's and model's counts (facts()).
         mine: the settings the user gave (flags, YAML keys, changed form fields): they are kept.
+        processes: data-parallel processes (--num-processes): a step trains processes x batch x grad_accum records.
     Returns:
         Every setting the recipe decides, in PICKS order; the user's own are listed with source "you".
     """
@@ -145,8 +146,10 @@ def pick(cfg: TrainConfig, f: Facts, mine: set[str]) -> dict:
         per_row = max(1, round(f.tokens / max(f.records, 1)))
         picks["packing"] = (False, (f"{train_n} records: packing would put about {d.cutoff_len // per_row} of them "
                                    "in one row, leaving very few optimizer steps; one record per row instead"))
-        batch = max(1, min(SMALL_BATCH, train_n // 10))
-        picks["batch_size"] = (batch, (f"{batch} record{'s' if batch > 1 else ''} per step, so one step is a small "
+        step_batch = max(1, min(SMALL_BATCH, train_n // 10))
+        batch = max(1, step_batch // processes)  # per process: the step's batch is spread over the processes
+        each = f" per process, {batch * processes} per step over {processes} processes" if processes > 1 else " per step"
+        picks["batch_size"] = (batch, (f"{batch} record{'s' if batch > 1 else ''}{each}, so one step is a small "
                                       f"part of {train_n} records and an epoch has many steps"))
     else:
         picks["packing"] = (True, f"{train_n} records: packing short records side by side wastes no time on padding")
@@ -158,7 +161,7 @@ def pick(cfg: TrainConfig, f: Facts, mine: set[str]) -> dict:
         micro = math.ceil(f.tokens * train_n / max(f.records, 1) / (batch * d.cutoff_len))
     else:
         micro = math.ceil(train_n / batch)
-    per_epoch = max(1, micro // ga)
+    per_epoch = max(1, micro // (ga * processes))  # as the trainer counts: the global batch is processes x batch x ga
 
     if "max_steps" in mine or t.max_steps:
         steps = t.max_steps
@@ -230,13 +233,14 @@ def _checkpointing(cfg: TrainConfig, picked: dict) -> tuple[bool, str]:
     return on, why.removeprefix("on: ")
 
 
-def apply(cfg: TrainConfig, mine: set[str], f: Facts | None = None) -> dict:
+def apply(cfg: TrainConfig, mine: set[str], f: Facts | None = None, processes: int = 1) -> dict:
     """Apply the auto recipe to cfg in place (nothing when cfg.training.recipe is manual).
 
     Args:
         cfg: the config as the user left it; it gets the picked values and cfg.recipe (the reasons).
         mine: the settings the user gave explicitly; they win.
         f: the counts, when already known (facts(cfg) otherwise).
+        processes: data-parallel processes of the run (steps are sized for the global batch).
     Returns:
         cfg.recipe: {setting: {"value", "why", "source"}}, empty for a manual recipe.
     """
@@ -247,7 +251,7 @@ def apply(cfg: TrainConfig, mine: set[str], f: Facts | None = None) -> dict:
     if cfg.training.recipe != "auto":
         cfg.recipe = {}
         return cfg.recipe
-    chosen = pick(cfg, f or facts(cfg), mine)
+    chosen = pick(cfg, f or facts(cfg), mine, max(1, int(processes)))
     cfg.set({k: v["value"] for k, v in chosen.items() if v["source"] == "recipe"})
     cfg.recipe = chosen
     return chosen
