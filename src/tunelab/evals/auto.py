@@ -80,8 +80,8 @@ def test_data(run_dir: Path) -> dict | None:
     if data and twin != data and store.exists(twin):
         return {"source": "test split", "data": twin, "version": store.resolve_version(twin), "indices": None}
     if d.get("eval_data") and store.exists(d["eval_data"]):
-        return {"source": "eval data", "data": d["eval_data"], "version": store.resolve_version(d["eval_data"]),
-                "indices": None}
+        return {"source": "eval data", "data": d["eval_data"], "indices": None,
+                "version": store.resolve_version(d["eval_data"], d.get("eval_data_version"))}  # the run's pinned version
     share = float(d.get("eval_split") or 0)
     if data and share > 0 and store.exists(data):
         version = store.resolve_version(data, d.get("data_version"))

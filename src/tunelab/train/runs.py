@@ -65,8 +65,8 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
         check_safetensors(ref.path)
     # Pin the dataset version so a resume trains on exactly the same records.
     cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
-    if cfg.data.eval_data:
-        store.manifest(cfg.data.eval_data)
+    if cfg.data.eval_data:  # and the eval dataset's: a resume or a re-run of this config evaluates the same records
+        cfg.data.eval_data_version = store.resolve_version(cfg.data.eval_data, cfg.data.eval_data_version)
     if accelerate_config:
         check_accelerate_config(accelerate_config)
     run_id = jobs.new_id("run")

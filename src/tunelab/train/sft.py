@@ -81,7 +81,7 @@ def load_records(cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
         raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
     records = store.read(d.data, d.data_version).to_pylist()[: d.max_records or None]
     if d.eval_data:
-        return records, store.read(d.eval_data).to_pylist()
+        return records, store.read(d.eval_data, d.eval_data_version).to_pylist()
     if d.eval_split > 0:
         idx = list(range(len(records)))
         random.Random(cfg.training.seed).shuffle(idx)
