@@ -22,7 +22,7 @@ from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, read_json, read_jsonl, write_json
 from tunelab.models import registry
-from tunelab.train.config import LAUNCHERS, TrainConfig
+from tunelab.train.config import LAUNCHERS, PREFERENCE_METHODS, TrainConfig
 
 SHOW_METRICS = ("step", "loss", "eval_loss", "learning_rate", "grad_norm")
 ACCEL_CHILD = "TUNELAB_ACCELERATE_CHILD"
@@ -56,6 +56,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
         raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
     check_method(cfg.method.method)
     tracking.check(cfg.training.report_to)  # `--report-to wandb` without wandb: one line, nothing launched
+    check_continuation(cfg)
     ref = registry.resolve(cfg.model.model)
     if ref.kind == "openai":
         raise TuneLabError(f"{cfg.model.model} is an HTTP endpoint: training needs local weights")
@@ -79,6 +80,35 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     jobs.write_status(d, status="queued", created=time.time(), step=0, max_steps=cfg.training.max_steps or None,
                       model=cfg.model.model, data=cfg.data.data, method=cfg.method.method, error=None)
     return run_id
+
+
+PROMPT_LEARNING = ("P_TUNING", "PROMPT_TUNING", "PREFIX_TUNING")  # peft_type of a soft-prompt adapter
+
+
+def check_continuation(cfg: TrainConfig) -> None:
+    """Refuse, in one line, a start adapter the method cannot continue consistently.
+
+    A P-tuning run cannot be a start: PEFT saves its soft prompt's output only, not the prompt encoder that
+    trains it (and loads it frozen), and LoRA, full or a preference method on top of it would mix the virtual
+    tokens' positions with the paths that skip prompt tokens. --method ptuning on a LoRA run would keep
+    training the LoRA adapter instead of a soft prompt.
+    """
+    init = cfg.method.init_adapter or (cfg.model.model if registry.resolve(cfg.model.model).kind == "run" else "")
+    if not init:
+        return
+    parent = registry.resolve(init)
+    if parent.kind != "run" or not parent.adapter:
+        return  # base_and_init refuses it with its own line
+    peft_type = str((read_json(Path(parent.adapter) / "adapter_config.json") or {}).get("peft_type", "")).upper()
+    method = cfg.method.method
+    if peft_type in PROMPT_LEARNING:
+        what = "preference training" if method in PREFERENCE_METHODS else f"--method {method}"
+        raise TuneLabError(f"{init} is a P-tuning run: {what} cannot start from it (its saved soft prompt has no "
+                           "encoder left to train); start a new ptuning run, or start from the base model or a LoRA run")
+    if method == "ptuning":
+        kind = peft_type.lower() or "weights"
+        raise TuneLabError(f"--method ptuning learns a new soft prompt: it cannot continue {init}'s {kind} adapter "
+                           "(use that run's method, or the base model)")
 
 
 def check_launch(launcher: str, num_processes: int) -> None:
