@@ -120,7 +120,8 @@ def verify_head(model, batch: dict, device, amp_dtype=None) -> str | None:
     """
     import torch
 
-    if head_owner(model) is None:
+    owner = head_owner(model)
+    if owner is None:
         return None
     inputs, keep, targets = _targets(batch, device)
     labels = batch["labels"].to(device)
@@ -133,7 +134,8 @@ def verify_head(model, batch: dict, device, amp_dtype=None) -> str | None:
             own = float(model(**inputs, labels=labels, use_cache=False).loss)
     finally:
         model.train(was_training)
-    tol = 1e-3 if amp_dtype is None else 2e-2
+    # float32: rounding only (measured <= 2e-5 on SmolLM2); bf16 compute rounds each logit to 3 digits
+    tol = 1e-3 if amp_dtype is None and owner.lm_head.weight.dtype == torch.float32 else 2e-2
     if abs(ours - own) <= tol * max(1.0, abs(own)):
         return None
     setattr(_inner(model), OWN_HEAD, True)
