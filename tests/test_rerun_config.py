@@ -87,3 +87,10 @@ def test_user_keys_of_an_old_file_leave_defaults_and_picks_to_the_recipe():
     base, mine = rerun(doc)
     assert base.data.data_version == 2 and base.training.resume_from == "" and "resume_from" not in mine
     assert base.training.eval_steps == 3 and base.training.epochs == 1.0 and base.data.eval_split == 0.0
+
+
+def test_every_key_of_a_hand_written_config_is_the_users():
+    doc = {"data": {"data": "d"}, "training": {"max_steps": 0, "eval_steps": 0, "learning_rate": 1e-4}}
+    assert user_keys(doc) == {"data", "max_steps", "eval_steps", "learning_rate"}
+    doc["recipe"] = {}  # a run's config.yaml (manual recipe) from before user_set: defaults are not the user's
+    assert user_keys(doc) == {"data", "learning_rate"}

@@ -296,8 +296,11 @@ def user_keys(d: dict) -> set[str]:
     The settings recorded in its `user_set` section, plus any value edited by hand since: one that
     differs from the recipe's pick for it or, for a setting the recipe did not pick, from the method's
     default. A file without `user_set` (written before it was recorded) is read by the same rule, so
-    its default values and the recipe's picks are sized again for new data instead of frozen.
+    its default values and the recipe's picks are sized again for new data instead of frozen. A file with
+    neither section was written by hand (TuneLab writes `recipe:` into every run's): all its keys are the user's.
     """
+    if USER_SET not in d and RECIPE not in d:
+        return {k for group, values in d.items() if group in GROUPS and isinstance(values, dict) for k in values}
     recipe = {k: v for k, v in (d.get(RECIPE) or {}).items() if isinstance(v, dict)}
     picked = {k: v.get("value") for k, v in recipe.items() if v.get("source", "recipe") == "recipe"}
     keys = set(_user_set_section(d.get(USER_SET)) or [])
