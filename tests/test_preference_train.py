@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
 
 from tunelab.cli import main as cli
-from tunelab.train import preference, recipe, runs
+from tunelab.train import pref_reference, preference, recipe, runs
 from tunelab.train.config import METHODS, TrainConfig, tuning
 
 # The before/after report (evals/auto.py) is not what these tests measure: off where the setting exists.
@@ -41,41 +40,7 @@ def _commit(name: str, records: list[dict]) -> str:
     return name
 
 
-# ---- the losses, on fixed log-probs -------------------------------------------------------------
-
-def test_dpo_loss_variants_match_hand_computed_values():
-    import torch
-
-    pi_c, pi_r = torch.tensor([-10.0, -20.0]), torch.tensor([-12.0, -15.0])
-    ref_c, ref_r = torch.tensor([-11.0, -19.0]), torch.tensor([-11.0, -16.0])
-    # delta = (pi_c - ref_c) - (pi_r - ref_r): pair 0: 1 - (-1) = 2; pair 1: -1 - 1 = -2
-    losses, rc, rr = preference.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.5)
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    assert losses.tolist() == pytest.approx([-math.log(sig(1.0)), -math.log(sig(-1.0))], abs=1e-6)
-    assert rc.tolist() == pytest.approx([0.5, -0.5]) and rr.tolist() == pytest.approx([-0.5, 0.5])
-    hinge, _, _ = preference.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.5, loss_type="hinge")
-    assert hinge.tolist() == pytest.approx([0.0, 2.0])
-    n = torch.tensor([2.0, 4.0])
-    ipo, _, _ = preference.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.5, loss_type="ipo", n_c=n, n_r=n)
-    # (lc/n - lr/n - 1/(2 beta))^2: pair 0: (0.5 + 0.5 - 1)^2 = 0; pair 1: (-0.25 - 0.25 - 1)^2 = 2.25
-    assert ipo.tolist() == pytest.approx([0.0, 2.25])
-
-
-def test_orpo_and_kto_losses_match_hand_computed_values():
-    import torch
-
-    mc, mr = torch.tensor([-0.5]), torch.tensor([-2.0])
-    loss, rc, rr = preference.orpo_loss(mc, mr, lam=0.2)
-    log_odds = (-0.5 - math.log(1 - math.exp(-0.5))) - (-2.0 - math.log(1 - math.exp(-2.0)))
-    assert float(loss) == pytest.approx(0.5 - 0.2 * math.log(1 / (1 + math.exp(-log_odds))), abs=1e-6)
-    assert float(rc) == pytest.approx(-0.1) and float(rr) == pytest.approx(-0.4)
-
-    pi, ref = torch.tensor([-9.0, -9.0]), torch.tensor([-10.0, -10.0])  # both answers gained 1 nat
-    losses, rewards = preference.kto_loss(pi, ref, torch.tensor([True, False]), beta=0.5)
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    assert losses.tolist() == pytest.approx([1 - sig(0.5), 1 - sig(-0.5)], abs=1e-6)  # the bad one is penalised
-    assert rewards.tolist() == pytest.approx([0.5, 0.5])
-
+# ---- encoding, config; the losses against TRL are in test_preference_oracle.py ---------------------
 
 def test_encode_counts_pairs_kto_records_and_skips(tiny_model):
     from tunelab.models.loading import load_tokenizer
@@ -113,51 +78,45 @@ def test_config_and_recipe_know_the_preference_methods():
     assert full_lr < lora_lr < sft_lr
 
 
-# ---- against TRL on the same batch --------------------------------------------------------------
+# ---- reference log-probs: keyed by content (issue 21, item 10) ----------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="trl is not installed (requirements-dev.txt)")
-def test_dpo_loss_and_metrics_match_trl_dpotrainer_on_the_same_batch(workspace, tiny_model, tmp_path):
-    """TRL's DPOTrainer._compute_loss and ours on one batch, same LoRA model: same loss to 1e-4."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
-
+def test_reference_logps_are_recomputed_when_same_size_data_changes(workspace, tiny_model, tmp_path):
+    from tunelab.errors import TuneLabError
     from tunelab.models.loading import load_tokenizer
+    from tunelab.train import sft
 
+    cfg = TrainConfig.for_method("dpo")
+    cfg.set({"model": tiny_model, "data": "x", "lora_r": 4})
+    model = sft.load_model(cfg, tiny_model, None, "cpu")
     tok = load_tokenizer(tiny_model)
-    recs = _pairs(WORDS[:4])
-    enc = preference.encode(tok, recs, 256, "dpo")
-    batch = preference.collate(enc, [[0], [1], [2], [3]], tok.pad_token_id)
-    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["instruction"]}],
-                             "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in recs])
-    args = DPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, max_steps=1, report_to=[],
-                     beta=0.1, use_cpu=True, save_strategy="no")
-    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=ds,
-                         processing_class=tok,
-                         peft_config=LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear"))
-    model = trainer.model
-    torch.manual_seed(0)
-    with torch.no_grad():  # move the adapter so the policy differs from the reference (adapter disabled)
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    model.eval()
-    completion = (batch["labels"] != preference.IGNORE).long()  # TRL marks answer tokens at their own position
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": completion}
-    theirs = float(trainer._compute_loss(model, inputs, False))
-    ref = preference.reference_logps(model, enc, tok.pad_token_id, "cpu", adapter_off=True)
-    tally = preference.Tally()
-    ours = float(preference.batch_loss(model, batch, dict(enumerate(ref)), "dpo", 0.1, "sigmoid", "cpu", tally)) / 4
-    assert abs(ours - math.log(2)) > 1e-3  # the policy really differs from the reference
-    assert ours == pytest.approx(theirs, abs=1e-4)
-    m, trl_m = tally.metrics(), trainer._metrics["eval"]
-    assert m["reward_margin"] == pytest.approx(trl_m["rewards/margins"][0], abs=1e-4)
-    assert m["reward_accuracy"] == pytest.approx(trl_m["rewards/accuracies"][0])
-    assert m["logps_chosen"] == pytest.approx(trl_m["logps/chosen"][0], abs=1e-3)
+    old, new = (preference.encode(tok, _pairs(WORDS[k:k + 4]), 256, "dpo") for k in (0, 4))  # same size
+    none = preference.encode(tok, [], 256, "dpo")
+    kw = {"method": "dpo", "batch_size": 2, "log": lambda m: None}
+    first = pref_reference.reference(model, tmp_path, old, none, tok.pad_token_id, "cpu", adapter_off=True,
+                                     resuming=False, **kw)
+    # A resumed run whose dataset changed (same number of pairs) gets the new data's reference, not the cached one.
+    again = pref_reference.reference(model, tmp_path, new, none, tok.pad_token_id, "cpu", adapter_off=True,
+                                     resuming=True, **kw)
+    fresh = pref_reference.reference_logps(model, new, tok.pad_token_id, "cpu", adapter_off=True)
+    flat = lambda rows: [x for row in rows for x in row]  # noqa: E731
+    assert flat(again["train"]) == pytest.approx(flat(fresh)) and flat(again["train"]) != pytest.approx(flat(first["train"]))
+    cached = json.loads((tmp_path / preference.REF_FILE).read_text())
+    assert cached["train"] == again["train"]
+    # Unchanged data and model: read back as they are.
+    (tmp_path / preference.REF_FILE).write_text(json.dumps(dict(cached, train=[[0.0, 0.0]] * 4)))
+    assert pref_reference.reference(model, tmp_path, new, none, tok.pad_token_id, "cpu", adapter_off=True,
+                                    resuming=True, **kw)["train"] == [[0.0, 0.0]] * 4
+    # Another starting model (a weight changed) recomputes too; where the weights have moved, it is refused.
+    import torch
+
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lora" not in n).add_(0.01)
+    moved = pref_reference.reference(model, tmp_path, new, none, tok.pad_token_id, "cpu", adapter_off=True,
+                                     resuming=True, **kw)
+    assert moved["train"] != [[0.0, 0.0]] * 4
+    with pytest.raises(TuneLabError, match="belong to other data or another model"):
+        pref_reference.reference(model, tmp_path, old, none, tok.pad_token_id, "cpu", adapter_off=False,
+                                 resuming=True, **kw)
 
 
 # ---- end to end through the CLI ------------------------------------------------------------------
