@@ -86,7 +86,7 @@ def test_dpo_losses_equal_trl_dpotrainer_on_the_same_batch(workspace, tiny_model
                              "chosen": [{"role": "assistant", "content": r["chosen"]}],
                              "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in recs])
     args = DPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, max_steps=1, report_to=[],
-                     beta=beta, loss_type=[loss_type], use_cpu=True, save_strategy="no")
+                     beta=beta, loss_type=[loss_type], use_cpu=True, save_strategy="no", bf16=False)
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=ds,
                          processing_class=tok, peft_config=_lora_config())
     model = trainer.model
@@ -172,7 +172,7 @@ def _kto_trainer(tiny_model, tok, tmp_path, beta, weights):
                             for i, w in enumerate(WORDS)])
     args = KTOConfig(output_dir=str(tmp_path / "kto"), per_device_train_batch_size=4, max_steps=1, report_to=[],
                      beta=beta, desirable_weight=weights[0], undesirable_weight=weights[1], use_cpu=True,
-                     save_strategy="no")
+                     save_strategy="no", bf16=False)
     assert args.loss_type == "kto"
     return KTOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=ds,
                       processing_class=tok, peft_config=_lora_config())

@@ -121,15 +121,76 @@ def test_reference_logps_are_recomputed_when_same_size_data_changes(workspace, t
 
 # ---- end to end through the CLI ------------------------------------------------------------------
 
+def _trl_eval_loss(method: str, run_id: str, tiny_model: str, records: list[dict], batch_size: int, beta: float, weights, tmp_path):
+    """The oracle: the run's held-out loss computed by TRL's own code on the run's published weights.
+
+    The policy is the run's adapter merged into the base; the reference is the base model (TRL's ref_model).
+    DPO: DPOTrainer._compute_loss on all pairs; KTO: KTOTrainer._compute_loss per batch of TuneLab's fixed
+    groups (the KL term is a batch's own); ORPO: ORPOTrainer's odds-ratio loss plus the model's own NLL.
+    """
+    import types
+
+    import torch
+    from datasets import Dataset
+    from test_preference_oracle import _trl_kto_inputs
+
+    from tunelab.models.loading import load_model
+
+    model, tok = load_model(run_id, device="cpu")
+    model = model.merge_and_unload().eval()
+    base = load_model(tiny_model, device="cpu")[0].eval()
+    enc = preference.encode(tok, records, 128, method)
+    pad = tok.pad_token_id
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": "q"}], "completion": [
+        {"role": "assistant", "content": "a"}], "label": True, "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "b"}]}])
+    common = {"output_dir": str(tmp_path / "trl"), "report_to": [], "use_cpu": True, "save_strategy": "no", "bf16": False}
+    with torch.no_grad():
+        if method == "dpo":
+            from trl import DPOConfig, DPOTrainer
+
+            trainer = DPOTrainer(model=model, ref_model=base, args=DPOConfig(beta=beta, **common), processing_class=tok,
+                                 train_dataset=ds.remove_columns(["completion", "label"]))
+            batch = preference.collate(enc, [[i] for i in range(len(enc.examples))], pad)
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                      "completion_mask": (batch["labels"] != preference.IGNORE).long()}
+            return float(trainer._compute_loss(model, inputs, False))
+        if method == "kto":
+            from trl import KTOConfig, KTOTrainer
+
+            trainer = KTOTrainer(model=model, ref_model=base, processing_class=tok, train_dataset=ds.remove_columns(["chosen", "rejected"]),
+                                 args=KTOConfig(beta=beta, desirable_weight=weights[0], undesirable_weight=weights[1],
+                                                per_device_train_batch_size=2, **common))
+            groups, _ = preference.plan_rows(enc, batch_size)
+            total = sum(float(trainer._compute_loss(model, _trl_kto_inputs(enc, g, pad), False)) * len(g) for g in groups)
+            return total / len(enc.examples)
+        from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+
+        batch = preference.collate(enc, [[i] for i in range(len(enc.examples))], pad)
+        b = len(enc.examples)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        means = ORPOTrainer.get_batch_logps(logits, batch["labels"], average_log_prob=True)
+        stand_in = types.SimpleNamespace(beta=beta, accelerator=types.SimpleNamespace(device=torch.device("cpu")))
+        ratio = ORPOTrainer.odds_ratio_loss(stand_in, means[:b], means[b:])[0]
+        nll = [float(model(input_ids=batch["input_ids"][i:i + 1], attention_mask=batch["attention_mask"][i:i + 1],
+                           labels=batch["labels"][i:i + 1]).loss) for i in range(b)]
+        return sum(nll) / b - float(ratio.mean())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["dpo", "orpo", "kto"])
-def test_train_cli_preference_runs_carry_reward_metrics_on_every_row(workspace, tiny_model, capsys, method):
+def test_train_cli_preference_runs_log_trls_loss_of_their_weights(workspace, tiny_model, capsys, tmp_path, method):
+    """The CLI's preference run logs, on every row, reward metrics; its last held-out loss is the loss TRL's own
+    code gives for the run's published weights on those pairs, and its first step starts at the reference."""
     recs = _pairs(WORDS[:10]) + [{"id": "k0", "instruction": "Rate this.", "output": "Bad answer.", "kto_tag": False}]
     _commit("pairs", recs)
     _commit("pairs-test", _pairs(WORDS[10:14]))
+    beta, weights = (0.3, (1.5, 0.5)) if method == "kto" else (0.2, (1.0, 1.0))
+    extra = ["--kto-desirable-weight", "1.5", "--kto-undesirable-weight", "0.5"] if method == "kto" else []
     assert cli(["train", "--model", tiny_model, "--data", "pairs", "--method", method, "--max-steps", "3",
                 "--eval-data", "pairs-test", "--eval-steps", "2", "--batch-size", "2", "--cutoff-len", "128",
-                *NO_REPORT, "--json"]) == 0
+                "--recipe", "manual", "--learning-rate", "5e-3", "--pref-beta", str(beta), "--mixed-precision", "no",
+                "--lora-dropout", "0", *extra, *NO_REPORT, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["status"] == "completed"
     assert cli(["runs", "show", doc["run"], "--json"]) == 0
@@ -139,7 +200,16 @@ def test_train_cli_preference_runs_carry_reward_metrics_on_every_row(workspace, 
         assert isinstance(m["reward_margin"], float) and 0.0 <= m["reward_accuracy"] <= 1.0
         assert math.isfinite(m["loss"])
     evals = [m for m in show["metrics"] if m["eval_loss"] is not None]
-    assert evals and all("eval_reward_accuracy" in m for m in evals)
+    assert [m["step"] for m in evals] == [2, 3] and all("eval_reward_accuracy" in m for m in evals)
+    first = show["metrics"][0]
+    if method == "dpo":  # a fresh adapter is its reference: every pair's loss is -logsigmoid(0)
+        assert first["loss"] == pytest.approx(math.log(2), abs=1e-5) and first["reward_margin"] == 0.0
+    if method == "kto":  # r = 0 and z0 = 0: each answer costs its weight x (1 - sigmoid(0))
+        assert first["kl"] == 0.0 and first["loss"] in [pytest.approx(v, abs=1e-5) for v in (0.75, 0.5, 0.25)]
+        assert all(m["kl"] >= 0.0 for m in show["metrics"])
+    held = _pairs(WORDS[10:14])
+    assert evals[-1]["eval_loss"] == pytest.approx(_trl_eval_loss(method, doc["run"], tiny_model, held, 2, beta, weights, tmp_path),
+                                                   abs=1e-4)
     out = json.loads((runs.run_dir(doc["run"]) / "output.json").read_text())
     assert out["method"] == "lora" and out["lineage"]["objective"] == method  # loads as a LoRA run
     if method != "orpo":  # ORPO has no reference model
