@@ -120,3 +120,18 @@ def test_train_page_shows_reward_charts_and_preference_before_after(workspace, t
     assert not at.exception, at.exception
     cmd = next(c.value for c in at.code if c.value.startswith("tunelab train"))
     assert "--method dpo" in cmd
+
+
+def test_train_form_shows_ktos_weights_for_kto_only(workspace, tiny_model):
+    store.commit("prefs", to_table(_pairs(WORDS[:10])), op="test")
+    at = open_page("pages/train.py")
+    at.selectbox(key="train.method").set_value("kto").run()
+    assert not at.exception, at.exception
+    labels = {w.label for w in at.number_input}
+    assert {"KTO: weight of good answers", "KTO: weight of bad answers"} <= labels and "DPO loss" not in {
+        w.label for w in at.selectbox}
+    at.number_input(key="train.kto_desirable_weight").set_value(1.5).run()
+    cmd = next(c.value for c in at.code if c.value.startswith("tunelab train"))
+    assert "--method kto" in cmd and "--kto-desirable-weight 1.5" in cmd
+    at.selectbox(key="train.method").set_value("dpo").run()
+    assert not {"KTO: weight of good answers", "KTO: weight of bad answers"} & {w.label for w in at.number_input}
