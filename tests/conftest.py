@@ -58,7 +58,7 @@ LAYERS = {
               "test_ui_hardening.py", "test_feedback.py", "test_serve_panel.py"),
     "reliability": ("test_reliability.py", "test_import_fuzz.py", "test_import_hardening.py",
                     "test_store_hardening.py", "test_sql_hardening.py", "test_pickle_and_jobs.py",
-                    "test_jobs_lifecycle.py"),
+                    "test_jobs_lifecycle.py", "test_job_pids.py"),
 }
 
 

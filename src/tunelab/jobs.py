@@ -49,6 +49,7 @@ class JobStatus(TypedDict, total=False):
     id: str
     status: Literal["queued", "running", "completed", "failed", "stopped", "interrupted"]
     pid: int | None  # the job's process, recorded at launch and again when it starts running
+    pid_created: float | None  # that process's start time (psutil): a reused pid is not the job's
     created: float  # when the folder was made
     launched: float  # when launch() started its process
     started: float  # when it began running
@@ -78,7 +79,23 @@ def job_dir(kind: str, job_id: str) -> Path:
     return workspace.subdir(kind) / workspace.validate_name(job_id, "job id")
 
 
-def pid_alive(pid: int | None) -> bool:
+def process_created(pid: int) -> float | None:
+    """When process pid started (psutil's create_time), or None when there is no such process."""
+    import psutil
+
+    try:
+        return psutil.Process(int(pid)).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, created: float | None = None) -> bool:
+    """Whether process pid runs (a zombie does not); with created, only if it is the process started then.
+
+    After a reboot or a long time a pid is reused by an unrelated process: the start time recorded
+    with the pid (`pid_created` in status.json) tells them apart. A status.json written before that
+    key existed is judged by the pid alone.
+    """
     if not pid:
         return False
     try:
@@ -86,13 +103,22 @@ def pid_alive(pid: int | None) -> bool:
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:
-        return True
+        pass
+    if created is not None:
+        now = process_created(pid)
+        if now is None or abs(now - float(created)) > 0.05:  # create_time is stable to the clock tick (10 ms)
+            return False
     # A zombie child of ours is dead for our purposes.
     try:
         with open(f"/proc/{int(pid)}/stat") as fh:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def job_alive(st: dict) -> bool:
+    """Whether the process status.json names (pid and, when recorded, its start time) is this job's and runs."""
+    return pid_alive(st.get("pid"), st.get("pid_created"))
 
 
 def _lock(d: Path):
@@ -115,7 +141,7 @@ def _write(d: Path, st: dict) -> None:
 def _dead(st: dict) -> bool:
     """Whether an active job's process is gone: running, or queued and already launched (a pid)."""
     launched = st.get("status") == "running" or (st.get("status") == "queued" and st.get("pid"))
-    return bool(launched) and not pid_alive(st.get("pid"))
+    return bool(launched) and not job_alive(st)
 
 
 def read_status(d: Path) -> JobStatus | None:
@@ -158,9 +184,9 @@ def launch(kind: str, job_id: str, argv: list[str], env: dict | None = None) -> 
     d = job_dir(kind, job_id)
     d.mkdir(parents=True, exist_ok=True)
     if (d / "status.json").exists():  # a pid left from an earlier launch (a resumed run) would read as dead
-        write_status(d, pid=None)
+        write_status(d, pid=None, pid_created=None)
     else:
-        write_status(d, id=job_id, status="queued", created=time.time(), pid=None)
+        write_status(d, id=job_id, status="queued", created=time.time(), pid=None, pid_created=None)
     full_env = os.environ.copy()
     full_env.setdefault("HF_HUB_OFFLINE", "1")
     full_env["TUNELAB_HOME"] = str(workspace.home())
@@ -176,7 +202,7 @@ def launch(kind: str, job_id: str, argv: list[str], env: dict | None = None) -> 
             start_new_session=True,  # survives the Streamlit script rerun / server restart
         )
     (d / "pid").write_text(str(proc.pid))
-    write_status(d, pid=proc.pid, launched=time.time())
+    write_status(d, pid=proc.pid, pid_created=process_created(proc.pid), launched=time.time())
     threading.Thread(target=proc.wait, name=f"reap-{job_id}", daemon=True).start()
     return proc
 
@@ -222,8 +248,8 @@ class Job:
             if st.get("status") == "stopped" and st.get("pid") == os.getpid():
                 self.status = "stopped"
                 return False
-            st.update(status="running", pid=os.getpid(), started=time.time(), finished=None, error=None,
-                      stop_requested=False)
+            st.update(status="running", pid=os.getpid(), pid_created=process_created(os.getpid()), started=time.time(),
+                      finished=None, error=None, stop_requested=False)
             _write(self.dir, st)
         return True
 
@@ -321,13 +347,13 @@ def stop(kind: str, job_id: str) -> JobStatus:
         raise TuneLabError(f"{job_id} is not running (status: {st.get('status')})")
     with _lock(d):
         st = _read(d) or st
-        if st.get("status") == "queued" or not pid_alive(st.get("pid")):
+        if st.get("status") == "queued" or not job_alive(st):
             st.update(status="stopped", stop_requested=True, finished=time.time())
         else:
             st["stop_requested"] = True  # marked before the signal, under the lock the job's own writes take
         _write(d, st)
     pid = st.get("pid")
-    if pid_alive(pid):
+    if job_alive(st):  # never a process that only shares the pid
         try:
             os.killpg(os.getpgid(int(pid)), signal.SIGTERM)
         except ProcessLookupError:

@@ -125,7 +125,7 @@ def wait_stopped(job_id: str, timeout: float = 30) -> dict:
     deadline = time.time() + timeout
     while True:
         st = server(job_id)
-        if st.get("status") not in jobs.ACTIVE and not jobs.pid_alive(st.get("pid")):
+        if st.get("status") not in jobs.ACTIVE and not jobs.job_alive(st):
             return st
         if time.time() > deadline:
             raise TuneLabError(f"server {job_id} did not stop within {timeout:.0f} s")

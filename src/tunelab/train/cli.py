@@ -191,7 +191,7 @@ def cmd_show(args) -> int:
 
 # A preference run's rows carry these too (train/preference.py); `runs show` passes them on where present.
 PREFERENCE_METRICS = ("reward_margin", "reward_accuracy", "logps_chosen", "logps_rejected", "eval_reward_margin",
-                      "eval_reward_accuracy", "eval_logps_chosen", "eval_logps_rejected")
+                      "eval_reward_accuracy", "eval_logps_chosen", "eval_logps_rejected", "kl", "eval_kl")
 
 
 def _add_preference_metrics(doc: dict, rows: list[dict]) -> None:

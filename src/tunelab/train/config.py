@@ -110,6 +110,13 @@ class MethodArgs:
                         "DPO's loss: sigmoid (the original DPO), ipo (stays closer to the starting model when "
                         "the preferences are noisy or the pairs few), hinge (stops pushing once a pair is "
                         "clearly separated).", choices=("sigmoid", "ipo", "hinge"))
+    kto_desirable_weight: float = _f(1.0,
+                                     "KTO: the weight of the answers marked good in the loss (TRL's desirable_weight). "
+                                     "With fewer good than bad answers, raise it so that good x weight is about bad "
+                                     "(the KTO paper suggests 1 to 1.33 times that).")
+    kto_undesirable_weight: float = _f(1.0,
+                                       "KTO: the weight of the answers marked bad in the loss (TRL's undesirable_weight); "
+                                       "with fewer bad than good answers, raise this one instead.")
     pref_tuning: str = _f("lora",
                           "Preference methods: what they train. lora: an adapter; the model it starts from is "
                           "its own reference (adapter switched off), so no second copy in memory. full: every "

@@ -13,6 +13,7 @@ from tunelab import jobs
 from tunelab.jsonio import read_jsonl
 from tunelab.models.size import Geometry, model_size
 from tunelab.train.config import TrainConfig
+from tunelab.train.preference import SEQS_PER_EXAMPLE
 
 # Measured: LoRA on SmolLM2-135M, plain loop, 2 cores (measured on this project's 2-core CI machines); scaled by model size.
 CPU_TOKENS_PER_S_135M = 155.0
@@ -103,7 +104,9 @@ def memory_bytes(cfg: TrainConfig, geo: Geometry, total: int, train: int, checkp
         weights = (total - embed) * 2 + embed * 4
     else:
         weights = total * 4
-    tokens = t.batch_size * cfg.data.cutoff_len
+    # A preference example puts 2 sequences through the model with gradients (chosen, rejected), KTO 1: its
+    # answer tokens' log-probs come a chunk of logits at a time (train/logps.py), like SFT's loss below.
+    tokens = t.batch_size * cfg.data.cutoff_len * SEQS_PER_EXAMPLE.get(cfg.method.method, 1)
     per_h, per_i = ACT_AMP if amp else ACT_FP32
     layer = tokens * (per_h * geo.hidden + per_i * geo.intermediate)  # one decoder layer's kept activations
     act = tokens * geo.layers * geo.hidden * ACT_CHECKPOINTED + layer if checkpointing else geo.layers * layer

@@ -4,52 +4,51 @@ A pair record holds a prompt (system, history, instruction, input) with a `chose
 `rejected` answer; a KTO record holds one answer (`output`) and `kto_tag` (True = desirable).
 KTO also learns from pairs (chosen desirable, rejected undesirable); DPO and ORPO need pairs.
 
-The losses follow TRL 1.16 (`DPOTrainer._compute_loss`, `ORPOTrainer.odds_ratio_loss`,
+The losses are TRL 1.16's (`DPOTrainer._compute_loss`, `ORPOTrainer.odds_ratio_loss`,
 `KTOTrainer._compute_loss`) on the same log-probabilities, in this project's own loop rather than
 TRL's trainers: bench/train_bench.py measured TRL's DPOTrainer slower per token on the same
-pairs (bench/RESULTS.md), and tests/test_preference_train.py checks the DPO loss against
-DPOTrainer's to 1e-4 on the same batch.
+pairs (bench/RESULTS.md). tests/test_preference_oracle.py holds each loss against TRL's own code
+on the same batch.
 
 - DPO: -logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))) over the answers' summed token
   log-probs (`ipo`: TRL's length-normalised squared form; `hinge`: relu(1 - beta * delta)).
 - ORPO: NLL(chosen) + lambda * -logsigmoid(log-odds(chosen) - log-odds(rejected)) on per-token
   mean log-probs, no reference model. The NLL is the chosen answer's mean per-token loss, averaged
-  over pairs (the paper's form; TRL averages over all chosen tokens of a batch).
-- KTO: desirable 1 - sigmoid(beta * (r - z0)), undesirable 1 - sigmoid(beta * (z0 - r)) with
-  r = pi - ref (summed log-probs). The reference point z0 is 0, not TRL's estimate from mismatched
-  prompt/answer pairs in the batch: it needs no extra forward passes, and is what TRL computes with
-  its KL estimate off (its `apo_zero_unpaired` loss is the same function).
+  over pairs (the paper's form; TRL 1.16 averages over every chosen token of a batch, the prompt's too).
+- KTO (the paper's loss as TRL's KTOTrainer computes it, `loss_type="kto"`): with r = pi - ref
+  (summed log-probs) and z0 the KL reference point, a desirable answer costs
+  desirable_weight * (1 - sigmoid(beta * (r - z0))), an undesirable one
+  undesirable_weight * (1 - sigmoid(beta * (z0 - r))); the batch's loss is their mean. z0 is
+  estimated in every batch from mismatched pairs, each prompt with the previous example's answer
+  (TRL's rotation by one): the mean of (policy - reference) log-probs of those sequences, computed
+  without gradients and clamped at 0. KTO batches are fixed groups of at least 2 examples (the
+  batches' order is shuffled each epoch, their members are not), so the mismatched answers are the
+  batch's own answers, as TRL recommends, and their reference log-probs are computed once.
 
-The reference log-probs (DPO, KTO) are computed once, before the first step, from the model as it
-starts: a fresh LoRA adapter with the adapter disabled (`model.disable_adapter()`, so no second
-copy of the model), and a run started from an SFT adapter or a full fine-tune from its initial
-weights. They are kept in the run folder (REF_FILE), so a resumed run still compares with its
-starting point; each example costs one forward pass without gradients, once per run instead of
-once per epoch.
+The reference log-probs (DPO, KTO) are computed once per run: train/pref_reference.py.
 
 Metrics (every logged step, on train and eval): loss, reward_margin (mean chosen minus mean
 rejected implicit reward, beta * log-ratio; ORPO: beta * mean log-prob), reward_accuracy (share of
 pairs whose chosen reward is the higher; KTO: share of answers on their label's side of z0), and
 logps_chosen / logps_rejected (the log-probs the loss uses: summed for DPO and KTO, per-token mean
-for ORPO; for KTO the desirable and undesirable answers).
+for ORPO; for KTO the desirable and undesirable answers); KTO rows also carry kl (z0, mean over batches).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tunelab.data.messages import tokenize
 from tunelab.errors import TuneLabError
+from tunelab.train.logps import sequence_logps
 
 METHODS = ("dpo", "orpo", "kto")
 PAIR_METHODS = ("dpo", "orpo")
 LOSSES = ("sigmoid", "ipo", "hinge")
 IGNORE = -100
-REF_FILE = "reference_logps.json"
-KTO_Z0 = 0.0  # KTO's reference point (see the module docstring)
+REF_FILE = "reference_logps.json"  # train/pref_reference.py
+SEQS_PER_EXAMPLE = {"dpo": 2, "orpo": 2, "kto": 1}  # sequences a training example puts through the model with gradients
 
 
 @dataclass
@@ -68,6 +67,7 @@ class PrefEncoded:
     truncated: int = 0  # examples with an answer cut at the cutoff
     dropped: int = 0  # examples with an answer wholly past the cutoff
     skipped: int = 0  # records without what the method needs (a pair, or a KTO label)
+    cutoff: int = 0  # longest sequence (KTO's mismatched prompt + answer sequences are cut here too)
 
     @property
     def tokens(self) -> int:
@@ -101,7 +101,7 @@ def encode(tok, records: list[dict], cutoff: int, method: str) -> PrefEncoded:
     Returns:
         PrefEncoded; records the method cannot use are counted in `skipped`.
     """
-    out = PrefEncoded()
+    out = PrefEncoded(cutoff=cutoff)
     us = units(method, records)
     usable = sum(1 for r in records if is_pair(r) or (method == "kto" and r.get("kto_tag") is not None and r.get("output")))
     out.skipped = len(records) - usable
@@ -134,16 +134,55 @@ def check_usable(enc: PrefEncoded, method: str, data: str) -> None:
 
 
 def plan_rows(enc: PrefEncoded, batch_size: int) -> tuple[list[list[int]], int]:
-    """One example per row, rows of similar length side by side (a batch pads little); batch_size examples a batch."""
+    """(rows, rows per batch): one example per row, rows of similar length side by side (a batch pads little).
+
+    KTO: each row is a whole batch of at least 2 examples (a lone last one joins the batch before),
+    so its mismatched answers for the KL reference point are fixed and are the batch's own.
+    """
     order = sorted(range(len(enc.examples)), key=lambda i: max(len(ids) for ids, _ in enc.examples[i].seqs))
-    return [[i] for i in order], batch_size
+    if not enc.examples or enc.examples[0].desirable is None:
+        return [[i] for i in order], batch_size
+    size = max(2, batch_size)
+    groups = [order[k:k + size] for k in range(0, len(order), size)]
+    if len(groups) > 1 and len(groups[-1]) == 1:
+        lone = groups.pop()
+        groups[-1] += lone
+    return groups, 1
+
+
+def _split(ids: list[int], labels: list[int]) -> int:
+    """Where the answer starts (the prompt's labels are IGNORE)."""
+    return next((k for k, x in enumerate(labels) if x != IGNORE), len(labels))
+
+
+def kl_sequences(exs: list[Example], cutoff: int) -> list[tuple[list[int], list[int]]]:
+    """KTO's mismatched sequences: example i's prompt with example i-1's answer (TRL's rotation by one)."""
+    out = []
+    for k, e in enumerate(exs):
+        ids, labels = e.seqs[0]
+        other_ids, other_labels = exs[k - 1].seqs[0]
+        p, q = _split(ids, labels), _split(other_ids, other_labels)
+        kl_ids, kl_labels = ids[:p] + other_ids[q:], [IGNORE] * p + other_labels[q:]
+        if cutoff:
+            kl_ids, kl_labels = kl_ids[:cutoff], kl_labels[:cutoff]
+        out.append((kl_ids, kl_labels))
+    return out
+
+
+def _pad(seqs: list[tuple[list[int], list[int]]], pad_id: int, prefix: str = "") -> dict:
+    import torch
+
+    width = max(len(ids) for ids, _ in seqs)
+    return {prefix + "input_ids": torch.tensor([ids + [pad_id] * (width - len(ids)) for ids, _ in seqs]),
+            prefix + "labels": torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in seqs]),
+            prefix + "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in seqs])}
 
 
 def collate(enc: PrefEncoded, batch: list[list[int]], pad_id: int, packing: bool = False) -> dict:
     """Tensors for a batch of examples: every chosen sequence first, then every rejected one (pairs).
 
     Returns input_ids, attention_mask, labels (right-padded), index (the examples' indices),
-    desirable (KTO: 1/0 per sequence), n_tokens and n_units (pairs or KTO answers).
+    desirable and kl_input_ids / kl_attention_mask / kl_labels (KTO), n_tokens and n_units (pairs or KTO answers).
     """
     import torch
 
@@ -151,38 +190,13 @@ def collate(enc: PrefEncoded, batch: list[list[int]], pad_id: int, packing: bool
     exs = [enc.examples[i] for i in idx]
     n_seq = len(exs[0].seqs)
     seqs = [e.seqs[k] for k in range(n_seq) for e in exs]  # chosen block, then rejected block
-    width = max(len(ids) for ids, _ in seqs)
-    ids_t = [ids + [pad_id] * (width - len(ids)) for ids, _ in seqs]
-    lab_t = [labels + [IGNORE] * (width - len(labels)) for _, labels in seqs]
-    mask = [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in seqs]
-    out = {"input_ids": torch.tensor(ids_t), "labels": torch.tensor(lab_t), "attention_mask": torch.tensor(mask),
-           "index": torch.tensor(idx)}
+    out = {**_pad(seqs, pad_id), "index": torch.tensor(idx)}
     if exs[0].desirable is not None:
         out["desirable"] = torch.tensor([bool(e.desirable) for e in exs])
+        out.update(_pad(kl_sequences(exs, enc.cutoff), pad_id, "kl_"))
     out["n_tokens"] = sum(len(ids) for ids, _ in seqs)
     out["n_units"] = len(exs)
     return out
-
-
-def sequence_logps(model, batch: dict, device):
-    """(summed answer-token log-probs, answer-token counts) per sequence of the batch.
-
-    Only the answer positions reach the output layer (logits_to_keep), as in SFT's batch_loss.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    labels = batch["labels"].to(device)
-    keep = F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                   logits_to_keep=keep, use_cache=False).logits.float()
-    targets = labels[:, 1:][keep[:, :-1]]
-    token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    rows = keep.nonzero()[:, 0]
-    n = labels.shape[0]
-    sums = torch.zeros(n, device=token_logps.device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
-    counts = torch.zeros(n, device=token_logps.device).index_add(0, rows, torch.ones_like(token_logps))
-    return sums, counts
 
 
 def _autocast(device_type: str, dtype):
@@ -234,13 +248,33 @@ def orpo_loss(mean_c, mean_r, lam: float):
     return -mean_c - lam * F.logsigmoid(log_odds), lam * mean_c.detach(), lam * mean_r.detach()
 
 
-def kto_loss(pi, ref, desirable, beta: float, z0: float = KTO_Z0):
-    """Per-answer KTO loss and implicit rewards (beta * log-ratio); desirable is a bool tensor."""
+def kto_loss(pi, ref, desirable, beta: float, kl, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
+    """Per-answer KTO loss (weighted) and implicit rewards (beta * log-ratio), as TRL's KTOTrainer computes them.
+
+    Args:
+        pi, ref: summed answer log-probs of the policy and the reference, shape (B,).
+        desirable: bool tensor (B,), the answers' labels.
+        beta: KTO's beta.
+        kl: the reference point z0 (a detached scalar, already clamped at 0).
+        desirable_weight, undesirable_weight: the weights of the two kinds of answers.
+    Returns:
+        (losses (B,), rewards (B,)); the batch's loss is losses.mean().
+    """
     import torch
 
     r = pi - ref
-    losses = torch.where(desirable, 1 - torch.sigmoid(beta * (r - z0)), 1 - torch.sigmoid(beta * (z0 - r)))
+    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - kl))),
+                         undesirable_weight * (1 - torch.sigmoid(beta * (kl - r))))
     return losses, beta * r.detach()
+
+
+def kl_point(model, batch: dict, ref_kl, device):
+    """KTO's reference point: mean (policy - reference) log-prob of the batch's mismatched sequences, >= 0, no gradient."""
+    import torch
+
+    with torch.no_grad():
+        kl_sums, _ = sequence_logps(model, batch, device, "kl_")
+    return (kl_sums - ref_kl).mean().clamp(min=0).detach()
 
 
 @dataclass
@@ -256,29 +290,37 @@ class Tally:
     logps_r: float = 0.0
     n_c: int = 0
     n_r: int = 0
+    kl: float = 0.0  # KTO: the reference points of the batches, summed
+    n_kl: int = 0
 
     def metrics(self, prefix: str = "") -> dict:
         """{loss, reward_margin, reward_accuracy, logps_chosen, logps_rejected} with an optional prefix."""
         mean = lambda s, n: round(s / n, 6) if n else None  # noqa: E731
         margin = (self.reward_c / self.n_c if self.n_c else 0.0) - (self.reward_r / self.n_r if self.n_r else 0.0)
-        return {f"{prefix}reward_margin": round(margin, 6),
-                f"{prefix}reward_accuracy": mean(self.correct, self.units) if self.units else 0.0,
-                f"{prefix}logps_chosen": mean(self.logps_c, self.n_c),
-                f"{prefix}logps_rejected": mean(self.logps_r, self.n_r)}
+        out = {f"{prefix}reward_margin": round(margin, 6),
+               f"{prefix}reward_accuracy": mean(self.correct, self.units) if self.units else 0.0,
+               f"{prefix}logps_chosen": mean(self.logps_c, self.n_c),
+               f"{prefix}logps_rejected": mean(self.logps_r, self.n_r)}
+        if self.n_kl:
+            out[f"{prefix}kl"] = mean(self.kl, self.n_kl)
+        return out
 
 
-def batch_loss(model, batch: dict, ref: dict | None, method: str, beta: float, loss_type: str, device, tally: Tally):
+def batch_loss(model, batch: dict, ref: dict | None, method: str, beta: float, loss_type: str, device, tally: Tally,
+               weights: tuple[float, float] = (1.0, 1.0)):
     """The summed preference loss of one batch (divide by the step's units); adds its metrics to tally.
 
     Args:
         model: the policy.
         batch: from collate().
-        ref: {example index: [reference summed log-probs per sequence]} (DPO, KTO), None for ORPO.
+        ref: {example index: [reference summed log-probs per sequence]} (DPO: chosen, rejected; KTO: the
+            answer, its mismatched sequence), None for ORPO.
         method: dpo, orpo or kto.
         beta: pref_beta (DPO/KTO beta, ORPO lambda).
         loss_type: DPO's variant.
         device: where the model is.
         tally: accumulates loss and metrics.
+        weights: KTO's (desirable_weight, undesirable_weight).
     """
     import torch
 
@@ -286,10 +328,13 @@ def batch_loss(model, batch: dict, ref: dict | None, method: str, beta: float, l
     idx = batch["index"].tolist()
     b = len(idx)
     if method == "kto":
-        refs = torch.tensor([ref[i][0] for i in idx], device=sums.device, dtype=sums.dtype)
+        refs = torch.tensor([ref[i] for i in idx], device=sums.device, dtype=sums.dtype)
         des = batch["desirable"].to(sums.device)
-        losses, rewards = kto_loss(sums, refs, des, beta)
-        right = torch.where(des, rewards > 0, rewards < 0)
+        kl = kl_point(model, batch, refs[:, 1], device)
+        losses, rewards = kto_loss(sums, refs[:, 0], des, beta, kl, *weights)
+        right = torch.where(des, rewards > beta * kl, rewards < beta * kl)
+        tally.kl += float(kl)
+        tally.n_kl += 1
         tally.reward_c += float(rewards[des].sum())
         tally.reward_r += float(rewards[~des].sum())
         tally.logps_c += float(sums[des].detach().sum())
@@ -320,82 +365,29 @@ def batch_loss(model, batch: dict, ref: dict | None, method: str, beta: float, l
     return loss
 
 
-def reference_logps(model, enc: PrefEncoded, pad_id: int, device, batch_size: int = 8, adapter_off: bool = False,
-                    amp=None) -> list[list[float]]:
-    """Summed answer log-probs of every sequence of every example under the model as it is now.
-
-    adapter_off: run with the PEFT adapter disabled (the base model, without a second copy).
-    """
-    import contextlib
-
-    import torch
-
-    if not enc.examples:
-        return []
-    rows, _ = plan_rows(enc, batch_size)
-    out: list[list[float]] = [[] for _ in enc.examples]
-    was_training = model.training
-    model.eval()
-    off = model.disable_adapter() if adapter_off else contextlib.nullcontext()
-    device_type = torch.device(device).type
-    with torch.no_grad(), off:
-        for k in range(0, len(rows), batch_size):
-            batch = collate(enc, rows[k:k + batch_size], pad_id)
-            with _autocast(device_type, amp):
-                sums, _ = sequence_logps(model, batch, device)
-            n = len(batch["index"])
-            per = sums.view(-1, n).T.tolist()  # (examples, sequences)
-            for i, vals in zip(batch["index"].tolist(), per, strict=True):
-                out[i] = vals
-    model.train(was_training)
-    return out
-
-
-def reference(model, run_dir: Path, enc: PrefEncoded, eval_enc: PrefEncoded, pad_id: int, device, *,
-              method: str, adapter_off: bool, resuming: bool, batch_size: int, amp=None, log=print) -> dict:
-    """{"train": [...], "eval": [...]} reference log-probs, computed once per run and kept in REF_FILE.
-
-    A resumed run reads them back: its model no longer is its starting point. A fresh LoRA run
-    (adapter_off) can always recompute them, since disabling the adapter gives the base model.
-    """
-    if method == "orpo":
-        return {"train": None, "eval": None}
-    path = Path(run_dir) / REF_FILE
-    if resuming and path.exists():
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if len(doc.get("train", [])) == len(enc.examples) and len(doc.get("eval", [])) == len(eval_enc.examples):
-            return doc
-    if resuming and not adapter_off:
-        raise TuneLabError("this run's reference log-probs are missing, and its weights have moved from the "
-                           "starting point: start a new run instead of resuming")
-    log(f"reference log-probs of {len(enc.examples) + len(eval_enc.examples)} examples "
-        f"({'adapter disabled' if adapter_off else 'initial weights'})")
-    doc = {"train": reference_logps(model, enc, pad_id, device, batch_size, adapter_off, amp),
-           "eval": reference_logps(model, eval_enc, pad_id, device, batch_size, adapter_off, amp)}
-    from tunelab.jsonio import write_atomic
-
-    write_atomic(path, json.dumps(doc))
-    return doc
+def fixed_batches(enc: PrefEncoded, batch_size: int) -> list[list[list[int]]]:
+    """The batches of an evaluation or a reference pass, in a fixed order (KTO: its fixed groups)."""
+    rows, per = plan_rows(enc, batch_size)
+    return [rows[k:k + per] for k in range(0, len(rows), per)]
 
 
 def evaluate(model, enc: PrefEncoded, ref: list | None, method: str, beta: float, loss_type: str, pad_id: int,
-             device, batch_size: int, amp=None) -> dict | None:
+             device, batch_size: int, amp=None, weights: tuple[float, float] = (1.0, 1.0)) -> dict | None:
     """Mean preference loss and the metrics on held-out examples, keys prefixed eval_ (eval_loss too)."""
     import torch
 
     if not enc.examples:
         return None
-    rows, _ = plan_rows(enc, batch_size)
     tally = Tally()
     model.eval()
     device_type = torch.device(device).type
     sums, counts = [], []  # per batch: the standard error of eval_loss (early stopping's noise band)
     with torch.no_grad():
-        for k in range(0, len(rows), batch_size):
-            batch = collate(enc, rows[k:k + batch_size], pad_id)
+        for rows in fixed_batches(enc, batch_size):
+            batch = collate(enc, rows, pad_id)
             before = (tally.loss, tally.units)
             with _autocast(device_type, amp):
-                batch_loss(model, batch, ref, method, beta, loss_type, device, tally)
+                batch_loss(model, batch, ref, method, beta, loss_type, device, tally, weights)
             sums.append(tally.loss - before[0])
             counts.append(tally.units - before[1])
     model.train()
@@ -431,11 +423,10 @@ def preference_accuracy(model_spec: str, records: list[dict], length_normalised:
     if not enc.examples:
         raise TuneLabError("no preference pairs to measure: records need both a chosen and a rejected answer")
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    rows, _ = plan_rows(enc, batch_size)
     wins = 0
     with torch.no_grad():
-        for k in range(0, len(rows), batch_size):
-            batch = collate(enc, rows[k:k + batch_size], pad)
+        for rows in fixed_batches(enc, batch_size):
+            batch = collate(enc, rows, pad)
             sums, counts = sequence_logps(model, batch, "cpu")
             score = sums / counts.clamp(min=1) if length_normalised else sums
             b = len(batch["index"])

@@ -169,7 +169,7 @@ def wait_turn(job: jobs.Job) -> bool:
         with locked(workspace.subdir("runs") / ".queue.lock"):
             others = [j for j in jobs.list_jobs("runs") if j["id"] != d.name]
             busy = any(j["status"] == "running" for j in others) or any(
-                j["status"] == "queued" and j.get("created", 0) < mine.get("created", 0) and jobs.pid_alive(j.get("pid"))
+                j["status"] == "queued" and j.get("created", 0) < mine.get("created", 0) and jobs.job_alive(j)
                 for j in others)
             if not busy or not cfg.training.wait_for_others:
                 return job.start()

@@ -26,7 +26,7 @@ from tunelab.errors import TuneLabError
 from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic
 from tunelab.models import registry, run_output
 from tunelab.train import data as tdata
-from tunelab.train import preference, tracking
+from tunelab.train import pref_reference, preference, tracking
 from tunelab.train.config import PREFERENCE_METHODS, TrainConfig, tuning
 from tunelab.train.loss import (  # noqa: F401  (re-exported: the loss lives in train/loss.py)
     CE_CHUNK_ELEMENTS,
@@ -414,9 +414,9 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     model, opt = accel.prepare(model, opt)
 
     step, ck = 0, resume_checkpoint(run_dir, cfg)
-    ref = {"train": None, "eval": None}
+    ref, kto_w = {"train": None, "eval": None}, (cfg.method.kto_desirable_weight, cfg.method.kto_undesirable_weight)
     if pref:  # from the starting weights, so before a checkpoint is loaded (a fresh LoRA: adapter disabled)
-        ref = preference.reference(accel.unwrap_model(model), run_dir, enc, eval_enc, tok.pad_token_id, accel.device, method=pref,
+        ref = pref_reference.reference(accel.unwrap_model(model), run_dir, enc, eval_enc, tok.pad_token_id, accel.device, method=pref,
                                    adapter_off=init is None and tuning(cfg) == "lora", resuming=ck is not None,
                                    batch_size=t.batch_size, amp=amp, log=log)
     # Early stopping: the best eval loss so far, its step, and evaluations since that were clearly worse.
@@ -483,7 +483,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
                 with autocast(accel.device.type, amp):
                     if pref:
                         loss = preference.batch_loss(model, b, ref["train"], pref, cfg.method.pref_beta,
-                                                     cfg.method.pref_loss, accel.device, tally) / max(n_loss, 1)
+                                                     cfg.method.pref_loss, accel.device, tally, kto_w) / max(n_loss, 1)
                     else:
                         loss = batch_loss(model, b, ptuning, accel.device) / max(n_loss, 1)
                 accel.backward(loss * world)
@@ -503,7 +503,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
         if eval_enc.examples and ((t.eval_steps and step % t.eval_steps == 0) or step == max_steps):
             if pref:
                 extra = preference.evaluate(model, eval_enc, ref["eval"], pref, cfg.method.pref_beta, cfg.method.pref_loss,
-                                            tok.pad_token_id, accel.device, t.batch_size, amp)
+                                            tok.pad_token_id, accel.device, t.batch_size, amp, kto_w)
                 eval_loss, eval_se = extra.pop("eval_loss"), extra.pop("eval_loss_se", None)
             else:
                 eval_loss, eval_se = evaluate_sft(model, eval_enc, cfg, tok.pad_token_id, accel.device)

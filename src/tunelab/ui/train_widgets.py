@@ -40,9 +40,9 @@ LABELS = {
     "warmup_ratio": "Warm-up (share of steps, 0-1)", "weight_decay": "Weight decay",
     "max_grad_norm": "Gradient clipping (max norm)", "eval_steps": "Evaluate every N steps (0 = at the end)",
     "early_stopping_patience": "Early-stopping patience (evaluations, 0 = off)",
-    "save_steps": "Checkpoint every N steps", "seed": "Random seed", "wait_for_others": "Wait for other runs to finish",
-    "threads": "CPU threads (0 = automatic)", "mixed_precision": "Mixed precision (bfloat16 compute)",
-    "auto_report": "Before/after report when the run ends",
+    "save_steps": "Checkpoint every N steps", "seed": "Random seed", "kto_undesirable_weight": "KTO: weight of bad answers",
+    "wait_for_others": "Wait for other runs to finish", "threads": "CPU threads (0 = automatic)", "mixed_precision": "Mixed precision (bfloat16 compute)",
+    "auto_report": "Before/after report when the run ends", "kto_desirable_weight": "KTO: weight of good answers",
     "gradient_checkpointing": "Gradient checkpointing (less memory, slower)",
     "report_to": "Also log to (tensorboard, mlflow, wandb)",
 }
@@ -64,8 +64,8 @@ def relevant(name: str, method: str, pref_tuning: str = "lora") -> bool:
         return tuned in ("lora", "qlora")
     if name in ("pref_beta", "pref_tuning"):
         return pref
-    if name == "pref_loss":
-        return method == "dpo"
+    if name == "pref_loss" or name.startswith("kto_"):  # one method's own settings
+        return method == ("dpo" if name == "pref_loss" else "kto")
     if name in ("num_virtual_tokens", "encoder_hidden_size"):
         return method == "ptuning"
     if name == "init_adapter":
