@@ -111,7 +111,11 @@ def create_report(cfg: EvalConfig, report_id: str | None = None, items: list[dic
         raise TuneLabError(f"batch size must be at least 1, got {cfg.batch_size}")
     models = [_model_entry(m) for m in cfg.models]  # unknown models fail here, before any folder exists
     if items is None:
+        from tunelab.evals import leakage
+
         cfg.version, items = load_examples(cfg.data, cfg.version, cfg.limit)
+        # A run scored on rows it trained on: said in the report (the caller's items are checked by the caller).
+        meta = dict(meta or {}, leakage=leakage.check_report(models, cfg.data, cfg.version, cfg.limit))
     report_id = report_id or jobs.new_id("compare" if len(cfg.models) > 1 else "eval")
     d = _dir(report_id)
     if (d / "config.json").exists():
@@ -289,7 +293,8 @@ def build_report(report_id: str) -> dict:
             "progress": {"done": status.get("done", 0), "total": status.get("total", 0)},
             "data": {"name": conf["data"], "version": conf["version"]}, "generation": conf["generation"],
             "config": {k: conf[k] for k in ("models", "limit", "batch_size", "max_new_tokens")},
-            "model_refs": conf["model_refs"], "meta": conf.get("meta") or {}, "models": models, "examples": examples}
+            "model_refs": conf["model_refs"], "meta": conf.get("meta") or {},
+            "leakage": (conf.get("meta") or {}).get("leakage"), "models": models, "examples": examples}
 
 
 def load_report(report_id: str) -> dict:
