@@ -209,7 +209,8 @@ def fix(report_id: str, into: str, examples: list[int] | None = None, answers: d
     picked = _chosen(doc, examples, model, threshold)
     why = test_rows(doc)
     if why and picked and not allow_test:
-        raise TuneLabError(f"not added: these {len(picked)} examples are test rows ({why}); training on them "
+        n = len(picked)
+        raise TuneLabError(f"not added: these {n} examples are test rows ({why}); training on them "
                            "would leave a test score on trained rows. Pass --allow-test-rows to add them anyway")
     answers = answers or {}
     source = _source_records(doc)

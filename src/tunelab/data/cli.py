@@ -87,6 +87,7 @@ def register(sub) -> None:
     p.add_argument("out")
     p.add_argument("--format", choices=EXPORT_FORMATS, help="default: from OUT's suffix, else alpaca")
     p.add_argument("--version", type=int)
+    p.add_argument("--force", action="store_true", help="replace an existing file or folder at OUT (refused otherwise)")
     _done(p, cmd_export)
 
     p = cmds.add_parser("undo", help="back to the previous version")
@@ -269,7 +270,7 @@ def _export_format(out: str) -> str:
 def cmd_export(args) -> int:
     from tunelab.data.export import export
 
-    result = export(args.name, args.out, args.format or _export_format(args.out), args.version)
+    result = export(args.name, args.out, args.format or _export_format(args.out), args.version, force=args.force)
     emit(result, args.json, lambda r: _kv(r) if isinstance(r, dict) else str(r))
     return 0
 

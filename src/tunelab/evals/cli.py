@@ -57,9 +57,12 @@ def register(sub) -> None:
     q = rsub.add_parser("export", help="write a report as CSV or JSON (relative paths land in exports/)")
     q.add_argument("report")
     q.add_argument("out")
-    q.add_argument("--format", choices=("csv", "json"), default=None, help="default: from the file suffix, else csv")
+    q.add_argument("--format", choices=("csv", "json", "html"), default=None,
+                   help="default: from the file suffix (.json, .html), else csv")
+    q.add_argument("--force", action="store_true", help="replace an existing file or folder at OUT (refused otherwise)")
     add_json(q)
-    q.set_defaults(func=lambda a: emit({"path": str(evaluate.export_report(a.report, a.out, a.format))}, a.json))
+    q.set_defaults(func=lambda a: emit({"path": str(evaluate.export_report(a.report, a.out, a.format, a.force))},
+                                       a.json))
     q = rsub.add_parser("run", help="run a queued report in this process (what --detach starts)")
     q.add_argument("report")
     add_json(q)

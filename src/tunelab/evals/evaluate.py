@@ -378,6 +378,10 @@ def export_text(doc: dict, fmt: str) -> str:
     """A report as CSV (one row per example and model) or JSON (the whole document)."""
     if fmt == "json":
         return json.dumps(doc, ensure_ascii=False, indent=2)
+    if fmt == "html":  # every value escaped: a record's text is data, never markup
+        from tunelab.evals.html_export import to_html
+
+        return to_html(doc, to_rows(doc))
     if fmt != "csv":
         raise TuneLabError(f"unknown export format {fmt!r}: use csv or json")
     buf = io.StringIO()
@@ -388,12 +392,14 @@ def export_text(doc: dict, fmt: str) -> str:
     return buf.getvalue()
 
 
-def export_report(report_id: str, out: str, fmt: str | None = None) -> Path:
-    """Write a report to a file in the workspace (relative paths land in exports/); returns the path."""
-    target = workspace.output_path(out)
-    fmt = fmt or ("json" if target.suffix == ".json" else "csv")
-    write_atomic(target, export_text(load_report(report_id), fmt))
-    return target
+def export_report(report_id: str, out: str, fmt: str | None = None, force: bool = False) -> Path:
+    """Write a report to a file in the workspace (relative paths land in exports/; tunelab.outputs'
+    guard: never over TuneLab's own files, an existing file only with force); returns the path."""
+    from tunelab import outputs
+
+    target = outputs.target(out, force)
+    fmt = fmt or {".json": "json", ".html": "html"}.get(target.suffix.lower(), "csv")
+    return outputs.write_text(target, export_text(load_report(report_id), fmt))
 
 
 def before_after(doc: dict) -> list[dict]:
