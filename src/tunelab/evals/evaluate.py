@@ -88,7 +88,9 @@ def load_examples(data: str, version: int | None = None, limit: int | None = Non
 def _model_entry(spec: str) -> dict:
     from tunelab.models.registry import resolve
 
-    return {"name": spec, "ref": resolve(spec).to_dict()}
+    from tunelab import urls
+
+    return {"name": urls.redact(spec), "ref": resolve(spec).to_dict()}  # a key in an endpoint URL is never stored
 
 
 def create_report(cfg: EvalConfig, report_id: str | None = None, items: list[dict] | None = None,
@@ -110,6 +112,7 @@ def create_report(cfg: EvalConfig, report_id: str | None = None, items: list[dic
     if cfg.batch_size < 1:
         raise TuneLabError(f"batch size must be at least 1, got {cfg.batch_size}")
     models = [_model_entry(m) for m in cfg.models]  # unknown models fail here, before any folder exists
+    cfg.models = [m["name"] for m in models]
     if items is None:
         from tunelab.evals import leakage
 
