@@ -94,6 +94,14 @@ def test_the_issue_reproduction_names_the_overlap_and_claims_no_win(workspace, t
     assert cli(["reports", "show", shown["report"]]) == 0
     assert f"warning: {x} of 10 rows of dates-test v1 were trained on" in capsys.readouterr().out
 
+    # The Compare page says it in red above the report.
+    from pagetest import open_page
+
+    at = open_page("pages/compare.py")
+    at.selectbox(key="compare.report").set_value(shown["report"]).run()
+    assert not at.exception, at.exception
+    assert any(f"{x} of 10 rows of dates-test v1 were trained on" in e.value for e in at.error)
+
     # The fix loop: the report's rows are test rows; adding them to training data is not silent.
     with pytest.raises(TuneLabError, match="test rows.*--allow-test-rows"):
         workflow.fix(shown["report"], "dates", threshold=1.01)

@@ -344,7 +344,8 @@ def export(name: str, version: int, fmt: str) -> None:
 
     def run() -> None:
         suffix = {"alpaca": ".json", "sharegpt": ".json", "jsonl": ".jsonl", "parquet": ".parquet"}.get(fmt, "")
-        r = exporter.export(name, f"{name}-v{version}-{fmt}{suffix}", fmt, version)
+        # force: the name is this page's own, for one immutable version, so a second click writes the same file
+        r = exporter.export(name, f"{name}-v{version}-{fmt}{suffix}", fmt, version, force=True)
         path = Path(r["path"])
         if path.is_dir():  # llamafactory: a folder, downloaded as one zip
             path = Path(shutil.make_archive(str(path), "zip", root_dir=path))
