@@ -5,6 +5,7 @@ import streamlit as st
 from tunelab import jobs
 from tunelab.evals import evaluate
 from tunelab.ui import compare_widgets as w
+from tunelab.ui import leakage_widgets
 from tunelab.ui.i18n import t, t_error
 from tunelab.ui.layout import show_error
 
@@ -39,6 +40,7 @@ try:
         st.caption(t("{data} v{version} · {n} examples · greedy, max {max_new} new tokens · "
                      "`tunelab reports show {id}`", data=doc["data"]["name"], version=doc["data"]["version"],
                      n=len(doc["examples"]), max_new=doc["generation"]["max_new_tokens"], id=report_id))
+        leakage_widgets.warn(doc.get("leakage"))  # in red: the data holds rows a run in it trained on
         w.delete_panel(report_id, doc["status"])
         if doc["status"] in jobs.ACTIVE:
             w.progress(report_id)

@@ -210,3 +210,33 @@ def test_cli_clean_with_redaction_exclusions(workspace):
     assert rows == {"hypo": "(415) 555-0132", "mail": "Write to jane.roe@example.com", "call": "[PHONE]", "none": "hi"}
     params = store.manifest("pii")["versions"][-1]["params"]
     assert params["redact_exclude"] == ["hypothetical"] and params["redact_skip"] == ["mail", "4"]
+
+
+def test_near_dedup_keeps_records_whose_numbers_differ_and_names_each_kept_twin():
+    """Issue 22: "5 December 1995" was removed as a copy of "19 December 1995"; the twin was never shown."""
+    recs = [{"instruction": "Write the date 1995-12-19 in words.", "output": "19 December 1995"},
+            {"instruction": "Write the date 1995-12-05 in words.", "output": "5 December 1995"},
+            {"instruction": "Give three tips for staying healthy.", "output": "Eat well, exercise and sleep enough."},
+            {"instruction": "Give three tips for staying healthy!", "output": "Eat well, exercise, and sleep enough."}]
+    pairs: list[dict] = []
+    new, removed, _ = clean.plan(table(recs), dedup="near", near_pairs=pairs)
+    assert [r["id"] for r in new.to_pylist()] == ["0", "1", "2"] and removed == {"duplicate_near": 1}
+    (pair,) = pairs
+    assert (pair["removed"], pair["kept"], pair["keep"]) == ("3", "2", False) and 0.7 <= pair["similarity"] <= 1
+    assert "healthy!" in pair["removed_text"] and "healthy." in pair["kept_text"]
+    # The user keeps it: nothing removed, the pair still listed.
+    pairs = []
+    new, removed, _ = clean.plan(table(recs), dedup="near", keep_near=["3"], near_pairs=pairs)
+    assert new.num_rows == 4 and removed == {} and pairs[0]["keep"] is True
+
+
+def test_cli_clean_near_reports_twins_and_keeps_on_request(workspace, capsys):
+    from tunelab.cli import main as cli
+
+    store.commit("n", table([{"instruction": i, "output": o} for i, o in NEAR]), "import")
+    capsys.readouterr()
+    assert cli(["data", "clean", "n", "--dedup", "near", "--keep-near", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["removed"] == {"duplicate_near": 2} and out["after"] == 5
+    twins = {p["removed"]: (p["kept"], p["keep"]) for p in out["near_duplicates"]}
+    assert twins == {"1": ("0", False), "2": ("0", True), "5": ("4", False)}

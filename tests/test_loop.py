@@ -75,7 +75,12 @@ def test_loop_end_to_end_lineage_names_every_step(data, tiny, tmp_path, capsys):
     # (a) corrected records into the training data: a new version naming the report and its examples.
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"id": "x1", "output": "Lumen Labs built me."}) + "\n")
-    fixed = _json(capsys, ["report", "fix", r1, "--into", "loop-train", "--answers", str(answers), "--json"])
+    # r1 scored the run's test rows (loop-test): adding them to its training data needs saying so.
+    capsys.readouterr()
+    assert cli(["report", "fix", r1, "--into", "loop-train", "--answers", str(answers)]) == 1
+    assert "test rows" in capsys.readouterr().err and store.manifest("loop-train")["head"] == 1
+    fixed = _json(capsys, ["report", "fix", r1, "--into", "loop-train", "--answers", str(answers),
+                           "--allow-test-rows", "--json"])
     assert (fixed["name"], fixed["version"], fixed["added"], fixed["corrected"]) == ("loop-train", 2, 3, 0)
     v2 = store.read("loop-train", 2).to_pylist()
     assert len(v2) == len(TRAIN) + 3
@@ -86,9 +91,11 @@ def test_loop_end_to_end_lineage_names_every_step(data, tiny, tmp_path, capsys):
     assert entry["op"] == "fix" and entry["params"]["report"] == r1 and entry["params"]["run"] == first
     assert sorted(entry["params"]["examples"]) == ["x0", "x1", "x2"]
 
-    # (c) continue the run on the new version, from the terminal; its report follows by itself.
+    # (c) continue the run on the new version, from the terminal; its report follows by itself. It trains on
+    # loop-test's prompts now, so its report refuses loop-test and scores its own held-out split (seed 0 holds
+    # out x0 and x1, rows neither run trained on; x2 trains).
     out = _json(capsys, ["train", "--model", first, "--data", "loop-train", "--max-steps", "2", "--batch-size", "2",
-                         "--cutoff-len", "64", "--recipe", "manual", "--json"])
+                         "--cutoff-len", "64", "--recipe", "manual", "--eval-split", "0.25", "--seed", "0", "--json"])
     second = out["run"]
     assert out["status"] == "completed", runs.log_tail(second)
     cfg = runs.config(second)
@@ -96,9 +103,11 @@ def test_loop_end_to_end_lineage_names_every_step(data, tiny, tmp_path, capsys):
     r2 = _report_of(second)
     shown = _json(capsys, ["runs", "show", second, "--json"])
     assert shown["report"]["report"] == r2 and isinstance(shown["report"]["beat_base"], bool)
+    assert shown["report"]["leakage"]["overlap"] == 1 and shown["report"]["source"] == "held-out split"
+    assert [e["id"] for e in evaluate.load_report(r2)["examples"]] == ["x0", "x1"]
 
     lin = auto.lineage(r2)
-    assert lin["report"] == r2 and lin["data"] == {"name": "loop-test", "version": 1}
+    assert lin["report"] == r2 and lin["data"] == {"name": "loop-train", "version": 2}
     assert lin["run"] == second and lin["init_run"] == first and lin["base"] == tiny
     assert lin["train_data"]["name"] == "loop-train" and lin["train_data"]["version"] == 2
     assert lin["from_report"] == r1 and sorted(lin["examples"]) == ["x0", "x1", "x2"]
@@ -119,7 +128,9 @@ def _report(tiny: str, tmp_path) -> str:
 
 def test_fix_corrects_a_reference_the_dataset_already_holds(data, tiny, tmp_path):
     rid = _report(tiny, tmp_path)
-    out = workflow.fix(rid, "loop-test", examples=[0], answers={"0": "Orbit."})
+    with pytest.raises(TuneLabError, match="test rows"):  # loop-test is a test split by its name
+        workflow.fix(rid, "loop-test", examples=[0], answers={"0": "Orbit."})
+    out = workflow.fix(rid, "loop-test", examples=[0], answers={"0": "Orbit."}, allow_test=True)
     assert (out["added"], out["corrected"], out["version"]) == (0, 1, 2)
     rows = store.read("loop-test").to_pylist()
     assert [r["output"] for r in rows] == ["Orbit.", TEST[1]["output"], TEST[2]["output"]]
@@ -153,6 +164,9 @@ def test_compare_page_one_click_each(data, tiny, capsys):
     at = open_page("pages/compare.py")
     at.selectbox(key="compare.report").set_value(r1).run()
     assert at.text_input(key="compare.fix_into").value == "loop-train"  # the run's own training data
+    at.button(key="compare.fix").click().run()  # refused: they are the run's test rows
+    assert store.manifest("loop-train")["head"] == 1 and any("test rows" in e.value for e in at.error)
+    at.checkbox(key="compare.fix_allow_test").check().run()
     at.button(key="compare.fix").click().run()
     assert not at.exception, at.exception
     entry = store.manifest("loop-train")["versions"][-1]

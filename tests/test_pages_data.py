@@ -305,3 +305,29 @@ def test_dataset_and_version_come_from_the_url(dataset, workspace):
     at.run()
     assert not at.exception
     assert at.selectbox(key="data.dataset").value == "toy" and at.selectbox(key="data.version").value == 1
+
+
+def test_clean_near_duplicates_show_their_twin_and_can_be_kept(workspace):
+    """Issue 22: near dedup names each removed record's kept twin and lets the user keep it;
+    dates that differ are not duplicates."""
+    from tunelab.data.schema import to_table
+
+    recs = [{"id": "a", "instruction": "Write the date 1995-12-19 in words.", "output": "19 December 1995"},
+            {"id": "b", "instruction": "Write the date 1995-12-05 in words.", "output": "5 December 1995"},
+            {"id": "c", "instruction": "Give three tips for staying healthy.", "output": "Eat well and sleep."},
+            {"id": "d", "instruction": "Give three good tips for staying healthy.", "output": "Eat well and sleep."}]
+    store.commit("toy", to_table(recs), "import")
+    at = _page()
+    at.selectbox(key="data.clean_dedup").set_value("near")
+    at.button(key="data.clean_preview").click().run()
+    assert not at.exception, at.exception
+    assert "4 → 3 records" in texts(at)
+    box = at.checkbox(key="data.clean_keep_near.toy.d")
+    assert "Keep `d`: it is not a copy of `c`" in box.label and box.value is False
+    assert any("removed: Give three good tips" in c.value for c in at.caption)
+    assert any("kept: Give three tips" in c.value for c in at.caption)
+    box.check().run()  # keep it: the preview is worked out again
+    assert not at.exception, at.exception
+    assert at.session_state["data.clean_keep_near"] == ["d"]
+    assert "Nothing to change with these options." in texts(at)
+    assert at.checkbox(key="data.clean_keep_near.toy.d").value is True  # still listed, to drop again

@@ -134,9 +134,11 @@ def test_export_refuses_every_target_inside_the_store(workspace):
     with pytest.raises(TuneLabError, match="where TuneLab keeps its own files"):
         export.export("x", "../datasets/y", "llamafactory")
     assert manifest.read_bytes() == before and not (workspace / "datasets" / "z.json").exists()
-    # Exports elsewhere in the workspace still work, overwriting included.
+    # Exports elsewhere in the workspace still work; overwriting one only with force (issue 22).
     assert export.export("x", "x.json")["records"] == 2
-    assert export.export("x", "x.json")["records"] == 2
+    with pytest.raises(TuneLabError, match="already exists: pass --force"):
+        export.export("x", "x.json")
+    assert export.export("x", "x.json", force=True)["records"] == 2
     assert export.export("x", str(workspace / "shared" / "x.jsonl"), "jsonl")["records"] == 2
 
 

@@ -169,8 +169,18 @@ def _record(ex: dict, source: dict[str, dict], output: str) -> dict:
     return {"id": ex["id"], **{k: rec.get(k) for k in kept}, "output": output}
 
 
+def test_rows(doc: dict) -> str | None:
+    """Why a report's examples are test rows (a clause), or None: a run's before/after data or a NAME-test set."""
+    meta, name = doc.get("meta") or {}, doc["data"]["name"]
+    if meta.get("run") and meta.get("source"):
+        return f"they are the {meta['source']} ({name}) that run {meta['run']} is tested on"
+    if name.endswith("-test"):
+        return f"they come from {name}, a test split"
+    return None
+
+
 def fix(report_id: str, into: str, examples: list[int] | None = None, answers: dict | None = None,
-        model: str | None = None, threshold: float = WRONG_BELOW) -> dict:
+        model: str | None = None, threshold: float = WRONG_BELOW, allow_test: bool = False) -> dict:
     """Turn a report's wrong answers into training records: a new version of dataset `into`.
 
     A record whose id `into` already holds gets the corrected answer (a corrected reference);
@@ -183,8 +193,11 @@ def fix(report_id: str, into: str, examples: list[int] | None = None, answers: d
         answers: corrected answers by index or id (default: each example's reference).
         model: whose answers are judged (default: the report's run, else its last model).
         threshold: ROUGE-L below which a non-exact answer is wrong.
+        allow_test: add them even when they are test rows (test_rows): refused otherwise, since a
+            later report on that data would score rows the model trained on; the version's params
+            then count them as "test_rows".
     Returns:
-        {"name", "version", "added", "corrected", "report", "examples": [ids], "indices": [...]}.
+        {"name", "version", "added", "corrected", "report", "examples": [ids], "indices": [...], "test_rows"}.
     """
     import pyarrow as pa
 
@@ -194,13 +207,19 @@ def fix(report_id: str, into: str, examples: list[int] | None = None, answers: d
     workspace.validate_name(into, "dataset name")
     doc = evaluate.load_report(report_id)
     picked = _chosen(doc, examples, model, threshold)
+    why = test_rows(doc)
+    if why and picked and not allow_test:
+        n = len(picked)
+        raise TuneLabError(f"not added: these {n} examples are test rows ({why}); training on them "
+                           "would leave a test score on trained rows. Pass --allow-test-rows to add them anyway")
     answers = answers or {}
     source = _source_records(doc)
     records = [_record(ex, source, answers.get(str(ex["index"])) or answers.get(ex["id"]) or ex["reference"])
                for ex in picked]
     params = {"report": report_id, "run": (doc.get("meta") or {}).get("run") or tuned_model(doc),
               "examples": [ex["id"] for ex in picked], "indices": [ex["index"] for ex in picked],
-              "corrected_answers": sum(1 for ex in picked if str(ex["index"]) in answers or ex["id"] in answers)}
+              "corrected_answers": sum(1 for ex in picked if str(ex["index"]) in answers or ex["id"] in answers),
+              "test_rows": len(picked) if why else 0}
     counts = {"added": 0, "corrected": 0}
 
     def apply(table: pa.Table) -> pa.Table:
@@ -221,7 +240,7 @@ def fix(report_id: str, into: str, examples: list[int] | None = None, answers: d
         entry = store.commit(into, apply(to_table([])), "fix", params,
                              lineage={"source": doc["data"]["name"], "version": doc["data"]["version"]})
     return {"name": into, "version": entry["version"], **counts, "report": report_id,
-            "examples": params["examples"], "indices": params["indices"]}
+            "examples": params["examples"], "indices": params["indices"], "test_rows": params["test_rows"]}
 
 
 def seeds(report_id: str, into: str, template: str | None = None, examples: list[int] | None = None,

@@ -175,8 +175,21 @@ def shingles(text: str) -> set[str]:
     return out
 
 
+# A number standing alone (in "19 December", "1995年", "$3.50"), not the digits of a word such as "w123".
+NUMBER = re.compile(r"(?<![A-Za-z0-9_])\d+(?:[.,]\d+)*(?![A-Za-z0-9_])")
+
+
 def near_duplicate_rows(texts: list[str], threshold: float = NEAR_THRESHOLD) -> list[int]:
     """Indices of texts that nearly repeat an earlier one (MinHash/LSH Jaccard >= threshold)."""
+    return [i for i, _, _ in near_duplicates(texts, threshold)]
+
+
+def near_duplicates(texts: list[str], threshold: float = NEAR_THRESHOLD) -> list[tuple[int, int, float]]:
+    """(index, index of the earlier text it nearly repeats, Jaccard similarity) for each near duplicate.
+
+    Texts whose numbers differ are never duplicates: "5 December 1995" and "19 December 1995" share
+    almost every shingle, yet they are two different facts (a date, an amount, a count).
+    """
     from datasketch import MinHash, MinHashLSH
 
     # LSH at a lower threshold than the decision: it only proposes candidates, and its banding
@@ -184,13 +197,16 @@ def near_duplicate_rows(texts: list[str], threshold: float = NEAR_THRESHOLD) -> 
     lsh = MinHashLSH(threshold=max(0.1, threshold - LSH_MARGIN), num_perm=NUM_PERM)
     sets = [shingles(t) for t in texts]
     hashes = MinHash.bulk([[s.encode("utf-8") for s in sh] for sh in sets], num_perm=NUM_PERM)
+    numbers = [sorted(NUMBER.findall(t)) for t in texts]
     dups = []
     for i, (sh, mh) in enumerate(zip(sets, hashes)):
         if not sh:
             continue
         # LSH proposes candidates; the exact Jaccard check removes its false positives.
-        if any(len(sh & sets[j]) / len(sh | sets[j]) >= threshold for j in lsh.query(mh)):
-            dups.append(i)
+        scored = [(len(sh & sets[j]) / len(sh | sets[j]), j) for j in lsh.query(mh) if numbers[j] == numbers[i]]
+        best = max((s for s in scored if s[0] >= threshold), default=None, key=lambda s: (s[0], -s[1]))
+        if best is not None:
+            dups.append((i, best[1], round(best[0], 4)))
             continue
         lsh.insert(i, mh)
     return dups
@@ -238,6 +254,8 @@ def plan(
     tokenizer=None,
     redact_exclude: list[str] | tuple[str, ...] | None = None,
     redact_skip: list[str] | tuple[str, ...] | None = None,
+    keep_near: list[str] | tuple[str, ...] | None = None,
+    near_pairs: list[dict] | None = None,
 ) -> tuple[pa.Table, dict[str, int], dict[str, list[str]]]:
     """Work out a cleaning without writing anything (the UI previews it).
 
@@ -255,6 +273,9 @@ def plan(
         redact_exclude: keywords or regexes (case-insensitive): a record whose text holds one is
             left as written ("hypothetical", or a test number such as 555-0100).
         redact_skip: records never redacted, by id or by 1-based position in the table ("#12" or "12").
+        keep_near: ids of near duplicates to keep all the same (the user judged them distinct).
+        near_pairs: a list to fill with every near duplicate found: {"removed", "kept" (the twin it
+            repeats), "similarity", "removed_text", "kept_text", "keep" (kept on request)}.
 
     Returns:
         (new table, counts per reason, example ids per reason). Reasons that drop records:
@@ -312,7 +333,15 @@ def plan(
     if dedup:
         drop(duplicate_rows(pa.Table.from_pylist(records, schema=table.schema)), "duplicate_exact")
     if dedup == "near":
-        drop(near_duplicate_rows([_record_text(r) for r in records]), "duplicate_near")
+        texts = [_record_text(r) for r in records]
+        found = near_duplicates(texts)
+        kept_ids = {str(k) for k in keep_near or ()}
+        for i, j, sim in found:
+            if near_pairs is not None:
+                near_pairs.append({"removed": records[i].get("id"), "kept": records[j].get("id"), "similarity": sim,
+                                   "removed_text": texts[i].strip()[:300], "kept_text": texts[j].strip()[:300],
+                                   "keep": records[i].get("id") in kept_ids})
+        drop([i for i, _, _ in found if records[i].get("id") not in kept_ids], "duplicate_near")
     if max_tokens:
         counter = token_counter(tokenizer)
         lengths = token_lengths(pa.Table.from_pylist(records, schema=table.schema), counter)
@@ -330,21 +359,26 @@ def clean(
     tokenizer=None,
     redact_exclude: list[str] | tuple[str, ...] | None = None,
     redact_skip: list[str] | tuple[str, ...] | None = None,
+    keep_near: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """Clean a dataset into a new version (arguments as in plan()).
 
     Returns:
-        {"version", "before", "after", "removed": {reason: count}, "examples": {reason: [ids]}}.
+        {"version", "before", "after", "removed": {reason: count}, "examples": {reason: [ids]},
+         "near_duplicates": plan's near_pairs (each removed record with its kept twin and similarity)}.
     """
     params = {"dedup": dedup, "strip": strip, "drop_empty": drop_empty, "redact_pii": redact_pii,
               "max_tokens": max_tokens, "redact_exclude": list(redact_exclude or []) if redact_pii else None,
-              "redact_skip": list(redact_skip or []) if redact_pii else None}
+              "redact_skip": list(redact_skip or []) if redact_pii else None,
+              "keep_near": list(keep_near or []) if dedup == "near" else None}
     result: dict = {}
 
     def fn(table: pa.Table) -> pa.Table:
+        pairs: list[dict] = []
         new, counts, examples = plan(table, dedup, strip, drop_empty, redact_pii, max_tokens, tokenizer,
-                                     redact_exclude, redact_skip)
-        result.update(before=table.num_rows, after=new.num_rows, removed=counts, examples=examples)
+                                     redact_exclude, redact_skip, keep_near, pairs)
+        result.update(before=table.num_rows, after=new.num_rows, removed=counts, examples=examples,
+                      near_duplicates=pairs)
         return new
 
     entry = store.edit(name, fn, op="clean", params={k: v for k, v in params.items() if v})

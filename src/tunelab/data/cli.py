@@ -72,6 +72,9 @@ def register(sub) -> None:
     p.add_argument("--redact-skip", action="append", metavar="ID_OR_POSITION",
                    help="with --redact-pii: never redact these records, by id or 1-based position "
                         "(repeatable or comma-separated)")
+    p.add_argument("--keep-near", action="append", metavar="ID",
+                   help="with --dedup near: keep these records although they nearly repeat another "
+                        "(repeatable or comma-separated; the JSON's near_duplicates names each removed twin)")
     p.add_argument("--max-tokens", type=int, help="drop records longer than N tokens")
     p.add_argument("--model", help="tokenizer for --max-tokens (default: smollm2-135m-instruct)")
     _done(p, cmd_clean)
@@ -87,6 +90,7 @@ def register(sub) -> None:
     p.add_argument("out")
     p.add_argument("--format", choices=EXPORT_FORMATS, help="default: from OUT's suffix, else alpaca")
     p.add_argument("--version", type=int)
+    p.add_argument("--force", action="store_true", help="replace an existing file or folder at OUT (refused otherwise)")
     _done(p, cmd_export)
 
     p = cmds.add_parser("undo", help="back to the previous version")
@@ -244,9 +248,10 @@ def cmd_clean(args) -> int:
         store.resolve_version(args.name)  # a bad name fails before a tokenizer loads
         tokenizer = token_counter(args.model)
     skip = [s for arg in args.redact_skip or [] for s in arg.split(",") if s.strip()]
+    keep = [s.strip() for arg in args.keep_near or [] for s in arg.split(",") if s.strip()]
     result = clean.clean(args.name, args.dedup, args.strip, args.drop_empty, args.redact_pii,
-                         args.max_tokens, tokenizer, args.redact_exclude, skip)
-    out = {k: result[k] for k in ("version", "before", "after", "removed")}
+                         args.max_tokens, tokenizer, args.redact_exclude, skip, keep)
+    out = {k: result[k] for k in ("version", "before", "after", "removed", "near_duplicates")}
     emit(out, args.json,
          lambda r: f"v{r['version']}: {r['before']} -> {r['after']} records\n" + _kv(r["removed"]))
     return 0
@@ -269,7 +274,7 @@ def _export_format(out: str) -> str:
 def cmd_export(args) -> int:
     from tunelab.data.export import export
 
-    result = export(args.name, args.out, args.format or _export_format(args.out), args.version)
+    result = export(args.name, args.out, args.format or _export_format(args.out), args.version, force=args.force)
     emit(result, args.json, lambda r: _kv(r) if isinstance(r, dict) else str(r))
     return 0
 

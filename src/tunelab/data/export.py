@@ -2,24 +2,22 @@
 
 Records stream from the version's Parquet file batch by batch into a temporary file that is
 renamed over the target, so a large export holds one batch in memory and never leaves half a file.
-The target may not lie in a folder where TuneLab keeps its own state (datasets/, runs/, ...): an
-export over `datasets/<name>/manifest.json` used to break every data command.
+The target goes through tunelab.outputs, the guard every writer shares: never in a folder where
+TuneLab keeps its own state (datasets/, runs/, ...: an export over `datasets/<name>/manifest.json`
+used to break every data command), never over an existing file unless --force.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 import shutil
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tunelab import workspace
+from tunelab import outputs
 from tunelab.data import store
 from tunelab.data.formats import ASSISTANT, turns_of
 from tunelab.data.schema import FIELDS, SCHEMA, conform, kind
@@ -28,7 +26,8 @@ from tunelab.jsonio import read_json, write_json
 
 FORMATS = ("alpaca", "jsonl", "sharegpt", "parquet", "llamafactory")
 # Workspace folders that hold TuneLab's own state; "cache" is the Hugging Face datasets cache.
-STATE_DIRS = frozenset(workspace.SUBDIRS) - {"exports"} | {"cache"}
+STATE_DIRS = outputs.STATE_DIRS
+_atomic = outputs.write_file  # a temporary name, renamed over the target at the end (one guard: tunelab.outputs)
 BATCH = 10_000
 # LLaMA-Factory's dataset_info.json description of the files written here.
 ALPACA_INFO = {"formatting": "alpaca", "columns": {
@@ -45,7 +44,7 @@ ALPACA_PAIR_INFO = {"formatting": "alpaca", "ranking": True, "columns": {
     "prompt": "instruction", "query": "input", **PAIR_COLUMNS, "system": "system", "history": "history"}}
 
 
-def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None) -> dict:
+def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None, force: bool = False) -> dict:
     """Write a dataset version to out (relative paths land in the workspace's exports/).
 
     Args:
@@ -53,6 +52,7 @@ def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None)
         out: output file (a folder for llamafactory); must resolve inside the workspace.
         fmt: alpaca, jsonl, sharegpt, parquet or llamafactory.
         version: the version to export (default: head).
+        force: replace an existing file at out (a llamafactory folder may exist: its <name>.json may not).
 
     Returns:
         {"name", "version", "format", "path", "records"}.
@@ -61,24 +61,18 @@ def export(name: str, out: str, fmt: str = "alpaca", version: int | None = None)
         raise TuneLabError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
     v = store.resolve_version(name, version)
     src = store.version_path(name, v)
-    target = _outside_state(workspace.output_path(out), out)
+    # tunelab.outputs: never into TuneLab's own folders, never over an existing file unless force.
+    target = outputs.target(out, force or fmt == "llamafactory")
     if fmt == "llamafactory":
+        p = target / f"{name}.json"
+        if p.exists() and not force:
+            raise TuneLabError(f"{p} already exists: pass --force to replace it, or give another name")
         records, target = _llamafactory(name, src, target)
     elif fmt == "parquet":
         records = _write_parquet(target, src)
     else:
         records = _write_json(target, src, fmt)
     return {"name": name, "version": v, "format": fmt, "path": str(target), "records": records}
-
-
-def _outside_state(target: Path, out: str) -> Path:
-    """target, unless it lies in the workspace's own state (datasets/, runs/, a hidden folder...)."""
-    parts = target.relative_to(workspace.home()).parts  # output_path resolved it inside the workspace
-    top = parts[0] if parts else "."
-    if top in STATE_DIRS or top.startswith("."):
-        raise TuneLabError(f"cannot export to {out!r}: it lies in {top}/, where TuneLab keeps its own "
-                           "files; give a name under exports/ (any relative path) instead")
-    return target
 
 
 def _rows(src: Path) -> Iterator[dict]:
@@ -229,19 +223,3 @@ def _has_turns(src: Path) -> bool:
             return True
     return False
 
-
-@contextlib.contextmanager
-def _atomic(target: Path, binary: bool = False) -> Iterator[IO]:
-    """A file opened for streaming writes under a temporary name, renamed over target at the end."""
-    if target.is_dir():
-        raise TuneLabError(f"{target} is a folder; give a file name to export to")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    store.sweep_tmp(target.parent, f".{target.name}.")  # what an export killed here left behind
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
-            yield fh
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

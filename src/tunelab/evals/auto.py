@@ -26,7 +26,6 @@ layer: the training layer imports it, not the other way round.
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ import yaml
 
 from tunelab import jobs
 from tunelab.data import store
-from tunelab.evals import evaluate, metrics
+from tunelab.evals import evaluate, leakage, metrics
+from tunelab.evals.leakage import holdout_indices  # noqa: F401 - auto.holdout_indices, as before
 from tunelab.jsonio import read_json, write_json
 from tunelab.models import run_output
 
@@ -58,13 +58,6 @@ def _config(run_dir: Path) -> dict:
         return {}
 
 
-def holdout_indices(n: int, share: float, seed: int) -> list[int]:
-    """The positions a run holds out for evaluation: the same draw as train/sft.load_records."""
-    idx = list(range(n))
-    random.Random(seed).shuffle(idx)
-    return sorted(idx[: max(1, int(n * share))])
-
-
 def test_data(run_dir: Path) -> dict | None:
     """Which records a run's before/after report evaluates, or None when it has no test data.
 
@@ -73,7 +66,7 @@ def test_data(run_dir: Path) -> dict | None:
         (positions in that version, None for all)}.
     """
     conf = _config(run_dir)
-    d, t = conf.get("data") or {}, conf.get("training") or {}
+    d = conf.get("data") or {}
     data = d.get("data") or ""
     stem = data[: -len("-train")] if data.endswith("-train") else data
     twin = f"{stem}-test"
@@ -82,16 +75,7 @@ def test_data(run_dir: Path) -> dict | None:
     if d.get("eval_data") and store.exists(d["eval_data"]):
         return {"source": "eval data", "data": d["eval_data"], "indices": None,
                 "version": store.resolve_version(d["eval_data"], d.get("eval_data_version"))}  # the run's pinned version
-    share = float(d.get("eval_split") or 0)
-    if data and share > 0 and store.exists(data):
-        version = store.resolve_version(data, d.get("data_version"))
-        entry = next(v for v in store.manifest(data)["versions"] if v["version"] == version)
-        n = int(entry.get("records") or store.read(data, version).num_rows)
-        if d.get("max_records"):
-            n = min(n, int(d["max_records"]))
-        return {"source": "held-out split", "data": data, "version": version,
-                "indices": holdout_indices(n, share, int(t.get("seed", 42)))}
-    return None
+    return leakage.held_out_source(conf)
 
 
 def examples(src: dict, limit: int = MAX_EXAMPLES) -> list[dict]:
@@ -148,8 +132,8 @@ def start(run_dir: Path, log: Callable[[str], None] = _log,
     """
     run_dir = Path(run_dir)
 
-    def skip(reason: str) -> None:
-        write_json(run_dir / FILE, {"report": None, "skipped": reason, "created": time.time()})
+    def skip(reason: str, leak: dict | None = None) -> None:
+        write_json(run_dir / FILE, {"report": None, "skipped": reason, "created": time.time(), "leakage": leak})
         log(f"no before/after report: {reason}")
 
     try:
@@ -162,15 +146,20 @@ def start(run_dir: Path, log: Callable[[str], None] = _log,
         src = test_data(run_dir)
         if src is None:
             return skip("no test data: no NAME-test dataset, no eval dataset and no held-out split")
+        src, leak = leakage.guard(run_dir, src)  # rows the run trained on are no test
+        if src is None:
+            return skip(f"{leakage.sentence(leak)} No unseen rows are left to evaluate", leak)
         items = examples(src)
         if not items:
             return skip(f"{src['data']} v{src['version']} has no records to evaluate")
         cfg = evaluate.EvalConfig(models=[out["base"], run_dir.name], data=src["data"], version=src["version"],
                                   limit=len(items), batch_size=8, max_new_tokens=new_tokens_for(items))
         rid = evaluate.create_report(cfg, report_id=jobs.new_id("after"), items=items,
-                                     meta={"run": run_dir.name, "source": src["source"]})
+                                     meta={"run": run_dir.name, "source": src["source"], "leakage": leak})
         rec = {"report": rid, "source": src["source"], "data": src["data"], "version": src["version"],
-               "examples": len(items), "created": time.time()}
+               "examples": len(items), "created": time.time(), "leakage": leak}
+        if leak:
+            log(f"refused {leak['data']} as test data: {leakage.sentence(leak)}")
         write_json(run_dir / FILE, rec)
         method = (conf.get("method") or {}).get("method")
         if measure is not None and method in PREFERENCE_METHODS:
@@ -245,7 +234,7 @@ def summary(run_id: str) -> dict | None:
     if not rid:
         reason = rec.get("skipped") or "unknown"
         return {"report": None, "status": "skipped", "reason": reason, "beat_base": None,
-                "sentence": f"No before/after report for this run: {reason}."}
+                "leakage": rec.get("leakage"), "sentence": f"No before/after report for this run: {reason}."}
     try:
         doc = evaluate.load_report(rid)
     except Exception as exc:  # noqa: BLE001 - a deleted or damaged report folder is shown, not raised
@@ -276,6 +265,9 @@ def summary(run_id: str) -> dict | None:
         more, sentence = preference_verdict(pref)
         out["preference_accuracy"] = dict(pref, beat_base=more, sentence=sentence)
         out["sentence"] = f"{out['sentence']} {sentence}"
+    out["leakage"] = leak = rec.get("leakage")
+    if leak:  # said first: the data the run was first going to be scored on was trained on
+        out["sentence"] = f"{leakage.sentence(leak)} {out['sentence']}"
     return out
 
 

@@ -57,9 +57,12 @@ def register(sub) -> None:
     q = rsub.add_parser("export", help="write a report as CSV or JSON (relative paths land in exports/)")
     q.add_argument("report")
     q.add_argument("out")
-    q.add_argument("--format", choices=("csv", "json"), default=None, help="default: from the file suffix, else csv")
+    q.add_argument("--format", choices=("csv", "json", "html"), default=None,
+                   help="default: from the file suffix (.json, .html), else csv")
+    q.add_argument("--force", action="store_true", help="replace an existing file or folder at OUT (refused otherwise)")
     add_json(q)
-    q.set_defaults(func=lambda a: emit({"path": str(evaluate.export_report(a.report, a.out, a.format))}, a.json))
+    q.set_defaults(func=lambda a: emit({"path": str(evaluate.export_report(a.report, a.out, a.format, a.force))},
+                                       a.json))
     q = rsub.add_parser("run", help="run a queued report in this process (what --detach starts)")
     q.add_argument("report")
     add_json(q)
@@ -81,6 +84,8 @@ def register(sub) -> None:
     q.add_argument("--into", required=True, help="dataset NAME to add them to (a record it already has is corrected)")
     q.add_argument("--answers", help="corrected answers: JSON {index or id: answer} or JSONL {index or id, output}; "
                                      "default: each example's reference")
+    q.add_argument("--allow-test-rows", action="store_true",
+                   help="add them even when they are the rows a run is tested on (they stop testing anything)")
     _pick_flags(q)
     add_json(q)
     q.set_defaults(func=cmd_fix)
@@ -170,7 +175,7 @@ def cmd_compare(args) -> int:
 def cmd_eval(args) -> int:
     doc = _start(args, [args.model])
     if doc is not None:
-        emit(dict(doc["models"][0], report=doc["report"]), args.json, lambda e: _table([e]))
+        emit(dict(doc["models"][0], report=doc["report"], leakage=doc.get("leakage")), args.json, _human_eval)
     return 0
 
 
@@ -197,7 +202,8 @@ def cmd_fix(args) -> int:
     from tunelab import workflow
 
     answers = workflow.read_answers(args.answers) if args.answers else None
-    out = workflow.fix(args.report, args.into, _indices(args.examples), answers, args.model, args.threshold)
+    out = workflow.fix(args.report, args.into, _indices(args.examples), answers, args.model, args.threshold,
+                       allow_test=args.allow_test_rows)
     emit(out, args.json, lambda d: f"{d['name']} v{d['version']}: {d['added']} added, {d['corrected']} corrected "
                                    f"from report {d['report']}; next: tunelab train --model RUN --data {d['name']}")
     return 0
@@ -228,8 +234,19 @@ def _table(models: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _human_eval(entry: dict) -> str:
+    return _human_report({"report": entry["report"], "status": "completed", "leakage": entry.get("leakage"),
+                          "models": [entry], "data": None})
+
+
 def _human_report(doc: dict) -> str:
-    head = f"report {doc['report']} ({doc['status']}) on {doc['data']['name']} v{doc['data']['version']}"
+    head = (f"report {doc['report']} ({doc['status']}) on {doc['data']['name']} v{doc['data']['version']}"
+            if doc.get("data") else f"report {doc['report']}")
+    if doc.get("leakage"):  # in red on a terminal: the score is on rows a run in it trained on
+        from tunelab.evals import leakage
+
+        warn = f"warning: {leakage.sentence(doc['leakage'])}"
+        head = (f"\033[31m{warn}\033[0m" if sys.stdout.isatty() else warn) + "\n" + head
     return head + "\n" + _table(doc["models"])
 
 

@@ -88,7 +88,9 @@ def load_examples(data: str, version: int | None = None, limit: int | None = Non
 def _model_entry(spec: str) -> dict:
     from tunelab.models.registry import resolve
 
-    return {"name": spec, "ref": resolve(spec).to_dict()}
+    from tunelab import urls
+
+    return {"name": urls.redact(spec), "ref": resolve(spec).to_dict()}  # a key in an endpoint URL is never stored
 
 
 def create_report(cfg: EvalConfig, report_id: str | None = None, items: list[dict] | None = None,
@@ -110,8 +112,13 @@ def create_report(cfg: EvalConfig, report_id: str | None = None, items: list[dic
     if cfg.batch_size < 1:
         raise TuneLabError(f"batch size must be at least 1, got {cfg.batch_size}")
     models = [_model_entry(m) for m in cfg.models]  # unknown models fail here, before any folder exists
+    cfg.models = [m["name"] for m in models]
     if items is None:
+        from tunelab.evals import leakage
+
         cfg.version, items = load_examples(cfg.data, cfg.version, cfg.limit)
+        # A run scored on rows it trained on: said in the report (the caller's items are checked by the caller).
+        meta = dict(meta or {}, leakage=leakage.check_report(models, cfg.data, cfg.version, cfg.limit))
     report_id = report_id or jobs.new_id("compare" if len(cfg.models) > 1 else "eval")
     d = _dir(report_id)
     if (d / "config.json").exists():
@@ -289,7 +296,8 @@ def build_report(report_id: str) -> dict:
             "progress": {"done": status.get("done", 0), "total": status.get("total", 0)},
             "data": {"name": conf["data"], "version": conf["version"]}, "generation": conf["generation"],
             "config": {k: conf[k] for k in ("models", "limit", "batch_size", "max_new_tokens")},
-            "model_refs": conf["model_refs"], "meta": conf.get("meta") or {}, "models": models, "examples": examples}
+            "model_refs": conf["model_refs"], "meta": conf.get("meta") or {},
+            "leakage": (conf.get("meta") or {}).get("leakage"), "models": models, "examples": examples}
 
 
 def load_report(report_id: str) -> dict:
@@ -373,6 +381,10 @@ def export_text(doc: dict, fmt: str) -> str:
     """A report as CSV (one row per example and model) or JSON (the whole document)."""
     if fmt == "json":
         return json.dumps(doc, ensure_ascii=False, indent=2)
+    if fmt == "html":  # every value escaped: a record's text is data, never markup
+        from tunelab.evals.html_export import to_html
+
+        return to_html(doc, to_rows(doc))
     if fmt != "csv":
         raise TuneLabError(f"unknown export format {fmt!r}: use csv or json")
     buf = io.StringIO()
@@ -383,12 +395,14 @@ def export_text(doc: dict, fmt: str) -> str:
     return buf.getvalue()
 
 
-def export_report(report_id: str, out: str, fmt: str | None = None) -> Path:
-    """Write a report to a file in the workspace (relative paths land in exports/); returns the path."""
-    target = workspace.output_path(out)
-    fmt = fmt or ("json" if target.suffix == ".json" else "csv")
-    write_atomic(target, export_text(load_report(report_id), fmt))
-    return target
+def export_report(report_id: str, out: str, fmt: str | None = None, force: bool = False) -> Path:
+    """Write a report to a file in the workspace (relative paths land in exports/; tunelab.outputs'
+    guard: never over TuneLab's own files, an existing file only with force); returns the path."""
+    from tunelab import outputs
+
+    target = outputs.target(out, force)
+    fmt = fmt or {".json": "json", ".html": "html"}.get(target.suffix.lower(), "csv")
+    return outputs.write_text(target, export_text(load_report(report_id), fmt))
 
 
 def before_after(doc: dict) -> list[dict]:

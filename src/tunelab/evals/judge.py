@@ -72,7 +72,12 @@ def configure(report_id: str, judge: str, prompt: str | None = None, pair: list[
     pair = list(pair or conf["models"][:2])
     if len(pair) != 2 or any(m not in conf["models"] for m in pair):
         raise TuneLabError(f"a judge compares two of the report's models ({', '.join(conf['models'])})")
-    doc = {"judge": judge.strip(), "prompt": check_prompt(prompt or DEFAULT_PROMPT), "pair": pair,
+    from tunelab import urls
+    from tunelab.models.registry import resolve
+
+    if urls.redact(judge) != judge:
+        resolve(judge.strip())  # the key in its URL moves into this process's environment (tunelab/urls.py)
+    doc = {"judge": urls.redact(judge.strip()), "prompt": check_prompt(prompt or DEFAULT_PROMPT), "pair": pair,
            "status": "pending", "error": None, "results": [], "counts": None, "created": time.time()}
     write_json(_dir(report_id) / FILE, doc)
     return doc

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tunelab import workspace
+from tunelab import urls, workspace
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, read_json, write_json
 
@@ -104,6 +104,9 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
     if name in SHIPPED:
         raise TuneLabError(f"{name} is a shipped model name; choose another")
     if target.startswith(("http://", "https://")):
+        if urls.split_credentials(target)[1] is not None:
+            raise TuneLabError("the endpoint URL holds a key (user:KEY@): put the key in an environment variable and "
+                               "pass --api-key-env NAME, so the registry never stores it")
         entry = {"kind": "openai", "base_url": target.rstrip("/"), "api_key_env": api_key_env,
                  "remote_model": remote_model or name, "chat_template": True}
     else:
@@ -164,7 +167,12 @@ def resolve(model: str) -> ModelRef:
     if model.startswith(("openai:", "http://", "https://")):
         url = model[len("openai:"):] if model.startswith("openai:") else model
         url, _, remote = url.partition("#")  # openai:BASE_URL#model names the endpoint's model
-        return ModelRef(name=model, kind="openai", base_url=url.rstrip("/"), source=url, remote_model=remote or "default")
+        url, secret = urls.split_credentials(url)  # a key in the URL: sent as the bearer key, never stored
+        env = "OPENAI_API_KEY" if secret is None else urls.key_env(url)
+        if secret not in (None, urls.REDACTED):
+            os.environ[env] = secret  # inherited by the jobs this process launches (see tunelab/urls.py)
+        return ModelRef(name=urls.redact(model), kind="openai", base_url=url.rstrip("/"), source=url,
+                        remote_model=remote or "default", api_key_env=env)
     if workspace.NAME_RE.match(model):
         run_dir = workspace.subdir("runs") / model
         if run_dir.is_dir():

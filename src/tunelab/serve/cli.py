@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import socket
 import sys
@@ -45,6 +46,8 @@ def register(sub) -> None:
                    help="the most characters of text in one request (default: the model's context x 8)")
     p.add_argument("--max-messages", type=_positive, default=None, metavar="N",
                    help="the most messages (or completion prompts) in one request (default 512)")
+    p.add_argument("--insecure-no-key", action="store_true",
+                   help="serve on a --host other than loopback without an API key (refused otherwise)")
     p.add_argument("--job", help=argparse.SUPPRESS)  # internal: the dashboard's server job to report into
     p.set_defaults(func=cmd_serve)
 
@@ -57,6 +60,23 @@ def _check_port(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as exc:
             raise TuneLabError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None, insecure_no_key: bool = False) -> None:
+    """Refuse, in one line, a server other machines can reach that answers anyone (no API key)."""
+    if not api_key and not insecure_no_key and not is_loopback(host):
+        raise TuneLabError(f"--host {host} lets other machines reach the server, and it has no API key: give one "
+                           f"(--api-key-file FILE or ${KEY_ENV}), or pass --insecure-no-key to serve anyone")
 
 
 def resolve_api_key(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -98,6 +118,7 @@ def _serve(args: argparse.Namespace, on_ready=None) -> None:
     from tunelab.serve.app import create_app
 
     api_key, key_source = resolve_api_key(args)
+    check_exposure(args.host, api_key, getattr(args, "insecure_no_key", False))
     _check_port(args.host, args.port)
     spec = args.model if args.backend == "auto" else f"{args.backend}:{args.model}"
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)

@@ -40,6 +40,7 @@ def register(sub) -> None:
     c = rs.add_parser("curves", help="every metric of every step of one or more runs, as CSV (run,step,metric,value)")
     c.add_argument("run", nargs="+")
     c.add_argument("--csv", metavar="FILE", help="write the CSV here (relative paths land in the workspace's exports/)")
+    c.add_argument("--force", action="store_true", help="replace an existing FILE (refused otherwise)")
     add_json(c)
     c.set_defaults(func=cmd_curves)
     for name, fn, helptext in (("list", cmd_list, "every run, newest first"),
@@ -64,6 +65,7 @@ def register(sub) -> None:
     e.add_argument("--ollama", action="store_true",
                    help="write OUT/ as an Ollama model: model.gguf (of --gguf-type) and a Modelfile with the chat "
                         "template, system prompt and stop tokens (`ollama create NAME -f OUT/Modelfile`)")
+    e.add_argument("--force", action="store_true", help="replace an existing file or folder at OUT (refused otherwise)")
     e.add_argument("--job", help=argparse.SUPPRESS)  # internal: the dashboard's export job to report into
     add_json(e)
     e.set_defaults(func=cmd_export)
@@ -203,7 +205,7 @@ def _add_preference_metrics(doc: dict, rows: list[dict]) -> None:
 
 
 def cmd_curves(args) -> int:
-    from tunelab import workspace
+    from tunelab import outputs
     from tunelab.train import tracking
 
     rows = tracking.curves(args.run)
@@ -211,10 +213,7 @@ def cmd_curves(args) -> int:
     doc = {"runs": list(dict.fromkeys(args.run)), "rows": len(rows),
            "metrics": list(dict.fromkeys(r["metric"] for r in rows)), "csv": None}
     if args.csv:
-        out = workspace.output_path(args.csv)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-        doc["csv"] = str(out)
+        doc["csv"] = str(outputs.write_text(outputs.target(args.csv, args.force), text))
     elif args.json:
         doc["curves"] = rows
     emit(doc, args.json, lambda o: f"wrote {o['rows']} rows to {o['csv']}" if o["csv"] else text.rstrip("\n"))
@@ -281,9 +280,10 @@ def cmd_export(args) -> int:
 
     if args.job:
         doc = export.run_job(args.job, lambda: export.export(args.run, args.out, merge=args.merge, gguf=args.gguf,
-                                                             gguf_type=args.gguf_type, ollama=args.ollama))
+                                                             gguf_type=args.gguf_type, ollama=args.ollama,
+                                                             force=args.force))
     else:
         doc = export.export(args.run, args.out, merge=args.merge, gguf=args.gguf, gguf_type=args.gguf_type,
-                            ollama=args.ollama)
+                            ollama=args.ollama, force=args.force)
     emit(doc, args.json, lambda o: "\n".join(f"wrote {p}" for p in o["files"]))
     return 0

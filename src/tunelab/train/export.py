@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 
-from tunelab import workspace
+from tunelab import outputs, workspace
 from tunelab.errors import TuneLabError
 from tunelab.models import ollama as ollama_model
 from tunelab.models.convert import (GGUF_TYPES, check_gguf_type, merged, run_gguf, save_gguf, saved, tokenizer_pre,
@@ -42,9 +42,10 @@ def start(run_id: str, name: str, fmt: str) -> str:
     saved(run_id)
     flags, suffix = FORMATS[fmt]
     out = workspace.validate_name(name, "export name") + suffix
+    target = outputs.target(out)  # an existing export of that name is refused here, before the job starts
     job_id = jobs.new_id("export")
     jobs.write_status(jobs.job_dir(JOB_KIND, job_id), status="queued", created=time.time(), run=run_id,
-                      format=fmt, out=str(workspace.output_path(out)))
+                      format=fmt, out=str(target))
     jobs.launch(JOB_KIND, job_id, ["export", run_id, out, *flags, "--job", job_id])
     return job_id
 
@@ -69,7 +70,7 @@ def list_jobs(run_id: str) -> list[dict]:
 
 
 def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_type: str = "f32",
-           ollama: bool = False) -> dict:
+           ollama: bool = False, force: bool = False) -> dict:
     """Write a run's result to out.
 
     Args:
@@ -82,33 +83,42 @@ def export(run_id: str, out: str, merge: bool = False, gguf: bool = False, gguf_
             q6_k (llama.cpp's quantiser: the llamacpp extra).
         ollama: write out/ as an Ollama model folder: model.gguf (of gguf_type) and a Modelfile with
             the chat template, default system prompt and stop tokens.
+        force: replace an existing export at out (refused otherwise).
     Returns:
         {"run", "out", "files": [paths written]}.
+
+    OUT goes through tunelab.outputs: never into TuneLab's own folders (another run's adapter/ is
+    refused), and written under a temporary name then renamed, never through a hard link.
     """
     d, meta = saved(run_id)
     check_gguf_type(gguf_type)  # a missing llamacpp extra is reported before the slow merge
-    target = workspace.output_path(out)
-    if ollama and target.suffix == ".gguf":
-        raise TuneLabError("--ollama writes a folder (model.gguf and a Modelfile): give OUT without .gguf")
+    target = outputs.target(out, force)
+    if target.suffix == ".gguf" and (ollama or merge):
+        flag = "ollama" if ollama else "merge"
+        raise TuneLabError(f"--{flag} writes a folder: give OUT without .gguf")
     if not merge and not gguf and not ollama:
         src = d / (meta.get("adapter_dir") or meta.get("model_dir"))
-        shutil.copytree(src, target, dirs_exist_ok=True)
+        with outputs.staged(target) as tmp:
+            shutil.copytree(src, tmp)  # copies: the run's files are hard links to its checkpoint
         return {"run": run_id, "out": str(target), "files": [str(target)]}
     model, tok = merged(run_id)
     modelfile = ollama_model.modelfile(tok) if ollama else None  # an untranslatable template fails before writing
-    files = []
-    folder = target.parent if gguf and target.suffix == ".gguf" else target
-    folder.mkdir(parents=True, exist_ok=True)
-    if merge:
-        model.save_pretrained(folder)
-        tok.save_pretrained(folder)
-        files.append(str(folder))
-    if gguf:
-        path = target if target.suffix == ".gguf" else folder / f"{run_id}.gguf"
-        save_gguf(model, tok, path, name=run_id, pre=tokenizer_pre(meta["base"]), qtype=gguf_type)
-        files.append(str(path))
-    if ollama:
-        path = folder / ollama_model.GGUF_NAME
-        save_gguf(model, tok, path, name=run_id, pre=tokenizer_pre(meta["base"]), qtype=gguf_type)
-        files += [str(path), str(ollama_model.write(folder, modelfile))]
-    return {"run": run_id, "out": str(target), "files": files}
+    pre = tokenizer_pre(meta["base"])
+    if target.suffix == ".gguf":
+        with outputs.staged(target) as tmp:
+            save_gguf(model, tok, tmp, name=run_id, pre=pre, qtype=gguf_type)
+        return {"run": run_id, "out": str(target), "files": [str(target)]}
+    names = []
+    with outputs.staged(target) as folder:
+        folder.mkdir()
+        if merge:
+            model.save_pretrained(folder)
+            tok.save_pretrained(folder)
+            names.append("")
+        if gguf:
+            save_gguf(model, tok, folder / f"{run_id}.gguf", name=run_id, pre=pre, qtype=gguf_type)
+            names.append(f"{run_id}.gguf")
+        if ollama:
+            save_gguf(model, tok, folder / ollama_model.GGUF_NAME, name=run_id, pre=pre, qtype=gguf_type)
+            names += [ollama_model.GGUF_NAME, ollama_model.write(folder, modelfile).name]
+    return {"run": run_id, "out": str(target), "files": [str(target / n) if n else str(target) for n in names]}

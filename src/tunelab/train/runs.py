@@ -49,9 +49,11 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
         The new run id.
     """
     from tunelab.train import tracking
-    from tunelab.train.sft import check_method
+    from tunelab.train.inputs import check_resume_from
+    from tunelab.train.sft import base_and_init, check_method
 
     check_launch(launcher, num_processes)
+    check_resume_from(cfg.training.resume_from)
     if not cfg.data.data:
         raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
     check_method(cfg.method.method)
@@ -60,6 +62,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     ref = registry.resolve(cfg.model.model)
     if ref.kind == "openai":
         raise TuneLabError(f"{cfg.model.model} is an HTTP endpoint: training needs local weights")
+    base_and_init(cfg)  # init_adapter (or a run as --model) is a run with an adapter: checked before any folder
     if ref.kind == "hf":  # refuse pickled weights here, not in the background worker
         from tunelab.models.loading import check_safetensors
 

@@ -26,7 +26,7 @@ from tunelab.errors import TuneLabError
 from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic
 from tunelab.models import registry, run_output
 from tunelab.train import data as tdata
-from tunelab.train import pref_reference, preference, tracking
+from tunelab.train import inputs, pref_reference, preference, tracking
 from tunelab.train.config import PREFERENCE_METHODS, TrainConfig, tuning
 from tunelab.train.loss import (  # noqa: F401  (re-exported: the loss lives in train/loss.py)
     CE_CHUNK_ELEMENTS,
@@ -327,7 +327,7 @@ def resume_checkpoint(run_dir: Path, cfg: TrainConfig) -> Path | None:
     cks = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name[5:]))
     if cfg.training.resume_from == "last":
         return cks[-1] if cks else None
-    ck = run_dir / "checkpoints" / cfg.training.resume_from
+    ck = run_dir / "checkpoints" / inputs.check_resume_from(cfg.training.resume_from)  # never a path out of the run
     if not ck.is_dir():
         raise TuneLabError(f"no checkpoint {cfg.training.resume_from!r} in {run_dir.name}")
     return ck

@@ -11,7 +11,7 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
 from tunelab.ui import charts as ch
-from tunelab.ui import live
+from tunelab.ui import leakage_widgets, live
 from tunelab.ui.i18n import t, t_error
 
 LABELS = {k: name for k, (name, *_rest) in ch.METRICS.items()}  # friendly names with units
@@ -365,6 +365,7 @@ def run_report(run_id: str) -> None:
     if s is None:
         return
     st.subheader(t("Before / after"))
+    leakage_widgets.warn(s.get("leakage"))
     if s["status"] == "skipped":
         st.caption(t("No before/after report for this run: {reason}.", reason=t(s["reason"])))
         return
@@ -443,7 +444,7 @@ def _fix(report_id: str, examples: list[int], into: str) -> None:
     from tunelab import workflow
 
     try:
-        out = workflow.fix(report_id, into, examples)
+        out = workflow.fix(report_id, into, examples, allow_test=st.session_state.get("compare.fix_allow_test", False))
     except TuneLabError as exc:
         st.session_state["compare.loop_error"] = str(exc)
         return
@@ -517,6 +518,7 @@ def loop_panel(doc: dict) -> None:
     with c1:
         into = st.text_input(t("Training dataset"), key="compare.fix_into",
                              help=t("The corrected answers (each example's reference) are added as a new version."))
+        st.checkbox(t("Add test rows anyway (they stop testing anything)"), key="compare.fix_allow_test")
         st.button(t("Add as training records"), key="compare.fix", icon=":material/playlist_add:",
                   on_click=_fix, args=(doc["report"], chosen, into.strip()), disabled=not chosen)
     with c2:

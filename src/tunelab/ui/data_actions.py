@@ -76,6 +76,7 @@ def reset_view() -> None:
     """A new dataset: show its head from the first page, forget previews and exports."""
     st.session_state["data.version"] = None
     st.session_state["data.clean_redact_skip"] = []  # record ids of another dataset
+    st.session_state["data.clean_keep_near"] = []
     for key in ("data.preview", "data.export_file", "data.undo_confirm"):
         st.session_state.pop(key, None)
     reset_page()
@@ -236,7 +237,8 @@ def clean_options() -> dict:
             "max_tokens": int(ss["data.clean_max_tokens"]) or None,
             "redact_exclude": tuple(x.strip() for x in ss["data.clean_redact_exclude"].splitlines() if x.strip())
             if redact else (),
-            "redact_skip": tuple(sorted(ss["data.clean_redact_skip"])) if redact else ()}
+            "redact_skip": tuple(sorted(ss["data.clean_redact_skip"])) if redact else (),
+            "keep_near": tuple(sorted(ss["data.clean_keep_near"])) if ss["data.clean_dedup"] == "near" else ()}
 
 
 def request_preview(name: str, head: int) -> None:
@@ -248,18 +250,21 @@ def request_preview(name: str, head: int) -> None:
 def show_preview(preview: dict, name: str, head: int) -> None:
     """Counts per reason, then per reason a section: the records a clean would remove, or each
     redacted record's text before and after, with a box to leave that record as written."""
+    from tunelab.ui import near_dup_widgets
     from tunelab.ui.data_widgets import diff_html
 
     if not preview["counts"]:
         st.info(t("Nothing to change with these options."))
+        near_dup_widgets.show(preview, name, head)  # all kept on request: still listed, to drop again
         return
     removed = preview["before"] - preview["after"]
     st.markdown(t("**{before} → {after} records** ({removed} removed)", before=preview["before"],
                   after=preview["after"], removed=removed))
     rows = [{t("reason"): _reason(r), t("records"): n} for r, n in preview["counts"].items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    near_dup_widgets.show(preview, name, head)
     for reason, examples in preview["examples"].items():
-        if examples:
+        if examples and reason != "duplicate_near":  # near duplicates are shown with their twins above
             with st.expander(_title(reason, preview["counts"][reason])):
                 st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch")
     skip = set(st.session_state["data.clean_redact_skip"])
@@ -313,6 +318,7 @@ def apply_clean() -> None:
         r = clean.clean(name, **opts, tokenizer=token_counter() if opts.get("max_tokens") else None)
         st.session_state.pop("data.preview", None)
         st.session_state["data.clean_redact_skip"] = []  # those records are written as they were
+        st.session_state["data.clean_keep_near"] = []
         _select(name, r["version"])
         _flash("success", t("Wrote {name} v{version}: {before} → {after} records.", name=name, version=r["version"],
                             before=r["before"], after=r["after"]))
@@ -338,7 +344,8 @@ def export(name: str, version: int, fmt: str) -> None:
 
     def run() -> None:
         suffix = {"alpaca": ".json", "sharegpt": ".json", "jsonl": ".jsonl", "parquet": ".parquet"}.get(fmt, "")
-        r = exporter.export(name, f"{name}-v{version}-{fmt}{suffix}", fmt, version)
+        # force: the name is this page's own, for one immutable version, so a second click writes the same file
+        r = exporter.export(name, f"{name}-v{version}-{fmt}{suffix}", fmt, version, force=True)
         path = Path(r["path"])
         if path.is_dir():  # llamafactory: a folder, downloaded as one zip
             path = Path(shutil.make_archive(str(path), "zip", root_dir=path))

@@ -78,24 +78,27 @@ def field_lengths(name: str, version: int) -> pd.DataFrame:
 
 
 def clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
-                  redact_pii: bool, max_tokens: int | None, redact_exclude: tuple = (), redact_skip: tuple = ()) -> dict:
+                  redact_pii: bool, max_tokens: int | None, redact_exclude: tuple = (), redact_skip: tuple = (),
+                  keep_near: tuple = ()) -> dict:
     """What clean() would do to a version: counts per reason, example records per reason and,
     for redactions, each example's text before and after."""
     with st.spinner(t("Working out what would change…")):
         return _clean_preview(name, version, dedup, strip, drop_empty, redact_pii, max_tokens,
-                              tuple(redact_exclude), tuple(redact_skip))
+                              tuple(redact_exclude), tuple(redact_skip), tuple(keep_near))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop_empty: bool,
-                   redact_pii: bool, max_tokens: int | None, redact_exclude: tuple, redact_skip: tuple) -> dict:
+                   redact_pii: bool, max_tokens: int | None, redact_exclude: tuple, redact_skip: tuple,
+                   keep_near: tuple = ()) -> dict:
     from tunelab.models.tokens import token_counter
 
     table = store.read(name, version)
     new, counts, examples = clean.plan(table, dedup=dedup, strip=strip, drop_empty=drop_empty,
                                        redact_pii=redact_pii, max_tokens=max_tokens,
                                        tokenizer=token_counter() if max_tokens else None,
-                                       redact_exclude=redact_exclude, redact_skip=redact_skip)
+                                       redact_exclude=redact_exclude, redact_skip=redact_skip,
+                                       keep_near=keep_near, near_pairs=(near_pairs := []))
     redaction = {r for r in examples if r.startswith("redacted_") or r == "redaction_excluded"}
     wanted = {i for r, ids in examples.items() for i in ids[:20 if r in redaction else 5]}
     ids = table["id"].to_pylist()
@@ -104,6 +107,7 @@ def _clean_preview(name: str, version: int, dedup: str | None, strip: bool, drop
     by_id = {r["id"]: r for r in shown.to_pylist()}
     plain = ("id", "instruction", "input", "output")
     return {
+        "near_pairs": near_pairs,  # each near duplicate with the kept twin it repeats
         "before": table.num_rows,
         "after": new.num_rows,
         "counts": counts,

@@ -26,6 +26,7 @@ DEFAULTS: dict = {
     "data.clean_redact": False,
     "data.clean_redact_exclude": "",  # keywords/regexes, one per line: records holding one stay as written
     "data.clean_redact_skip": [],  # ids of records the user chose to leave as written
+    "data.clean_keep_near": [],  # ids of near duplicates the user chose to keep
     "data.clean_max_tokens": 0,
     "data.split_test": 0.1,
     "data.split_seed": 42,
