@@ -7,7 +7,7 @@ import sys
 from tunelab import jobs
 from tunelab.cli import add_json, emit
 from tunelab.errors import TuneLabError
-from tunelab.evals import evaluate, judge
+from tunelab.evals import evaluate, judge, rates, votes, votes_cli
 from tunelab.evals.evaluate import EvalConfig
 
 COLUMNS = ("rouge_l", "bleu", "exact_match", "tokens_per_s", "latency_s", "peak_rss_mb")
@@ -69,6 +69,7 @@ def register(sub) -> None:
     _judge_flags(q, required=True)
     add_json(q)
     q.set_defaults(func=cmd_judge)
+    votes_cli.register(rsub)
 
     # The loop: a report's wrong answers back into the data (then `tunelab train --model RUN --data NAME`).
     q = rsub.add_parser("wrong", help="the examples the tuned model got wrong (not exact, ROUGE-L below --threshold)")
@@ -177,8 +178,10 @@ def cmd_eval(args) -> int:
 def cmd_judge(args) -> int:
     judge.configure(args.report, args.judge, _judge_prompt(args))
     out = judge.run(args.report, log=_log)
+    out["judge_agreement"] = votes.agreement(args.report)  # the judge checked against the reviewers' votes
     emit(out, args.json, lambda d: "{win} win, {tie} tie, {loss} loss, {invalid} unreadable".format(**d["counts"])
-         + f" ({d['pair'][1]} vs {d['pair'][0]})")
+         + f" ({d['pair'][1]} vs {d['pair'][0]}, both orders); position consistency "
+         + f"{rates.percent(d['consistency'])}; {d['judge_agreement']['sentence']}")
     return 0
 
 

@@ -11,7 +11,7 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
 from tunelab.ui import charts as ch
-from tunelab.ui import live
+from tunelab.ui import live, vote_widgets
 from tunelab.ui.i18n import t, t_error
 
 LABELS = {k: name for k, (name, *_rest) in ch.METRICS.items()}  # friendly names with units
@@ -431,6 +431,7 @@ def judge_results(doc: dict) -> None:
         c = verdicts["counts"]
         st.markdown(t("**{b}** vs **{a}**, judged by `{judge}`: {win} win, {tie} tie, {loss} loss ({invalid} unreadable).",
                       a=a, b=b, judge=verdicts["judge"], **c))
+        vote_widgets.judge_checks(verdicts, doc["report"])  # both orders, length bias, agreement with reviewers
     else:
         st.caption(t("The judge runs once the answers are in."))
     with st.expander(t("Judge prompt")):
