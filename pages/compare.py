@@ -51,7 +51,7 @@ try:
             w.metrics_table(doc, params)
             w.charts(doc, params)
             w.before_after(doc)
-            w.judge_results(doc)
+            vote_widgets.judge_results(doc)
             vote_widgets.votes_panel(report_id)
             w.winner(doc)
             st.subheader(t("3 · Examples"))

@@ -83,6 +83,7 @@ def test_compare_shows_the_judge_checks_and_the_votes_beside_it(workspace, capsy
     assert not at.exception, at.exception
     shown = texts(at)
     assert "The two orders agree on 100 % [51, 100] of pairs" in shown
+    assert "win 100 % [51, 100], tie 0 % [0, 49], loss 0 % [0, 49]" in shown
     assert "The judge agrees with your reviewers on 3 of 4 pairs, 75 % [30, 95]" in shown
     assert f"/vote?report={rid}&code=" in " ".join(c.value for c in at.code)
     assert "4 votes from 1 reviewers." in shown

@@ -111,7 +111,33 @@ def voting_page() -> None:
         st.rerun()
 
 
-# ---------------------------------------------------------------- Compare page: calibration, link, results
+# ---------------------------------------------------------------- Compare page: judge, calibration, link, votes
+
+def judge_results(doc: dict) -> None:
+    """The judge's win/tie/loss counts and the prompt it was given, when the report was judged."""
+    from tunelab.evals import judge
+
+    verdicts = judge.load(doc["report"])
+    if not verdicts:
+        return
+    st.subheader(t("Judge"))
+    a, b = verdicts["pair"]
+    if verdicts.get("status") == "failed":
+        st.error(t_error(verdicts.get("error") or ""))
+    elif verdicts.get("counts"):
+        c = verdicts["counts"]
+        st.markdown(t("**{b}** vs **{a}**, judged by `{judge}`: {win} win, {tie} tie, {loss} loss ({invalid} unreadable).",
+                      a=a, b=b, judge=verdicts["judge"], **c))
+        if verdicts.get("n"):
+            share = {k: rates.percent(rates.rate(c[k], verdicts["n"])) for k in ("win", "tie", "loss")}
+            st.caption(t("Shares with their 95 % intervals: win {win}, tie {tie}, loss {loss}.", **share))
+        judge_checks(verdicts, doc["report"])  # both orders, length bias, agreement with reviewers
+    else:
+        st.caption(t("The judge runs once the answers are in."))
+    with st.expander(t("Judge prompt")):
+        st.caption(t("Prompt version {id}, stored with the report.", id=verdicts.get("prompt_id") or "-"))
+        st.code(verdicts["prompt"], language=None)
+
 
 def judge_checks(verdicts: dict, report_id: str) -> None:
     """Beside a judge result: both orders' agreement, the length bias, and the judge against the reviewers."""
