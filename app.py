@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import streamlit as st  # noqa: E402
 
-from tunelab.ui import layout  # noqa: E402
+from tunelab.ui import layout, vote_widgets  # noqa: E402
 from tunelab.ui.i18n import t  # noqa: E402
 
 st.set_page_config(page_title="TuneLab", page_icon=":material/tune:", layout="wide")
@@ -27,6 +27,8 @@ PAGES = {
     ],
     t("3 · Compare"): [
         st.Page("pages/compare.py", title=t("Compare"), icon=":material/compare:", url_path="compare"),
+        # Reached by its link only: a reviewer's page shows the ballot, with no menu or sidebar (below).
+        st.Page("pages/vote.py", title=t("Vote"), icon=":material/how_to_vote:", url_path=vote_widgets.URL_PATH),
     ],
     t("4 · Train"): [
         st.Page("pages/train.py", title=t("Train"), icon=":material/model_training:", url_path="train"),
@@ -36,6 +38,8 @@ PAGES = {
     ],
 }
 
-layout.sidebar()
-nav = st.navigation(PAGES)
+voting = vote_widgets.is_voting()
+if not voting:
+    layout.sidebar()
+nav = st.navigation(PAGES, position="hidden" if voting else "sidebar")
 nav.run()

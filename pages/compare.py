@@ -5,7 +5,7 @@ import streamlit as st
 from tunelab import jobs
 from tunelab.evals import evaluate
 from tunelab.ui import compare_widgets as w
-from tunelab.ui import leakage_widgets
+from tunelab.ui import leakage_widgets, vote_widgets
 from tunelab.ui.i18n import t, t_error
 from tunelab.ui.layout import show_error
 
@@ -52,7 +52,8 @@ try:
             w.metrics_table(doc, params)
             w.charts(doc, params)
             w.before_after(doc)
-            w.judge_results(doc)
+            vote_widgets.judge_results(doc)
+            vote_widgets.votes_panel(report_id)
             w.winner(doc)
             st.subheader(t("3 · Examples"))
             w.examples_view(doc)

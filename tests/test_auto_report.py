@@ -225,7 +225,7 @@ def judge_server():
     server.shutdown()
 
 
-def test_judge_counts_pairwise_wins_with_positions_swapped(workspace, tiny, judge_server, tmp_path, capsys):
+def test_judge_asks_both_orders_and_a_position_biased_judge_makes_no_winner(workspace, tiny, judge_server, tmp_path, capsys):
     from tunelab.models import registry
 
     registry.add_model("tiny-a", tiny)
@@ -237,16 +237,17 @@ def test_judge_counts_pairwise_wins_with_positions_swapped(workspace, tiny, judg
     assert cli(["compare", "--models", "tiny-a,tiny-b", "--data", "qa-test", "--max-new-tokens", "4",
                 "--judge", judge_server, "--judge-prompt", str(prompt), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    # The judge always says B; B is tiny-b on even examples and tiny-a on odd ones (positions swap).
-    assert doc["judge"] == {"win": 2, "tie": 0, "loss": 2, "invalid": 1}
+    # The judge always says B: tiny-b when tiny-a is shown first, tiny-a when tiny-b is: the orders never agree.
+    assert doc["judge"] == {"win": 0, "tie": 4, "loss": 0, "invalid": 1}
     stored = judge.load(doc["report"])
     assert stored["prompt"] == prompt.read_text() and stored["judge"] == judge_server
-    assert [r["first"] for r in stored["results"]] == ["tiny-a", "tiny-b", "tiny-a", "tiny-b", "tiny-a"]
-    assert len(_Judge.asked) == 5 and all(p.startswith("Q: What is") and "\nRef: " in p for p in _Judge.asked)
+    assert stored["orders"]["ab"]["win"] == 4 and stored["orders"]["ba"]["loss"] == 4
+    assert stored["position_consistency"] == 0.0
+    assert len(_Judge.asked) == 10 and all(p.startswith("Q: What is") and "\nRef: " in p for p in _Judge.asked)
     # Judged again from the CLI with the default prompt; the report keeps the latest verdicts.
     assert cli(["reports", "judge", doc["report"], "--judge", judge_server, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
-    assert again["prompt"] == judge.DEFAULT_PROMPT and again["counts"]["win"] == 2
+    assert again["prompt"] == judge.DEFAULT_PROMPT and again["counts"]["tie"] == 4
 
 
 def test_judge_refuses_a_prompt_without_both_answers(workspace):

@@ -7,7 +7,7 @@ import sys
 from tunelab import jobs
 from tunelab.cli import add_json, emit
 from tunelab.errors import TuneLabError
-from tunelab.evals import evaluate, judge
+from tunelab.evals import evaluate, judge, rates, votes
 from tunelab.evals.evaluate import EvalConfig
 
 COLUMNS = ("rouge_l", "bleu", "exact_match", "tokens_per_s", "latency_s", "peak_rss_mb")
@@ -72,6 +72,7 @@ def register(sub) -> None:
     _judge_flags(q, required=True)
     add_json(q)
     q.set_defaults(func=cmd_judge)
+    _register_votes(rsub)
 
     # The loop: a report's wrong answers back into the data (then `tunelab train --model RUN --data NAME`).
     q = rsub.add_parser("wrong", help="the examples the tuned model got wrong (not exact, ROUGE-L below --threshold)")
@@ -182,8 +183,10 @@ def cmd_eval(args) -> int:
 def cmd_judge(args) -> int:
     judge.configure(args.report, args.judge, _judge_prompt(args))
     out = judge.run(args.report, log=_log)
+    out["judge_agreement"] = votes.agreement(args.report)  # the judge checked against the reviewers' votes
     emit(out, args.json, lambda d: "{win} win, {tie} tie, {loss} loss, {invalid} unreadable".format(**d["counts"])
-         + f" ({d['pair'][1]} vs {d['pair'][0]})")
+         + f" ({d['pair'][1]} vs {d['pair'][0]}, both orders); position consistency "
+         + f"{rates.percent(d['consistency'])}; {d['judge_agreement']['sentence']}")
     return 0
 
 
@@ -255,3 +258,42 @@ def _human_list(d: dict) -> str:
         return "no reports yet"
     return "\n".join(f"{r['id']}\t{r['status']}\t{r['progress']}\t{','.join(r['models'] or [])}\t{r['data']}" for r in d["reports"])
 
+
+# ---------------------------------------------------------------- stakeholder votes
+
+def _register_votes(rsub) -> None:
+    """`reports votes | vote-link | vote-pairs`: stakeholder votes on a report."""
+    q = rsub.add_parser("votes", help="the reviewers' blind votes on a report: per model pair, with intervals, "
+                                      "and how often the judge agrees with them")
+    q.add_argument("report")
+    add_json(q)
+    q.set_defaults(func=lambda a: emit(votes.summary(a.report), a.json, _human_votes))
+    q = rsub.add_parser("vote-link", help="the voting page's link for a report (with its access code) to send to "
+                                          "reviewers")
+    q.add_argument("report")
+    q.add_argument("--url", default="http://127.0.0.1:8501",
+                   help="the dashboard's address as reviewers reach it (default http://127.0.0.1:8501)")
+    add_json(q)
+    q.set_defaults(func=lambda a: emit(votes.link(a.report, a.url), a.json,
+                                       lambda d: f"{d['url']}\naccess code: {d['code']}"))
+    q = rsub.add_parser("vote-pairs", help="the reviewers' preferred answers as preference pairs (a new dataset "
+                                           "version for `tunelab train --method dpo`)")
+    q.add_argument("report")
+    q.add_argument("--into", required=True, help="dataset NAME to add the pairs to (created if new)")
+    add_json(q)
+    q.set_defaults(func=lambda a: emit(votes.to_preferences(a.report, a.into), a.json,
+                                       lambda d: f"{d['name']} v{d['version']}: {d['pairs']} preference pairs from "
+                                                 f"report {d['report']}; next: tunelab train --method dpo "
+                                                 f"--model MODEL --data {d['name']}"))
+
+
+def _human_votes(d: dict) -> str:
+    """Plain-text vote results: one line per pair, then the judge's agreement."""
+    lines = [f"{d['votes']} votes from {len(d['voters'])} reviewers on {d['items']} items"
+             + (f" ({d['damaged']} damaged lines skipped)" if d["damaged"] else "")]
+    for p in d["pairs"]:
+        c = p["counts"]
+        lines.append(f"{p['b']} vs {p['a']}: {c['win']} preferred, {c['tie']} tie, {c['loss']} not preferred; "
+                     f"{p['b']} preferred in {rates.percent(p['preferred'])} of decided votes")
+    lines.append(d["judge_agreement"]["sentence"])
+    return "\n".join(lines)

@@ -2,28 +2,40 @@
 
 For tasks where ROUGE says little (a reworded but right answer scores low), any chat model behind
 an OpenAI-compatible endpoint (`openai:BASE_URL[#model]`, or any MODEL argument) reads the request,
-the reference and two answers, and replies A, B or TIE. The two models' answers swap places on
-every other example, so a judge that prefers the first position does not favour one model.
+the reference and two answers, and replies A, B or TIE. Every pair is asked in both orders (the
+pair's first model shown as A, then as B), as MT-Bench does: a model wins a pair only when both
+orders name it, anything else is a tie, so a judge that prefers a position cannot make a winner.
 
-Off unless asked for. judge.json in the report folder keeps the judge, the exact prompt used
-(editable: `--judge-prompt FILE`, the Compare page's field), every verdict and the counts:
-    {"judge", "prompt", "pair": [A, B], "status": "pending"|"completed"|"failed", "error",
-     "results": [{"index", "first", "reply", "verdict": "A"|"B"|"tie"|None, "winner"}],
-     "counts": {"win", "tie", "loss", "invalid"}}  (win: B, the second model, judged better)
+Off unless asked for. judge.json in the report folder keeps the judge, the exact prompt used and its
+id (`sha256:` of the text; editable: `--judge-prompt FILE`, the Compare page's field), every verdict,
+the counts with Wilson intervals, and how far the judge can be trusted:
+    {"judge", "prompt", "prompt_id", "pair": [A, B], "status": "pending"|"completed"|"failed", "error",
+     "results": [{"index", "replies": {"ab", "ba"}, "verdicts": {"ab", "ba"}, "picks": {"ab", "ba"},
+                  "winner": A|B|"tie"|None, "longer": A|B|None}],
+     "counts": {"win", "tie", "loss", "invalid"}  (win: B, the second model, judged better in both orders),
+     "orders": {"ab": counts, "ba": counts}  (each order on its own; "ab": A shown first), "n",
+     "ci": {"win", "tie", "loss": [lo, hi]}, "position_consistency": share of readable pairs whose two
+     orders agree, "consistency", "first_position", "length_bias": {"k", "n", "rate", "ci", "p", "chance"}}
+The length bias counts, over every single-order verdict that picked an answer when the two answers'
+lengths differ, how often it picked the longer one (chance: 0.5; p from an exact binomial test).
+A judge asked again keeps the previous judge.json as a line of judge_history.jsonl.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from typing import Callable
 
 from tunelab import jobs
 from tunelab.errors import TuneLabError
-from tunelab.evals import evaluate
-from tunelab.jsonio import read_json, write_json
+from tunelab.evals import evaluate, rates
+from tunelab.jsonio import append_jsonl, read_json, write_json
 
 FILE = "judge.json"
+HISTORY = "judge_history.jsonl"
+ORDERS = ("ab", "ba")  # the pair's first model shown as A; then shown as B
 VARIABLES = ("prompt", "reference", "answer_a", "answer_b")
 DEFAULT_PROMPT = """You compare two answers to the same request.
 
@@ -77,10 +89,19 @@ def configure(report_id: str, judge: str, prompt: str | None = None, pair: list[
 
     if urls.redact(judge) != judge:
         resolve(judge.strip())  # the key in its URL moves into this process's environment (tunelab/urls.py)
-    doc = {"judge": urls.redact(judge.strip()), "prompt": check_prompt(prompt or DEFAULT_PROMPT), "pair": pair,
+    text = check_prompt(prompt or DEFAULT_PROMPT)
+    doc = {"judge": urls.redact(judge.strip()), "prompt": text, "prompt_id": prompt_id(text), "pair": pair,
            "status": "pending", "error": None, "results": [], "counts": None, "created": time.time()}
+    previous = load(report_id)
+    if previous and previous.get("status") == "completed":
+        append_jsonl(_dir(report_id) / HISTORY, previous)
     write_json(_dir(report_id) / FILE, doc)
     return doc
+
+
+def prompt_id(prompt: str) -> str:
+    """The prompt's version: "sha256:" and the first 12 hex digits of its text's hash."""
+    return "sha256:" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
 
 
 def load(report_id: str) -> dict | None:
@@ -104,8 +125,64 @@ def render(template: str, values: dict) -> str:
     return template
 
 
+def _asks(cfg: dict, doc: dict) -> list[tuple[dict, str, str]]:
+    """(example, first model, prompt) twice per example both models answered: A first, then B first."""
+    a, b = cfg["pair"]
+    asked = []
+    for ex in doc["examples"]:
+        if a in ex["outputs"] and b in ex["outputs"]:
+            for first, second in ((a, b), (b, a)):
+                asked.append((ex, first, render(cfg["prompt"], {
+                    "prompt": ex["prompt"], "reference": ex["reference"],
+                    "answer_a": ex["outputs"][first]["output"], "answer_b": ex["outputs"][second]["output"]})))
+    return asked
+
+
+def _pick(verdict: str | None, first: str, second: str) -> str | None:
+    """The model a verdict names (A: the one shown first), "tie", or None for an unreadable reply."""
+    return None if verdict is None else "tie" if verdict == "tie" else first if verdict == "A" else second
+
+
+def combine(pick_ab: str | None, pick_ba: str | None) -> str | None:
+    """One pair's result from its two orders: a model only when both orders name it, else "tie".
+
+    None (not counted) when either reply was unreadable.
+    """
+    if pick_ab is None or pick_ba is None:
+        return None
+    return pick_ab if pick_ab == pick_ba else "tie"
+
+
+def summarise(results: list[dict], pair: list[str]) -> dict:
+    """Counts, intervals, position consistency and length bias from per-pair results (see the module doc)."""
+    a, b = pair
+    side = {b: "win", a: "loss", "tie": "tie", None: "invalid"}
+    counts = {"win": 0, "tie": 0, "loss": 0, "invalid": 0}
+    orders = {o: dict(counts) for o in ORDERS}
+    for r in results:
+        counts[side[r["winner"]]] += 1
+        for o in ORDERS:
+            orders[o][side[r["picks"][o]]] += 1
+    n = counts["win"] + counts["tie"] + counts["loss"]
+    readable = [r for r in results if r["winner"] is not None]
+    consistent = sum(1 for r in readable if r["picks"]["ab"] == r["picks"]["ba"])
+    # Position and length bias read each order's own pick (an inconsistent pair shows the bias best).
+    singles = [(r, o) for r in results for o in ORDERS if r["picks"][o] not in (None, "tie")]
+    first = sum(1 for r, o in singles if r["picks"][o] == (a if o == "ab" else b))
+    sized = [(r, o) for r, o in singles if r["longer"] is not None]
+    longer = sum(1 for r, o in sized if r["picks"][o] == r["longer"])
+    return {
+        "counts": counts, "orders": orders, "n": n,
+        "ci": {k: rates.wilson(counts[k], n) for k in ("win", "tie", "loss")},
+        "position_consistency": round(consistent / len(readable), 4) if readable else None,
+        "consistency": rates.rate(consistent, len(readable)),
+        "first_position": dict(rates.rate(first, len(singles)), p=rates.binom_p(first, len(singles))),
+        "length_bias": dict(rates.rate(longer, len(sized)), p=rates.binom_p(longer, len(sized)), chance=0.5),
+    }
+
+
 def run(report_id: str, log: Callable[[str], None] | None = None) -> dict:
-    """Judge every example both models answered; writes and returns judge.json.
+    """Judge every example both models answered, in both orders; writes and returns judge.json.
 
     Raises:
         TuneLabError: no judge asked for, or the judge endpoint failed (recorded as failed first).
@@ -118,14 +195,7 @@ def run(report_id: str, log: Callable[[str], None] | None = None) -> dict:
     log = log or (lambda _m: None)
     doc = evaluate.load_report(report_id)
     a, b = cfg["pair"]
-    asked = []
-    for ex in doc["examples"]:
-        if a in ex["outputs"] and b in ex["outputs"]:
-            first = a if ex["index"] % 2 == 0 else b  # alternate positions against a first-answer bias
-            second = b if first == a else a
-            asked.append((ex, first, render(cfg["prompt"], {
-                "prompt": ex["prompt"], "reference": ex["reference"],
-                "answer_a": ex["outputs"][first]["output"], "answer_b": ex["outputs"][second]["output"]})))
+    asked = _asks(cfg, doc)
     try:
         backend = get_backend(cfg["judge"])
         replies = backend.chat([[{"role": "user", "content": p}] for _, _, p in asked],
@@ -133,17 +203,23 @@ def run(report_id: str, log: Callable[[str], None] | None = None) -> dict:
     except TuneLabError as exc:
         write_json(_dir(report_id) / FILE, dict(cfg, status="failed", error=str(exc)))
         raise
-    results, counts = [], {"win": 0, "tie": 0, "loss": 0, "invalid": 0}
-    for (ex, first, _), reply in zip(asked, replies):
-        v = parse(reply.text)
-        winner = None if v is None else "tie" if v == "tie" else (first if v == "A" else (b if first == a else a))
-        counts["invalid" if winner is None else "tie" if winner == "tie" else "win" if winner == b else "loss"] += 1
-        results.append({"index": ex["index"], "first": first, "reply": reply.text.strip()[:200], "verdict": v,
-                        "winner": winner})
-    out = dict(cfg, status="completed", error=None, results=results, counts=counts, finished=time.time())
+    results = []
+    for i in range(0, len(asked), 2):
+        ex = asked[i][0]
+        texts = {o: replies[i + j].text for j, o in enumerate(ORDERS)}
+        verdicts = {o: parse(texts[o]) for o in ORDERS}
+        picks = {"ab": _pick(verdicts["ab"], a, b), "ba": _pick(verdicts["ba"], b, a)}
+        la, lb = len(ex["outputs"][a]["output"]), len(ex["outputs"][b]["output"])
+        results.append({"index": ex["index"], "replies": {o: texts[o].strip()[:200] for o in ORDERS},
+                        "verdicts": verdicts, "picks": picks, "winner": combine(picks["ab"], picks["ba"]),
+                        "longer": None if la == lb else a if la > lb else b})
+    out = dict(cfg, status="completed", error=None, results=results, **summarise(results, [a, b]),
+               finished=time.time())
     write_json(_dir(report_id) / FILE, out)
-    log(f"judge {cfg['judge']}: {b} vs {a}: {counts['win']} win, {counts['tie']} tie, {counts['loss']} loss"
-        + (f", {counts['invalid']} unreadable" if counts["invalid"] else ""))
+    c = out["counts"]
+    log(f"judge {cfg['judge']}: {b} vs {a}, both orders: {c['win']} win, {c['tie']} tie, {c['loss']} loss"
+        + (f", {c['invalid']} unreadable" if c["invalid"] else "")
+        + f"; the two orders agree on {rates.percent(out['consistency'])} of pairs")
     return out
 
 

@@ -11,7 +11,7 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
 from tunelab.ui import charts as ch
-from tunelab.ui import leakage_widgets, live
+from tunelab.ui import leakage_widgets, live, vote_widgets
 from tunelab.ui.i18n import t, t_error
 
 LABELS = {k: name for k, (name, *_rest) in ch.METRICS.items()}  # friendly names with units
@@ -360,6 +360,7 @@ def run_report(run_id: str) -> None:
     Appears by itself once the run finishes: the training process starts the report.
     """
     from tunelab.evals import auto
+    from tunelab.evals import judge as judging
 
     s = auto.summary(run_id)
     if s is None:
@@ -392,6 +393,7 @@ def run_report(run_id: str) -> None:
                  column_config={"model": t("Model")})
     if s.get("judge"):
         st.caption(t("Judge {judge}: {win} win, {tie} tie, {loss} loss for the tuned model.", **s["judge"]))
+        vote_widgets.judge_checks(judging.load(s["report"]) or {}, s["report"])
     st.caption(t("Report {id} on {data} v{version} ({source}) · `tunelab reports show {id}`", id=s["report"],
                  data=s["data"]["name"], version=s["data"]["version"], source=t(s.get("source") or "")))
     if s["status"] not in jobs.ACTIVE:
@@ -415,27 +417,6 @@ def judge_fields() -> tuple[str, str]:
         st.text_area(t("Judge prompt"), key="compare.judge_prompt", height=220,
                      help=t("Variables: {prompt} {reference} {answer_a} {answer_b}. Stored with the report."))
     return endpoint.strip(), st.session_state["compare.judge_prompt"]
-
-
-def judge_results(doc: dict) -> None:
-    """The judge's win/tie/loss counts and the prompt it was given, when the report was judged."""
-    from tunelab.evals import judge
-
-    verdicts = judge.load(doc["report"])
-    if not verdicts:
-        return
-    st.subheader(t("Judge"))
-    a, b = verdicts["pair"]
-    if verdicts.get("status") == "failed":
-        st.error(t_error(verdicts.get("error") or ""))
-    elif verdicts.get("counts"):
-        c = verdicts["counts"]
-        st.markdown(t("**{b}** vs **{a}**, judged by `{judge}`: {win} win, {tie} tie, {loss} loss ({invalid} unreadable).",
-                      a=a, b=b, judge=verdicts["judge"], **c))
-    else:
-        st.caption(t("The judge runs once the answers are in."))
-    with st.expander(t("Judge prompt")):
-        st.code(verdicts["prompt"], language=None)
 
 
 # ---------------------------------------------------------------- the loop: fix the data from a report's mistakes

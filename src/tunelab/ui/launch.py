@@ -13,11 +13,13 @@ The dashboard has no login and its pages read and write the workspace, so it lis
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[3] / "app.py"
 LOCAL = "127.0.0.1"
+HOST_ENV = "TUNELAB_DASHBOARD_HOST"  # the address the server listens on, for pages (the voting page's access code)
 
 
 def is_local(host: str) -> bool:
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     warning = exposure_warning(host)
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    os.environ[HOST_ENV] = host
     PagesManager.uses_pages_directory = False
     sys.argv = ["streamlit", "run", str(APP), *args]
     cli.main()
