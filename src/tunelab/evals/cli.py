@@ -92,6 +92,9 @@ def register(sub) -> None:
     _pick_flags(q)
     add_json(q)
     q.set_defaults(func=cmd_seeds)
+    from tunelab.evals import regress_cli
+
+    regress_cli.register(rsub)
 
 
 def _judge_flags(p, required: bool = False) -> None:
