@@ -16,28 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import regress_parity
+
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ["apple", "river", "stone", "cloud", "green", "seven", "light", "music", "paper", "house", "train", "bread",
-         "chair", "ocean", "plant", "smile", "dream", "glass", "sugar", "tiger", "lemon", "night", "piano", "storm"]
-PARITY_YAML = """\
-task: parity
-dataset_path: json
-dataset_kwargs:
-  data_files: data/parity.jsonl
-test_split: train
-output_type: generate_until
-doc_to_text: "{{prompt}}"
-doc_to_target: ""
-generation_kwargs:
-  until: []
-  do_sample: false
-  max_gen_toks: 6
-process_results: !function utils.even_length
-metric_list:
-  - metric: even
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 def _tunelab(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -67,14 +48,7 @@ def env(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def parity_tasks(tmp_path) -> Path:
-    """A user's own task folder: 24 prompts, an answer passes when it has an even number of characters."""
-    (tmp_path / "parity.yaml").write_text(PARITY_YAML)
-    (tmp_path / "utils.py").write_text("def even_length(doc, results):\n"
-                                       "    return {'even': int(len(results[0]) % 2 == 0)}\n")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "parity.jsonl").write_text("".join(json.dumps({"prompt": f"Tell me about {w}."}) + "\n"
-                                                            for w in WORDS))
-    return tmp_path
+    return regress_parity.write(tmp_path / "parity")
 
 
 @pytest.mark.slow

@@ -71,7 +71,8 @@ def task_specs(tasks_dir: str | Path) -> tuple[list[dict], dict]:
         try:
             cfg = load_yaml(yml, resolve_func=True)
         except Exception as exc:  # a broken YAML or a missing !function: one line naming the file
-            raise TuneLabError(f"task file {yml} cannot be read: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TuneLabError(f"task file {yml} cannot be read: {reason}") from None
         if not isinstance(cfg.get("task"), str) or "group" in cfg:
             continue  # groups, tags and shared includes are not tasks of their own
         kwargs = dict(cfg.get("dataset_kwargs") or {})
@@ -241,7 +242,9 @@ def run(run_id: str, tasks_dir: str | Path | None = None, tasks: list[str] | Non
         stats = regress_stats.paired([b_docs[i]["score"] for i in ids], [t_docs[i]["score"] for i in ids], seed=SEED)
         hib = results["base"].get("higher_is_better", {}).get(task, {}).get(metric, True)
         key, skey = f"{metric},{flt}", f"{metric}_stderr,{flt}"
-        rows.append({"task": task, "metric": metric, "higher_is_better": bool(hib), "n": stats["n"],
+        checks = next((sp.get("metadata", {}).get("checks") for sp in specs
+                       if isinstance(sp, dict) and sp.get("task") == task), None)
+        rows.append({"task": task, "checks": checks, "metric": metric, "higher_is_better": bool(hib), "n": stats["n"],
                      "base": b_res.get(key), "tuned": t_res.get(key),
                      "stderr": {"base": _num(b_res.get(skey)), "tuned": _num(t_res.get(skey))},
                      **{k: stats[k] for k in ("diff", "ci", "p", "test", "a_only", "b_only", "diff_stderr", "mde")}})
@@ -265,6 +268,43 @@ def run(run_id: str, tasks_dir: str | Path | None = None, tasks: list[str] | Non
     _write_samples(run_dir, lines)
     write_json(run_dir / FILE, doc)
     return doc
+
+
+KIND = "regressions"  # the background job's folder: regressions/<run id>/ (status, log); the result goes to the run
+
+
+def job_status(run_id: str) -> dict | None:
+    """The run's regression job (queued, running, completed, failed...), or None when none was started."""
+    from tunelab import jobs
+
+    return jobs.read_status(jobs.job_dir(KIND, run_id))
+
+
+def start(run_id: str, tasks_dir: str | None = None, tasks: list[str] | None = None, limit: int | None = None,
+          batch_size: int = 8) -> dict:
+    """Launch `tunelab reports regress RUN` in the background (one at a time per run); returns its status."""
+    from tunelab import jobs
+    from tunelab.models import run_output
+
+    run_dir = workspace.subdir("runs") / workspace.validate_name(run_id, "run id")
+    if not run_dir.is_dir():
+        raise TuneLabError(f"unknown run {run_id!r} (see `tunelab runs list`)")
+    if not run_output.read(run_dir):
+        raise TuneLabError(f"run {run_id} has no saved weights yet (it has not reached its first checkpoint)")
+    st = job_status(run_id)
+    if st and st.get("status") in jobs.ACTIVE:
+        raise TuneLabError(f"the regression suite of run {run_id} is already {st['status']}")
+    d = jobs.job_dir(KIND, run_id)
+    if d.exists():
+        workspace.discard(d)  # the last job's status and log; its result stays in the run folder
+    argv = ["reports", "regress", run_id, "--batch-size", str(batch_size), "--as-job"]
+    argv += ["--tasks-dir", str(Path(tasks_dir).expanduser().resolve())] if tasks_dir else []
+    argv += [a for name in tasks or [] for a in ("--task", name)]
+    argv += ["--limit", str(limit)] if limit else []
+    d.mkdir(parents=True)
+    jobs.write_status(d, id=run_id, status="queued", created=time.time(), pid=None, run=run_id, progress="")
+    jobs.launch(KIND, run_id, argv)
+    return job_status(run_id) or {}
 
 
 def _num(v):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from tunelab.cli import add_json, emit
@@ -18,15 +19,40 @@ def register(rsub) -> None:
                    help="an lm-eval task by name (its data from the Hub or the datasets cache; repeatable)")
     q.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
     q.add_argument("--batch-size", type=int, default=8, help="items generated together (default 8)")
+    q.add_argument("--detach", action="store_true", help="run in the background (the run's page shows it); "
+                                                            "prints the job's status")
+    q.add_argument("--as-job", action="store_true", help=argparse.SUPPRESS)  # what --detach starts
     add_json(q)
     q.set_defaults(func=cmd_regress)
 
 
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def cmd_regress(args) -> int:
+    from tunelab import jobs
     from tunelab.evals import regress
 
-    doc = regress.run(args.run, tasks_dir=args.tasks_dir, tasks=args.task, limit=args.limit,
-                      batch_size=args.batch_size, log=lambda m: print(m, file=sys.stderr, flush=True))
+    opts = dict(tasks_dir=args.tasks_dir, tasks=args.task, limit=args.limit, batch_size=args.batch_size)
+    if args.detach:
+        st = regress.start(args.run, **opts)
+        emit({"run": args.run, "status": st.get("status")}, args.json,
+             lambda d: f"started the regression suite of run {d['run']}; the Train page shows it when it ends "
+                       f"(runs/{d['run']}/regress.json)")
+        return 0
+    if not args.as_job:
+        emit(regress.run(args.run, log=_log, **opts), args.json, human)
+        return 0
+    with jobs.running(regress.KIND, args.run) as job:
+        def log(msg: str) -> None:
+            _log(msg)
+            job.update(progress=msg.removeprefix("regress: ")[:120])
+
+        doc = regress.run(args.run, log=log, **opts)
+        job.update(summary=doc["summary"])
+    if job.status == "stopped":
+        return 1
     emit(doc, args.json, human)
     return 0
 

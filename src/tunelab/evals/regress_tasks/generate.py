@@ -99,6 +99,7 @@ metric_list:
     higher_is_better: true
 metadata:
   version: 1.0
+  checks: {what}
 """
 
 
