@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from tunelab.evals import regress_stats
+from tunelab.evals.regress import stats as regress_stats
 
 
 def test_binary_scores_use_mcnemar_exact_on_the_discordant_items():

@@ -92,7 +92,7 @@ def register(sub) -> None:
     _pick_flags(q)
     add_json(q)
     q.set_defaults(func=cmd_seeds)
-    from tunelab.evals import regress_cli
+    from tunelab.evals.regress import cli as regress_cli
 
     regress_cli.register(rsub)
 

@@ -1,6 +1,6 @@
 """Write TuneLab's regression suite: one JSONL of items and one lm-eval YAML per task, from a fixed seed.
 
-Run it again after changing it (`python src/tunelab/evals/regress_tasks/generate.py`); the output is
+Run it again after changing it (`python src/tunelab/evals/regress/tasks/generate.py`); the output is
 the same on every machine for the same seed, and the files are committed next to this script.
 """
 

@@ -1,7 +1,7 @@
 """The regression suite: did tuning break what the run did not train on?
 
 A run's base and its tuned weights both go through EleutherAI's lm-evaluation-harness on the same
-tasks: TuneLab's shipped instruction-following set (`regress_tasks/`, local YAML + JSONL, checked
+tasks: TuneLab's shipped instruction-following set (`tasks/`, local YAML + JSONL, checked
 programmatically), a user's own task folder (`--tasks-dir`), or any lm-eval task by name when a Hub
 is reachable (`--task`). Per task: each model's score with lm-eval's own standard error, and the paired
 difference over the same items (regress_stats). The document lands in `runs/<id>/regress.json` (the
@@ -20,10 +20,10 @@ from pathlib import Path
 
 from tunelab import workspace
 from tunelab.errors import TuneLabError
-from tunelab.evals import regress_stats
+from tunelab.evals.regress import stats as regress_stats
 from tunelab.jsonio import read_json, write_json
 
-SUITE_DIR = Path(__file__).resolve().parent / "regress_tasks"
+SUITE_DIR = Path(__file__).resolve().parent / "tasks"
 FILE = "regress.json"
 SAMPLES_FILE = "regress-samples.jsonl"
 BOOTSTRAP_ITERS = 1000  # > 0, or lm-eval leaves every stderr N/A
