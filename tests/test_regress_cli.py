@@ -107,6 +107,8 @@ def test_regress_runs_the_shipped_suite_by_default(env):
     (["no-such-run"], "unknown run"),
     (["{run}", "--tasks-dir", "/nonexistent/tasks"], "task folder /nonexistent/tasks not found"),
     (["{run}", "--limit", "0"], "--limit must be at least 1"),
+    (["{run}", "--task", "no_such_task_xyz"], "unknown lm-eval task 'no_such_task_xyz'"),
+    (["{run}", "--task", "arc_easy"], "the Hub is off (HF_HUB_OFFLINE=1)"),  # a real task, its data not here
 ])
 def test_user_errors_are_one_line(env, args, message):
     proc = _tunelab(env, "reports", "regress", *[a.format(run=env["RUN"]) for a in args], "--json", check=False)
