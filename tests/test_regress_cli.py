@@ -114,3 +114,37 @@ def test_user_errors_are_one_line(env, args, message):
     proc = _tunelab(env, "reports", "regress", *[a.format(run=env["RUN"]) for a in args], "--json", check=False)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"] and message in proc.stderr
+
+
+@pytest.mark.slow
+def test_detach_runs_it_as_a_background_job_that_stores_the_result(env, parity_tasks):
+    import time
+
+    proc = _tunelab(env, "reports", "regress", env["RUN"], "--tasks-dir", str(parity_tasks), "--limit", "6",
+                    "--detach", "--json")
+    assert json.loads(proc.stdout) == {"run": env["RUN"], "status": "queued"}
+    job = Path(env["TUNELAB_HOME"]) / "regressions" / env["RUN"]
+    end = time.time() + 600
+    while time.time() < end:
+        st = json.loads((job / "status.json").read_text())
+        if st["status"] not in ("queued", "running"):
+            break
+        time.sleep(1)
+    assert st["status"] == "completed", (job / "job.log").read_text()[-3000:]
+    doc = json.loads((Path(env["TUNELAB_HOME"]) / "runs" / env["RUN"] / "regress.json").read_text())
+    assert st["summary"] == doc["summary"] and doc["tasks"][0]["n"] == 6
+    again = _tunelab(env, "reports", "regress", env["RUN"], "--detach", check=False)  # one at a time per run
+    assert again.returncode == 0 and "started the regression suite" in again.stdout
+    refused = _tunelab(env, "reports", "regress", env["RUN"], "--detach", check=False)
+    if refused.returncode:  # the first may have finished already on a fast machine
+        assert "is already" in refused.stderr
+    import signal
+
+    pid = json.loads((job / "status.json").read_text())["pid"]
+    os.kill(pid, signal.SIGTERM)  # what jobs.stop sends: the job records `stopped`, the last result stays
+    for _ in range(120):
+        if json.loads((job / "status.json").read_text())["status"] not in ("queued", "running"):
+            break
+        time.sleep(1)
+    assert json.loads((job / "status.json").read_text())["status"] in ("stopped", "completed")
+    assert json.loads((Path(env["TUNELAB_HOME"]) / "runs" / env["RUN"] / "regress.json").read_text()) == doc
