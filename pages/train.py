@@ -3,6 +3,7 @@
 import streamlit as st
 
 from tunelab.ui import compare_widgets as cw
+from tunelab.ui import regress_widgets as rw
 from tunelab.ui import train_widgets as tw
 from tunelab.ui.i18n import t
 from tunelab.ui.layout import show_error
@@ -16,6 +17,7 @@ if watching:
     tw.live(watching)
     tw.export_panel(watching)
     cw.run_report(watching)  # the before/after report, started by the run itself when it finishes
+    rw.panel(watching)  # kept / lost / gained on the regression suite (lm-eval), once it was run
 
 new, past = st.tabs([t("New run"), t("Past runs")])
 with new:

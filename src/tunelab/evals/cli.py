@@ -98,6 +98,9 @@ def register(sub) -> None:
     _pick_flags(q)
     add_json(q)
     q.set_defaults(func=cmd_seeds)
+    from tunelab.evals.regress import cli as regress_cli
+
+    regress_cli.register(rsub)
 
 
 def _judge_flags(p, required: bool = False) -> None:
