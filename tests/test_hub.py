@@ -55,7 +55,7 @@ def test_add_chat_train_fetch_the_weights_once(workspace, hub, env):
 
     for model in ("tiny", "acme/tiny-chat"):
         p = _ok(tunelab(workspace, "chat", model, "Hello", "--max-new-tokens", "4", env=env))
-        assert p.stdout.strip() and "tokens/s" in p.stderr
+        assert "4 tokens" in p.stderr  # random weights: the answer is 4 tokens of noise
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TUNELAB_HOME", str(workspace))
@@ -75,7 +75,7 @@ def test_offline_uses_the_cache_once_fetched(workspace, hub, env):
     gets = hub.weight_gets("acme/tiny-chat")
     p = _ok(tunelab(workspace, "chat", "acme/tiny-chat", "Hi", "--max-new-tokens", "2",
                     env=dict(env, HF_HUB_OFFLINE="1")))
-    assert p.stdout.strip() and hub.weight_gets("acme/tiny-chat") == gets
+    assert "2 tokens" in p.stderr and hub.weight_gets("acme/tiny-chat") == gets
 
 
 def test_offline_says_how_to_turn_downloads_on(workspace, env):
