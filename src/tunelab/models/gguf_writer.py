@@ -87,7 +87,8 @@ def write_gguf(model, tok, path: Path, name: str, pre: str = "default", qtype: s
     c = model.config
     arch = ARCHES.get(c.model_type)
     if arch is None:
-        raise TuneLabError(f"GGUF export supports {', '.join(sorted(ARCHES))} models; this one is {c.model_type!r} "
+        supported = ", ".join(sorted(ARCHES))
+        raise TuneLabError(f"GGUF export supports {supported} models; this one is {c.model_type!r} "
                            "(export --merge and convert it with llama.cpp's convert_hf_to_gguf.py)")
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.gguf.upper()], c.num_hidden_layers)
     w = gguf.GGUFWriter(str(path), arch.gguf)
@@ -101,7 +102,7 @@ def write_gguf(model, tok, path: Path, name: str, pre: str = "default", qtype: s
             continue
         gname = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if gname is None:
-            raise TuneLabError(f"GGUF export does not know the tensor {key} of a {c.model_type} model")
+            raise TuneLabError(f"GGUF export does not know the tensor {key} of a {c.model_type!r} model")
         arr = tensor.detach().float().numpy()
         if arch.permute_qk and gname.endswith("attn_q.weight"):
             arr = _permute(arr, c.num_attention_heads)

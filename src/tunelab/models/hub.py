@@ -91,6 +91,7 @@ def _friendly(exc: Exception, repo: str, revision: str | None) -> TuneLabError:
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
+    at, kind = endpoint(), type(exc).__name__
     if isinstance(exc, OfflineModeIsEnabled):
         return _offline_error(repo)
     if isinstance(exc, GatedRepoError):
@@ -99,16 +100,16 @@ def _friendly(exc: Exception, repo: str, revision: str | None) -> TuneLabError:
                                 f"the Hub with that account, or {TOKEN_HELP}")
         return TuneLabError(f"{repo} is gated: accept its terms on the Hub, then {TOKEN_HELP}")
     if isinstance(exc, RevisionNotFoundError):
-        return TuneLabError(f"{repo} has no revision {revision!r} on the Hub at {endpoint()}")
+        return TuneLabError(f"{repo} has no revision {revision!r} on the Hub at {at}")
     if isinstance(exc, RepositoryNotFoundError):
-        return TuneLabError(f"no model {repo} on the Hub at {endpoint()} (check the id; if it is private, {TOKEN_HELP})")
+        return TuneLabError(f"no model {repo} on the Hub at {at} (check the id; if it is private, {TOKEN_HELP})")
     if isinstance(exc, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError)):
-        return TuneLabError(f"cannot reach the Hub at {endpoint()} ({type(exc).__name__}); check the network or "
-                            f"HF_ENDPOINT")
+        return TuneLabError(f"cannot reach the Hub at {at} ({kind}); check the network or HF_ENDPOINT")
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else "an error"
-        return TuneLabError(f"the Hub at {endpoint()} answered {status} for {repo}")
-    return TuneLabError(f"fetching {repo} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return TuneLabError(f"the Hub at {at} answered {status} for {repo}")
+    first = (str(exc).splitlines() or [""])[0]
+    return TuneLabError(f"fetching {repo} failed: {kind}: {first}")
 
 
 def _offline_error(repo: str) -> TuneLabError:
@@ -168,9 +169,10 @@ def plan(repo: str, revision: str | None = None) -> dict:
         raise TuneLabError(f"{repo} is not a transformers model (no config.json)")
     if not any(f.endswith(".safetensors") for f in wanted):
         pickled = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
-        raise TuneLabError(f"{repo} has no safetensors weights" + (
-            f" (only {pickled[0]}, a pickle that can run code when loaded); TuneLab loads safetensors only"
-            if pickled else ""))
+        if pickled:
+            raise TuneLabError(f"{repo} has no safetensors weights (only {pickled[0]}, a pickle that can run code "
+                               f"when loaded); TuneLab loads safetensors only")
+        raise TuneLabError(f"{repo} has no safetensors weights")
     card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
     license_ = card.get("license") or next((t.split(":", 1)[1] for t in (info.tags or []) if t.startswith("license:")), "")
     return {"repo": repo, "commit": info.sha, "license": license_ or "", "files": {f: files[f] for f in wanted},
@@ -182,7 +184,8 @@ def check_disk(need: int, where: Path, repo: str) -> None:
     where.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(where).free
     if need * 1.05 > free:
-        raise TuneLabError(f"{repo} needs {need / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB is free in {where}; "
+        need_gib, free_gib = f"{need / 2**30:.2f}", f"{free / 2**30:.2f}"
+        raise TuneLabError(f"{repo} needs {need_gib} GiB but only {free_gib} GiB is free in {where}; "
                            f"free some space or point HF_HOME at a larger disk")
 
 

@@ -57,7 +57,7 @@ TEMPLATES: dict[str, str] = {
         "\n\n{% endfor %}"
     ),
 }
-NAMES = ("auto", "native", *TEMPLATES)
+NAMES = ("auto", "native", *TEMPLATES)  # train/config.py's `template` choices hold the same names
 
 # The marker tokens that identify a template family, in the order they are tried.
 _MARKERS = (("llama3", "<|start_header_id|>"), ("gemma", "<start_of_turn>"), ("chatml", "<|im_start|>"),
@@ -67,7 +67,8 @@ _MARKERS = (("llama3", "<|start_header_id|>"), ("gemma", "<start_of_turn>"), ("c
 def get(name: str) -> str:
     """The Jinja source of a named template."""
     if name not in TEMPLATES:
-        raise TuneLabError(f"unknown chat template {name!r}; choose one of: {', '.join(NAMES)}")
+        choices = ", ".join(NAMES)
+        raise TuneLabError(f"unknown chat template {name!r}; choose one of: {choices}")
     return TEMPLATES[name]
 
 
@@ -100,8 +101,8 @@ def apply(tok, name: str, model_type: str = "") -> str:
     native = not tok.init_kwargs.get("tunelab_fallback_template", False) and bool(tok.chat_template)
     if name == "native" or (name == "auto" and native):
         if not native:
-            raise TuneLabError("this model has no chat template of its own; choose one with --template "
-                               f"({', '.join(TEMPLATES)})")
+            choices = ", ".join(TEMPLATES)
+            raise TuneLabError(f"this model has no chat template of its own; choose one with --template ({choices})")
         return family(tok.chat_template) or "native"
     chosen = detect(tok, model_type) if name == "auto" else name
     tok.chat_template = get(chosen)
@@ -130,3 +131,11 @@ def template_name(entry: dict) -> str:
             "chat_template") if folder.is_dir() else None
         return family(text if isinstance(text, str) else None) or ("native" if text else "alpaca")
     return "native"
+
+
+def apply_to(tok, name: str, model: str) -> str:
+    """apply() with the model type read from MODEL's config (a run's base for a run); returns the name used."""
+    from tunelab.models.hub import describe
+    from tunelab.models.loading import hf_dir
+
+    return apply(tok, name, describe(hf_dir(model))["model_type"])
