@@ -27,17 +27,17 @@ TEMPLATES: dict[str, str] = {
         "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
         "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
     ),
-    "gemma": (  # Gemma has no system role: a system message is prefixed to the first user turn
-        "{{ bos_token }}{% set sys = '' %}" + _SYS_FIRST
-        + "{% if m['role'] == 'system' %}{% set sys = m['content'] + '\n\n' %}"
+    "gemma": (  # Gemma has no system role: a system message opens the first user turn
+        "{{ bos_token }}{% set ns = namespace(sys='') %}" + _SYS_FIRST
+        + "{% if m['role'] == 'system' %}{% set ns.sys = m['content'] + '\n\n' %}"
         "{% else %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
-        "{% if loop.index0 == 1 and m['role'] == 'user' %}{{ sys }}{% endif %}{{ m['content'] | trim }}<end_of_turn>\n"
+        "{% if m['role'] == 'user' %}{{ ns.sys }}{% set ns.sys = '' %}{% endif %}{{ m['content'] | trim }}<end_of_turn>\n"
         "{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
     ),
-    "mistral": (
-        "{{ bos_token }}{% set sys = '' %}" + _SYS_FIRST
-        + "{% if m['role'] == 'system' %}{% set sys = m['content'] + '\n\n' %}"
-        "{% elif m['role'] == 'user' %}[INST] {% if loop.index0 == 1 %}{{ sys }}{% endif %}{{ m['content'] }} [/INST]"
+    "mistral": (  # no system role either: it opens the first [INST]
+        "{{ bos_token }}{% set ns = namespace(sys='') %}" + _SYS_FIRST
+        + "{% if m['role'] == 'system' %}{% set ns.sys = m['content'] + '\n\n' %}"
+        "{% elif m['role'] == 'user' %}[INST] {{ ns.sys }}{% set ns.sys = '' %}{{ m['content'] }} [/INST]"
         "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
     ),
     "phi3": (
