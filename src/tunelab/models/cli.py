@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("name")
     p.add_argument("target", metavar="PATH_OR_HUB_ID")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit (default: main)")
+    p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # the Models page's download job id
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding an endpoint's key")
     p.add_argument("--remote-model", default="", help="the model id an endpoint expects (default: NAME)")
     add_json(p)
@@ -64,8 +65,16 @@ def _models_table(obj: dict) -> str:
 def cmd_add(args: argparse.Namespace) -> None:
     from tunelab.models.registry import add_model
 
-    entry = add_model(args.name, args.target, api_key_env=args.api_key_env, remote_model=args.remote_model,
-                      revision=args.revision)
+    def add(on_progress=None):
+        return add_model(args.name, args.target, api_key_env=args.api_key_env, remote_model=args.remote_model,
+                         revision=args.revision, on_progress=on_progress)
+
+    if args.job:
+        from tunelab.models.download import run_job
+
+        entry = run_job(args.job, add)
+    else:
+        entry = add()
     emit(entry, args.json, lambda e: f"added {e['name']} ({e['kind']}: {e.get('path') or e.get('base_url')})"
          + (f" from {e['hub_id']}@{e['revision'][:12]}" if e.get("hub_id") else ""))
 

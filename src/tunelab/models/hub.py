@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from tunelab import workspace
@@ -189,13 +190,28 @@ def check_disk(need: int, where: Path, repo: str) -> None:
                            f"free some space or point HF_HOME at a larger disk")
 
 
-def fetch(model: str, revision: str | None = None, tqdm_class=None) -> dict:
+def _watch(folder: Path, total: int, on_progress, stop: threading.Event) -> None:
+    """Report the bytes in the repo's blob folder (finished and .incomplete files) until stop is set.
+
+    Read from the disk rather than from huggingface_hub's bars, whose layout changes between versions;
+    a resumed download starts from the bytes already there.
+    """
+    while not stop.wait(0.3):
+        try:
+            done = sum(f.stat().st_size for f in (folder / "blobs").iterdir())
+        except OSError:
+            done = 0
+        on_progress(min(done, total), total)
+
+
+def fetch(model: str, revision: str | None = None, tqdm_class=None, on_progress=None) -> dict:
     """Download (or find cached) a Hub model; returns {"repo", "path", "commit", "license", "bytes"}.
 
     Args:
         model: `ORG/NAME` or `ORG/NAME@REVISION`.
         revision: a branch, tag or commit (overrides one given after @).
         tqdm_class: progress bar class for the bytes (default: huggingface_hub's bar on stderr).
+        on_progress: called with (bytes on disk, bytes to fetch) while downloading (the Models page's bar).
     """
     parsed = parse(model) or (model, None)
     repo, revision = parsed[0], revision or parsed[1]
@@ -205,12 +221,20 @@ def fetch(model: str, revision: str | None = None, tqdm_class=None) -> dict:
     check_disk(p["bytes"], cache_dir(), repo)
     from huggingface_hub import snapshot_download
 
+    stop = threading.Event()
+    if on_progress:
+        folder = cache_dir() / f"models--{repo.replace('/', '--')}"
+        threading.Thread(target=_watch, args=(folder, p["bytes"], on_progress, stop), daemon=True).start()
     try:
         # the revision as given (not the commit), so the cache records refs/<branch> for the next lookup
         path = snapshot_download(repo, revision=revision, allow_patterns=ALLOW_PATTERNS, cache_dir=str(cache_dir()),
                                  endpoint=endpoint(), token=token(), tqdm_class=tqdm_class)
     except Exception as exc:  # noqa: BLE001
         raise _friendly(exc, repo, revision) from None
+    finally:
+        stop.set()
+    if on_progress:
+        on_progress(p["bytes"], p["bytes"])
     meta = _meta_file(repo, Path(path).name)
     meta.parent.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({"license": p["license"], "bytes": p["bytes"]}))

@@ -122,11 +122,11 @@ def _folder_entry(folder: Path) -> dict:
 
 
 def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remote_model: str = "",
-              revision: str | None = None, tqdm_class=None) -> dict:
+              revision: str | None = None, tqdm_class=None, on_progress=None) -> dict:
     """Register a local HF folder, a .gguf file, an OpenAI-compatible endpoint (http[s]://) or a Hub id.
 
     A Hub id (`ORG/NAME[@REV]`, or with `revision`) is fetched first (models/hub.py); the entry records
-    the resolved commit, the license and the architecture.
+    the resolved commit, the license and the architecture; on_progress(done, total) follows its bytes.
     """
     from tunelab.models import hub
 
@@ -134,7 +134,7 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
     if name in SHIPPED:
         raise TuneLabError(f"{name} is a shipped model name; choose another")
     if hub.parse(target) and not Path(target).expanduser().exists():
-        got = hub.fetch(target, revision, tqdm_class=tqdm_class)
+        got = hub.fetch(target, revision, tqdm_class=tqdm_class, on_progress=on_progress)
         entry = {"kind": "hf", "path": got["path"], "hub_id": got["repo"], "revision": got["commit"],
                  "license": got["license"], **_folder_entry(Path(got["path"]))}
     elif target.startswith(("http://", "https://")):
