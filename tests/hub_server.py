@@ -7,7 +7,8 @@ Serves a folder of repos (`ROOT/ORG/NAME/...`, each the `main` revision) with:
   GET  /ORG/NAME/resolve/REV/PATH               the bytes, honouring `Range: bytes=N-[M]`
 Errors carry the Hub's `X-Error-Code` (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo), which
 the client turns into its typed errors. A repo listed in `gated` answers its files with 401 without a
-token and 403 with a token other than `token`. Every GET of a file is counted in `gets[(repo, path)]`.
+token and 403 with a token other than `token`. Every GET of a file is counted in `gets[(repo, path)]`;
+`bytes_per_s` slows the weights down so that a progress bar has time to show.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,8 +34,9 @@ class StandInHub:
     """`with StandInHub(root, gated={"org/x"}, token="hf_x") as hub:` then HF_ENDPOINT=hub.url."""
 
     def __init__(self, root: Path, gated: set[str] | None = None, token: str = "hf_test_token",
-                 licenses: dict[str, str] | None = None):
+                 licenses: dict[str, str] | None = None, bytes_per_s: float | None = None):
         self.root = Path(root)
+        self.bytes_per_s = bytes_per_s  # weights sent at this rate: a download a browser can watch
         self.gated = set(gated or ())
         self.token = token
         self.licenses = licenses or {}
@@ -197,7 +200,15 @@ class StandInHub:
                 if m:
                     start, end = int(m.group(1)), int(m.group(2) or end)
                     headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                self._send(206 if m else 200, data[start:end + 1], headers)
+                body = data[start:end + 1]
+                if not (lfs and hub.bytes_per_s):
+                    self._send(206 if m else 200, body, headers)
+                    return
+                self._send(206 if m else 200, b"", dict(headers, **{"Content-Length": len(body)}), head=True)
+                step = 64 * 1024
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i:i + step])
+                    time.sleep(step / hub.bytes_per_s)
 
         return Handler
 

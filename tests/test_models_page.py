@@ -42,7 +42,7 @@ def test_models_page_shows_the_catalog_and_a_cost_table(workspace):
     at = open_page("pages/models.py")
     table = next(df.value for df in at.dataframe if "architecture" in df.value.columns)
     assert "smollm2-135m-instruct" in table["model"].tolist() and set(table["chat template"]) == {"chatml", "alpaca"}
-    costs = next(df.value for df in at.dataframe if "minutes per 1,000 examples" in df.value.columns)
+    costs = next(tb.value for tb in at.table if "minutes per 1,000 examples" in tb.value.columns)
     assert list(costs["method"]) == ["lora", "qlora", "full"]
     assert "does not fit" in costs.iloc[1].tolist() and "GB free memory" in texts(at)
 
