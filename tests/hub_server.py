@@ -42,6 +42,7 @@ class StandInHub:
         self.licenses = licenses or {}
         self.gets: Counter = Counter()
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[tuple[str, str, str]] = []  # (repo, path, Range header) of every file GET
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -195,6 +196,7 @@ class StandInHub:
                     return
                 with hub._lock:
                     hub.gets[(repo, rel)] += 1
+                    hub.ranges.append((repo, rel, self.headers.get("Range", "")))
                 start, end = 0, len(data) - 1
                 m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
                 if m:
@@ -206,9 +208,12 @@ class StandInHub:
                     return
                 self._send(206 if m else 200, b"", dict(headers, **{"Content-Length": len(body)}), head=True)
                 step = 64 * 1024
-                for i in range(0, len(body), step):
-                    self.wfile.write(body[i:i + step])
-                    time.sleep(step / hub.bytes_per_s)
+                try:
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i:i + step])
+                        time.sleep(step / hub.bytes_per_s)
+                except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-download
+                    pass
 
         return Handler
 

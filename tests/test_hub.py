@@ -146,3 +146,37 @@ def test_hub_ids_are_told_apart_from_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "local" / "model").mkdir(parents=True)
     assert parse("local/model") is None  # an existing folder is a folder
+
+
+@pytest.mark.slow
+def test_interrupted_download_resumes_where_it_stopped(workspace, tmp_path):
+    """Kill `models add` mid-download; the next one asks only for the missing bytes (a Range request)."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "slow-repos"
+    make_repo(root, "acme/slow", width=32)
+    weights = (root / "acme" / "slow" / "model.safetensors").stat().st_size
+    with StandInHub(root, bytes_per_s=weights / 6) as slow:  # about 6 s for the weights
+        env = {"HF_ENDPOINT": slow.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": ""}
+        full = {**os.environ, "TUNELAB_HOME": str(workspace), **env}
+        proc = subprocess.Popen([sys.executable, "-m", "tunelab", "models", "add", "slow", "acme/slow"], env=full,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        blobs = tmp_path / "hf" / "hub" / "models--acme--slow" / "blobs"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            part = list(blobs.glob("*.tunelab-part")) if blobs.is_dir() else []  # models/hub.py keeps partial weights here
+            if part and part[0].stat().st_size > weights // 4:
+                break
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+        kept = max(f.stat().st_size for f in blobs.glob("*.tunelab-part"))
+        assert 0 < kept < weights
+        _ok(tunelab(workspace, "models", "add", "slow", "acme/slow", env=env))
+    asks = [r for (repo, path, r) in slow.ranges if path == "model.safetensors"]
+    assert asks[0] == "" and len(asks) == 2 and asks[1].startswith("bytes=")
+    assert 0 < int(asks[1][len("bytes="):].split("-")[0]) <= kept  # resumed, not fetched again from 0
+    added = json.loads(_ok(tunelab(workspace, "models", "list", "--json", env=env)).stdout)["models"]
+    assert next(m for m in added if m["name"] == "slow")["revision"] == slow.commit("acme/slow")

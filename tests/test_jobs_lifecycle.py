@@ -224,7 +224,8 @@ def test_status_changes_and_launches_live_in_jobs_only():
             if call.func.attr == "launch" and isinstance(call.func.value, ast.Name) and call.func.value.id == "jobs":
                 launches.append(where)
     assert changes == []
-    assert sorted(set(launches)) == ["src/tunelab/evals/evaluate.py", "src/tunelab/serve/manage.py",
+    assert sorted(set(launches)) == ["src/tunelab/evals/evaluate.py", "src/tunelab/models/download.py",
+                                     "src/tunelab/serve/manage.py",
                                      "src/tunelab/synth/generate.py", "src/tunelab/train/export.py",
                                      "src/tunelab/train/runs.py"]
     # The Generate page used to write `generate --job ID --no-accept --json` itself.

@@ -158,8 +158,9 @@ def plan(repo: str, revision: str | None = None) -> dict:
     api = HfApi(endpoint=endpoint(), token=token())
     try:
         info = api.model_info(repo, revision=revision)
-        files = {f.path: f.size for f in api.list_repo_tree(repo, revision=info.sha, recursive=True)
-                 if isinstance(f, RepoFile)}
+        tree = [f for f in api.list_repo_tree(repo, revision=info.sha, recursive=True) if isinstance(f, RepoFile)]
+        files = {f.path: f.size for f in tree}
+        lfs = {f.path: f.lfs.sha256 for f in tree if f.lfs is not None}
         wanted = list(filter_repo_objects(files, allow_patterns=ALLOW_PATTERNS))
         if "config.json" in files:  # a gated or private repo says so on its files, not on its listing
             get_hf_file_metadata(hf_hub_url(repo, "config.json", revision=info.sha, endpoint=endpoint()),
@@ -177,7 +178,50 @@ def plan(repo: str, revision: str | None = None) -> dict:
     card = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
     license_ = card.get("license") or next((t.split(":", 1)[1] for t in (info.tags or []) if t.startswith("license:")), "")
     return {"repo": repo, "commit": info.sha, "license": license_ or "", "files": {f: files[f] for f in wanted},
-            "bytes": sum(files[f] or 0 for f in wanted)}
+            "lfs": {f: lfs[f] for f in wanted if f in lfs}, "bytes": sum(files[f] or 0 for f in wanted)}
+
+
+def _fetch_blob(repo: str, commit: str, path: str, sha256: str, size: int, blobs: Path) -> None:
+    """Download one large file into the cache's blobs/<sha256>, continuing a partial one left by an
+    interrupted download (an HTTP Range request for the missing bytes), then check its sha256.
+
+    huggingface_hub 2.x writes each download to a fresh per-process temporary file and deletes it on
+    failure, so an interrupted download starts again from byte 0; this keeps the partial file under a
+    stable name instead. snapshot_download then finds the blob and only links it into the snapshot.
+    """
+    import hashlib
+
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    final = blobs / sha256
+    if final.exists():
+        return
+    blobs.mkdir(parents=True, exist_ok=True)
+    part = blobs / f"{sha256}.tunelab-part"
+    have = part.stat().st_size if part.exists() else 0
+    headers = build_hf_headers(token=token())
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    url = hf_hub_url(repo, path, revision=commit, endpoint=endpoint())
+    with get_session().stream("GET", url, headers=headers, follow_redirects=True, timeout=30) as r:
+        r.raise_for_status()
+        if have and r.status_code != 206:  # the server ignored the Range: start again
+            have = 0
+        with open(part, "ab" if have else "wb") as out, hf_tqdm(total=size, initial=have, unit="B", unit_scale=True,
+                                                                 desc=path) as bar:
+            for chunk in r.iter_bytes(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    digest = hashlib.sha256()
+    with open(part, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        part.unlink()
+        raise TuneLabError(f"{repo}/{path} arrived corrupted (sha256 differs); run the command again")
+    os.replace(part, final)
 
 
 def check_disk(need: int, where: Path, repo: str) -> None:
@@ -226,9 +270,14 @@ def fetch(model: str, revision: str | None = None, tqdm_class=None, on_progress=
         folder = cache_dir() / f"models--{repo.replace('/', '--')}"
         threading.Thread(target=_watch, args=(folder, p["bytes"], on_progress, stop), daemon=True).start()
     try:
+        blobs = cache_dir() / f"models--{repo.replace('/', '--')}" / "blobs"
+        for name, sha in p["lfs"].items():  # the weights, resumable across processes
+            _fetch_blob(repo, p["commit"], name, sha, p["files"][name] or 0, blobs)
         # the revision as given (not the commit), so the cache records refs/<branch> for the next lookup
         path = snapshot_download(repo, revision=revision, allow_patterns=ALLOW_PATTERNS, cache_dir=str(cache_dir()),
                                  endpoint=endpoint(), token=token(), tqdm_class=tqdm_class)
+    except TuneLabError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise _friendly(exc, repo, revision) from None
     finally:
