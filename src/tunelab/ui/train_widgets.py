@@ -42,7 +42,7 @@ LABELS = {
     "early_stopping_patience": "Early-stopping patience (evaluations, 0 = off)",
     "save_steps": "Checkpoint every N steps", "seed": "Random seed", "wait_for_others": "Wait for other runs to finish",
     "threads": "CPU threads (0 = automatic)", "mixed_precision": "Mixed precision (bfloat16 compute)",
-    "auto_report": "Before/after report when the run ends",
+    "auto_report": "Before/after report when the run ends", "template": "Chat template",
     "gradient_checkpointing": "Gradient checkpointing (less memory, slower)",
     "report_to": "Also log to (tensorboard, mlflow, wandb)",
 }
