@@ -42,7 +42,9 @@ def _ok(proc):
 @pytest.mark.slow
 def test_add_chat_train_fetch_the_weights_once(workspace, hub, env):
     before = hub.weight_gets("acme/tiny-chat")
-    added = json.loads(_ok(tunelab(workspace, "models", "add", "tiny", "acme/tiny-chat", "--json", env=env)).stdout)
+    p = _ok(tunelab(workspace, "models", "add", "tiny", "acme/tiny-chat", "--json", env=dict(env, TUNELAB_PROGRESS="1")))
+    assert "acme/tiny-chat/model.safetensors: 100%" in p.stderr  # the byte bar (stderr is not a terminal here)
+    added = json.loads(p.stdout)
     assert added["hub_id"] == "acme/tiny-chat" and added["revision"] == hub.commit("acme/tiny-chat")
     assert added["architecture"] == "LlamaForCausalLM" and added["license"] == "apache-2.0"
     assert os.path.realpath(added["path"]).startswith(env["HF_HOME"])

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -181,6 +182,23 @@ def plan(repo: str, revision: str | None = None) -> dict:
             "lfs": {f: lfs[f] for f in wanted if f in lfs}, "bytes": sum(files[f] or 0 for f in wanted)}
 
 
+def _bar(show: bool):
+    """A tqdm class for the terminal's byte bar on stderr, shown when stderr is a terminal or
+    TUNELAB_PROGRESS=1 (the CLI turns huggingface_hub's own bars off: HF_HUB_DISABLE_PROGRESS_BARS)."""
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.update(disable=not show, file=sys.stderr)
+            super().__init__(*args, **kwargs)
+
+    return Bar
+
+
+def _show_progress() -> bool:
+    return sys.stderr.isatty() or os.environ.get("TUNELAB_PROGRESS") == "1"
+
+
 def _fetch_blob(repo: str, commit: str, path: str, sha256: str, size: int, blobs: Path) -> None:
     """Download one large file into the cache's blobs/<sha256>, continuing a partial one left by an
     interrupted download (an HTTP Range request for the missing bytes), then check its sha256.
@@ -193,7 +211,6 @@ def _fetch_blob(repo: str, commit: str, path: str, sha256: str, size: int, blobs
 
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session
-    from huggingface_hub.utils import tqdm as hf_tqdm
 
     final = blobs / sha256
     if final.exists():
@@ -209,8 +226,8 @@ def _fetch_blob(repo: str, commit: str, path: str, sha256: str, size: int, blobs
         r.raise_for_status()
         if have and r.status_code != 206:  # the server ignored the Range: start again
             have = 0
-        with open(part, "ab" if have else "wb") as out, hf_tqdm(total=size, initial=have, unit="B", unit_scale=True,
-                                                                 desc=path) as bar:
+        with open(part, "ab" if have else "wb") as out, _bar(_show_progress())(
+                total=size, initial=have, unit="B", unit_scale=True, desc=f"{repo}/{path}") as bar:
             for chunk in r.iter_bytes(1 << 20):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -254,7 +271,8 @@ def fetch(model: str, revision: str | None = None, tqdm_class=None, on_progress=
     Args:
         model: `ORG/NAME` or `ORG/NAME@REVISION`.
         revision: a branch, tag or commit (overrides one given after @).
-        tqdm_class: progress bar class for the bytes (default: huggingface_hub's bar on stderr).
+        tqdm_class: progress bar class for snapshot_download's small files (default: none; the weights'
+            byte bar goes to stderr, see _bar).
         on_progress: called with (bytes on disk, bytes to fetch) while downloading (the Models page's bar).
     """
     parsed = parse(model) or (model, None)
@@ -275,7 +293,7 @@ def fetch(model: str, revision: str | None = None, tqdm_class=None, on_progress=
             _fetch_blob(repo, p["commit"], name, sha, p["files"][name] or 0, blobs)
         # the revision as given (not the commit), so the cache records refs/<branch> for the next lookup
         path = snapshot_download(repo, revision=revision, allow_patterns=ALLOW_PATTERNS, cache_dir=str(cache_dir()),
-                                 endpoint=endpoint(), token=token(), tqdm_class=tqdm_class)
+                                 endpoint=endpoint(), token=token(), tqdm_class=tqdm_class or _bar(False))
     except TuneLabError:
         raise
     except Exception as exc:  # noqa: BLE001
