@@ -252,7 +252,7 @@ def check_disk(need: int, where: Path, repo: str) -> None:
 
 
 def _watch(folder: Path, total: int, on_progress, stop: threading.Event) -> None:
-    """Report the bytes in the repo's blob folder (finished and .incomplete files) until stop is set.
+    """Report the bytes in the repo's blob folder (finished and partial files) until stop is set.
 
     Read from the disk rather than from huggingface_hub's bars, whose layout changes between versions;
     a resumed download starts from the bytes already there.
