@@ -16,6 +16,25 @@ def test_catalog_lists_the_shipped_models_with_their_facts(workspace):
     assert smol["disk_bytes"] > 50e6 and rows["gemma3-270m"]["template"] == "alpaca"
 
 
+@pytest.mark.slow
+def test_catalog_lists_a_run_with_its_own_template(workspace, tmp_path):
+    import tiny_model
+    from tunelab.train import catalog, runs, sft
+    from tunelab.train.config import TrainConfig
+
+    base = tiny_model.build(tmp_path / "base")
+    (base / "chat_template.jinja").unlink()
+    tiny_model.dataset()
+    cfg = TrainConfig.for_method("lora")
+    cfg.set({"model": str(base), "data": "tiny", "max_steps": 1, "save_steps": 1, "batch_size": 2, "cutoff_len": 64,
+             "template": "phi3", "auto_report": False})
+    run_id = runs.create(cfg)
+    assert sft.main(runs.run_dir(run_id)) == 0
+    row = next(r for r in catalog.catalog() if r["name"] == run_id)
+    assert row["template"] == "phi3" and row["kind"] == "run" and row["revision"] == "step 1" and row["disk_bytes"]
+    assert catalog.costs(run_id, free=64e9, device="cpu")["training"][0]["fits"]
+
+
 def test_costs_come_from_the_training_estimator_and_say_why(workspace):
     from tunelab.train import catalog, estimate
     from tunelab.train.config import TrainConfig

@@ -40,8 +40,8 @@ def device_type() -> str:
 
 
 def catalog() -> list[dict]:
-    """The registry's models with what the Models page shows: params, architecture, license, template,
-    revision and disk size."""
+    """The registry's models and the runs with saved weights, with what the Models page shows: params,
+    architecture, license, template, revision (a run: its step) and disk size."""
     from tunelab.models.registry import resolve
     from tunelab.models.templates import template_name
 
@@ -56,7 +56,28 @@ def catalog() -> list[dict]:
         rows.append({"name": m["name"], "params": m["params"], "architecture": m.get("architecture", ""),
                      "license": m.get("license", ""), "template": template_name(m), "revision": m.get("revision", ""),
                      "source": m["source"], "kind": m["kind"], "disk_bytes": disk_bytes(path)})
-    return rows
+    return rows + _runs({r["name"]: r for r in rows})
+
+
+def _runs(by_name: dict[str, dict], limit: int = 20) -> list[dict]:
+    """Training runs with saved weights (newest first): their base's facts, their own template and size."""
+    from tunelab import jobs
+    from tunelab.models import run_output
+    from tunelab.models.templates import template_name
+
+    out = []
+    for st in jobs.list_jobs("runs")[:limit]:
+        d = jobs.job_dir("runs", st["id"])
+        meta = run_output.read(d)
+        if not meta:
+            continue
+        folder = d / (meta.get("adapter_dir") or meta.get("model_dir") or "")
+        base = by_name.get(meta["base"], {})
+        out.append({"name": st["id"], "params": base.get("params"), "architecture": base.get("architecture", ""),
+                    "license": base.get("license", ""), "template": template_name({"path": str(folder)}),
+                    "revision": f"step {meta['step']}", "source": f"run on {meta['base']} ({meta['method']})",
+                    "kind": "run", "disk_bytes": disk_bytes(str(folder))})
+    return out
 
 
 def _verdict(method: str, need: float, need_ck: float, free: float | None, device: str) -> tuple[bool | None, str]:
