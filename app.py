@@ -35,6 +35,7 @@ PAGES = {
     ],
     t("5 · Use"): [
         st.Page("pages/playground.py", title=t("Playground"), icon=":material/chat:", url_path="playground"),
+        st.Page("pages/models.py", title=t("Models"), icon=":material/inventory_2:", url_path="models"),
     ],
 }
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def tunelab(home: Path, *args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m tunelab ARGS` with TUNELAB_HOME=home, offline, from home's parent unless cwd is given."""
-    full = dict(os.environ, TUNELAB_HOME=str(home), HF_HUB_OFFLINE="1", **(env or {}))
+    full = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}  # env may go online
     return subprocess.run([sys.executable, "-m", "tunelab", *args], capture_output=True, text=True,
                           env=full, cwd=cwd or home.parent, timeout=300)
 

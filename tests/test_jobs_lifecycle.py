@@ -225,6 +225,7 @@ def test_status_changes_and_launches_live_in_jobs_only():
                 launches.append(where)
     assert changes == []
     assert sorted(set(launches)) == ["src/tunelab/evals/evaluate.py", "src/tunelab/evals/regress/__init__.py",
+                                     "src/tunelab/models/download.py",
                                      "src/tunelab/serve/manage.py",
                                      "src/tunelab/synth/generate.py", "src/tunelab/train/export.py",
                                      "src/tunelab/train/runs.py"]

@@ -32,7 +32,8 @@ def test_models_list_json_lists_shipped(workspace):
     models = {m["name"]: m for m in json.loads(r.stdout)["models"]}
     assert set(models) >= {SMOL, "gemma3-270m"}
     assert models[SMOL]["chat_template"] is True and models["gemma3-270m"]["chat_template"] is False
-    assert set(models[SMOL]) == {"name", "params", "source", "chat_template"} and models[SMOL]["params"] > 1e8
+    assert set(models[SMOL]) == {"name", "params", "source", "chat_template", "revision", "architecture", "license",
+                                 "template"} and models[SMOL]["params"] > 1e8
 
 
 def test_add_and_resolve(workspace, tiny_model):
@@ -53,7 +54,7 @@ def test_add_and_resolve(workspace, tiny_model):
     (("models", "add", "x", "/no/such/folder"), "neither"),
     (("models", "add", "bad/name", "/tmp"), "invalid model name"),
     (("models", "add", SMOL, "/tmp"), "shipped model name"),
-    (("models", "add", "hub", "org/some-model"), "hub downloads are off"),
+    (("models", "add", "hub", "org/some-model"), "HF_HUB_OFFLINE=1 turns downloads off; set HF_HUB_OFFLINE=0"),
     (("chat", "no-such-model", "hi"), "unknown model"),
 ])
 def test_user_errors_are_one_line(workspace, args, message):

@@ -33,9 +33,9 @@ from tunelab.jsonio import locked, read_json, write_json
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "stopped", "interrupted")
-KINDS = ("runs", "reports", "generations", "export-jobs", "servers", "regressions")
+KINDS = ("runs", "reports", "generations", "export-jobs", "servers", "regressions", "downloads")
 KIND_LABELS = {"runs": "run", "reports": "report", "generations": "generation", "export-jobs": "export",
-               "servers": "server", "regressions": "regression suite"}
+               "servers": "server", "regressions": "regression suite", "downloads": "download"}
 SCHEMA_KIND = "status"  # status.json's migrations in tunelab.migrations
 ERROR_CHARS = 300  # an unexpected exception's line in status.json is cut here (the log has it all)
 

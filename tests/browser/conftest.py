@@ -24,11 +24,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory):
+def dashboard_env() -> dict:
+    """Extra environment for a module's dashboard (a module overrides it: e.g. online, at a stand-in Hub)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory, dashboard_env):
     """Start the dashboard on a free port over an empty workspace; yield (url, workspace)."""
     home = tmp_path_factory.mktemp("journey-ws")
     port = _free_port()
-    env = dict(os.environ, TUNELAB_HOME=str(home), HF_HUB_OFFLINE="1")
+    env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", **dashboard_env}
     log = open(home / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tunelab.ui.launch", "--server.port", str(port),

@@ -18,9 +18,12 @@ def register(sub) -> None:
     add_json(p)
     p.set_defaults(func=cmd_list)
 
-    p = msub.add_parser("add", help="register a local HF folder, a .gguf file or an http(s) OpenAI-compatible endpoint")
+    p = msub.add_parser("add", help="register a local HF folder, a .gguf file, an http(s) OpenAI-compatible endpoint, "
+                        "or a Hugging Face Hub id ORG/NAME[@REVISION] (downloaded once: HF_ENDPOINT, HF_HOME, HF_TOKEN)")
     p.add_argument("name")
     p.add_argument("target", metavar="PATH_OR_HUB_ID")
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit (default: main)")
+    p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # the Models page's download job id
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding an endpoint's key")
     p.add_argument("--remote-model", default="", help="the model id an endpoint expects (default: NAME)")
     add_json(p)
@@ -42,24 +45,38 @@ def register(sub) -> None:
 def cmd_list(args: argparse.Namespace) -> None:
     from tunelab.models.registry import list_models
 
-    rows = [{"name": m["name"], "params": m["params"], "source": m["source"], "chat_template": m["chat_template"]}
+    from tunelab.models.templates import template_name
+
+    rows = [{"name": m["name"], "params": m["params"], "source": m["source"], "chat_template": m["chat_template"],
+             "revision": m.get("revision", ""), "architecture": m.get("architecture", ""),
+             "license": m.get("license", ""), "template": template_name(m)}
             for m in list_models()]
     emit({"models": rows}, args.json, _models_table)
 
 
 def _models_table(obj: dict) -> str:
-    lines = [f"{'NAME':<28} {'PARAMS':>8}  CHAT  SOURCE"]
+    lines = [f"{'NAME':<28} {'PARAMS':>8}  {'TEMPLATE':<9} {'ARCHITECTURE':<24} SOURCE"]
     for m in obj["models"]:
         params = f"{m['params'] / 1e6:.0f}M" if m["params"] else "?"
-        lines.append(f"{m['name']:<28} {params:>8}  {'yes' if m['chat_template'] else 'no ':<4}  {m['source']}")
+        lines.append(f"{m['name']:<28} {params:>8}  {m['template']:<9} {m['architecture'] or '?':<24} {m['source']}")
     return "\n".join(lines)
 
 
 def cmd_add(args: argparse.Namespace) -> None:
     from tunelab.models.registry import add_model
 
-    entry = add_model(args.name, args.target, api_key_env=args.api_key_env, remote_model=args.remote_model)
-    emit(entry, args.json, lambda e: f"added {e['name']} ({e['kind']}: {e.get('path') or e.get('base_url')})")
+    def add(on_progress=None):
+        return add_model(args.name, args.target, api_key_env=args.api_key_env, remote_model=args.remote_model,
+                         revision=args.revision, on_progress=on_progress)
+
+    if args.job:
+        from tunelab.models.download import run_job
+
+        entry = run_job(args.job, add)
+    else:
+        entry = add()
+    emit(entry, args.json, lambda e: f"added {e['name']} ({e['kind']}: {e.get('path') or e.get('base_url')})"
+         + (f" from {e['hub_id']}@{e['revision'][:12]}" if e.get("hub_id") else ""))
 
 
 def cmd_chat(args: argparse.Namespace) -> None:

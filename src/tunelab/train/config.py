@@ -56,6 +56,12 @@ class ModelArgs:
     dtype: str = _f("float32",
                     "Number format of the weights while training. float32 is safest on a CPU; bfloat16 "
                     "halves memory on recent GPUs.", choices=("float32", "bfloat16", "float16"))
+    template: str = _f("auto",
+                       "Chat template the examples are written in. auto: the model's own template, or for a base "
+                       "model the one its tokenizer's special tokens point to (else Alpaca). The run keeps it, so "
+                       "chat, compare, serve and export use the same one.",
+                       choices=("auto", "native", "chatml", "qwen", "llama3", "gemma", "mistral", "phi3",
+                                "alpaca", "plain"))
 
 
 @dataclass

@@ -357,6 +357,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     from transformers import get_linear_schedule_with_warmup
 
     from tunelab.models.loading import load_tokenizer
+    from tunelab.models.templates import apply_to as apply_template
 
     cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
     t = cfg.training
@@ -371,6 +372,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     base, init = base_and_init(cfg)
     cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
     tok = load_tokenizer(base)
+    log(f"chat template: {apply_template(tok, cfg.model.template, base)}")
     train_recs, eval_recs = load_records(cfg)
     pref = cfg.method.method if cfg.method.method in PREFERENCE_METHODS else None
     if pref:  # preference methods differ from SFT only in the examples, the batches and the loss

@@ -43,6 +43,7 @@ LABELS = {
     "save_steps": "Checkpoint every N steps", "seed": "Random seed", "kto_undesirable_weight": "KTO: weight of bad answers",
     "wait_for_others": "Wait for other runs to finish", "threads": "CPU threads (0 = automatic)", "mixed_precision": "Mixed precision (bfloat16 compute)",
     "auto_report": "Before/after report when the run ends", "kto_desirable_weight": "KTO: weight of good answers",
+    "template": "Chat template",
     "gradient_checkpointing": "Gradient checkpointing (less memory, slower)",
     "report_to": "Also log to (tensorboard, mlflow, wandb)",
 }
