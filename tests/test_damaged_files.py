@@ -12,6 +12,7 @@ from pathlib import Path
 from cli_run import tunelab
 from tunelab import jobs
 from tunelab.data import store
+from tunelab.data.schema import to_table
 from tunelab.train import runs
 from tunelab.train.config import TrainConfig
 
@@ -19,8 +20,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
 def _dataset(name: str = "toy") -> None:
-    store.commit(name, [{"id": f"r{i}", "instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(6)],
-                 op="import", params={})
+    store.commit(name, to_table([{"id": f"r{i}", "instruction": f"Question {i}?", "output": f"Answer {i}."}
+                                 for i in range(6)]), "import")
 
 
 def _run(data: str = "toy", **status) -> str:
