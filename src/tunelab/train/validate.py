@@ -84,7 +84,7 @@ def load_yaml(source: str | bytes, where: str = "config") -> dict:
         try:
             source = source.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise TuneLabError(f"{where} is not UTF-8 text (byte {exc.start} is {source[exc.start]:#04x})") from None
+            raise TuneLabError(f"{where} is not UTF-8 text (at byte {exc.start})") from None
     try:
         doc = yaml.load(source, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
@@ -100,12 +100,10 @@ def document(d: Any) -> dict:
         raise TuneLabError(f"a training config must be a mapping of groups (model, data, method, training), "
                            f"not {_kind(d)}")
     for group, values in d.items():
-        if values is None:
+        if values is None or group == "recipe":  # train/config.py checks the recipe section's own shape
             continue
         if not isinstance(values, dict):
             raise TuneLabError(f"config section {short(group)} must be a mapping of settings, not {_kind(values)}")
-        if group == "recipe":
-            continue  # train/config.py checks the recipe section's own shape
         for key, value in values.items():
             if isinstance(value, (dict, list, tuple, set)):
                 raise TuneLabError(f"setting {short(key)} in section {short(group)} must be a single value, "
@@ -123,20 +121,28 @@ def _kind(v: Any) -> str:
 
 def value_problem(name: str, value: Any) -> str | None:
     """Why a setting's value cannot run (one sentence), or None when it is fine."""
-    if name not in RANGES or value is None or isinstance(value, bool):
-        return None
-    if not isinstance(value, (int, float)):
-        return None  # the type check (config._coerce) names that
-    if not math.isfinite(value):
-        return f"{name} must be a finite number, not {value}"
-    lo, hi, lo_ok = RANGES[name]
-    if lo is not None and (value < lo or (value == lo and not lo_ok)):
-        return f"{name} must be {'at least' if lo_ok else 'greater than'} {_num(lo)}, not {_num(value)}"
-    if name in BELOW_ONE and value >= 1:
-        return f"{name} must be below 1 (a share of the records), not {_num(value)}"
-    if hi is not None and value > hi:
-        return f"{name} must be at most {_num(hi)}, not {_num(value)}"
+    try:
+        check_value(name, value)
+    except TuneLabError as exc:
+        return str(exc)
     return None
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise a TuneLabError saying why a setting's value cannot run; nothing when it is fine."""
+    if name not in RANGES or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return  # not a number: the type check (config._coerce) names that
+    if not math.isfinite(value):
+        raise TuneLabError(f"{name} must be a finite number, not {value}")
+    lo, hi, lo_ok = RANGES[name]
+    if lo is not None and value < lo:
+        raise TuneLabError(f"{name} must be at least {_num(lo)}, not {_num(value)}")
+    if lo is not None and value == lo and not lo_ok:
+        raise TuneLabError(f"{name} must be greater than {_num(lo)}, not {_num(value)}")
+    if name in BELOW_ONE and value >= 1:
+        raise TuneLabError(f"{name} must be below 1 (a share of the records), not {_num(value)}")
+    if hi is not None and value > hi:
+        raise TuneLabError(f"{name} must be at most {_num(hi)}, not {_num(value)}")
 
 
 def _num(v: float) -> str:
@@ -150,11 +156,9 @@ def problems(cfg: Any) -> list[str]:
 
 
 def check(cfg: Any) -> Any:
-    """Raise the first problem of cfg as a TuneLabError; returns cfg."""
-    found = problems(cfg)
-    if found:
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise TuneLabError(found[0] + more)
+    """Raise the first problem of cfg as a TuneLabError (problems() lists them all); returns cfg."""
+    for name, value in cfg.flat().items():
+        check_value(name, value)
     return cfg
 
 
