@@ -99,7 +99,7 @@ def test_opens_on_the_run_with_the_best_report_not_the_newest(workspace, tiny_mo
         assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
         return run_id
 
-    good = train(learning_rate=5e-2, max_steps=40)
+    good = train(learning_rate=1e-2, max_steps=60)  # learns the 4 test answers by heart: ROUGE-L 0 -> 1
     newest = train(learning_rate=1e-7, max_steps=1)  # the newest run barely moved from its base
     end = time.time() + 600
     while time.time() < end and any((auto.summary(r) or {}).get("status") != "completed" for r in (good, newest)):
