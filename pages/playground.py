@@ -4,10 +4,11 @@ and rate answers (thumbs, a better answer, A over B) into a preference dataset."
 import streamlit as st
 
 from tunelab.errors import TuneLabError
-from tunelab.ui import cache, chat, layout, serve_widgets
+from tunelab.ui import cache, chat, layout, play_state, serve_widgets
 from tunelab.ui.i18n import t
 
 layout.init_state()
+play_state.restore()  # ?chat=ID: a refresh brings the conversation back (ui/play_state.py)
 st.title(t("Playground"))
 st.caption(t("Ask a question and watch the answer appear. Pick a second model to compare base and tuned side by side."))
 
@@ -67,6 +68,7 @@ for slot, model in slots.items():
         chat.render_thread(log, slot, rater, live)
 if live:
     st.button(t("Stop generating"), key="play.stop", icon=":material/stop_circle:", on_click=chat.stop_all)
+play_state.save(log, system)  # before follow(): its rerun once both answers are in ends this run
 chat.follow(live)  # both answers grow side by side; reruns once both are in
 chat.preference_row(rater, log, slots)
 
@@ -89,4 +91,5 @@ if log and log[-1]["replies"]:
     if s4.button(t("Clear conversation"), key="play.clear", icon=":material/delete_sweep:"):
         chat.cancel_all()
         log.clear()
+        play_state.save(log, system)
         st.rerun()

@@ -4,6 +4,7 @@ import streamlit as st
 
 from tunelab.ui import compare_widgets as cw
 from tunelab.ui import regress_widgets as rw
+from tunelab.ui import train_checks
 from tunelab.ui import train_widgets as tw
 from tunelab.ui.i18n import t
 from tunelab.ui.layout import show_error
@@ -24,10 +25,12 @@ with new:
     try:
         cfg = tw.config_form()
         if cfg is not None:
-            tw.estimate(tw.recipe_table(cfg))
+            tuned = tw.recipe_table(cfg)
+            train_checks.recipe_note(cfg, tuned)  # form values the recipe replaces, and what runs instead
+            train_checks.estimate(cfg, tuned)
             st.markdown(t("**The same run from a terminal**"))
             tw.command(cfg)
-            tw.launch_button(cfg)
+            train_checks.launch_button(cfg)  # disabled, with the reasons, when a value cannot run
             tw.preview(cfg)
     except Exception as exc:  # noqa: BLE001 - one sentence for user errors, a traceback for bugs
         show_error(exc)

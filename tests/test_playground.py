@@ -30,9 +30,9 @@ def test_chat_and_save_records(workspace, tiny_model):
     at = _page(tiny_model)
     _say(at, "Hello there")
     assistant = [m for m in at.chat_message if m.name == "assistant"]
-    assert len(assistant) == 1 and assistant[0].markdown and assistant[0].markdown[0].value.strip()
+    assert len(assistant) == 1 and assistant[0].text and assistant[0].text[0].value.strip()
     assert "tokens/s" in texts(at)
-    answer = assistant[0].markdown[0].value
+    answer = assistant[0].text[0].value  # verbatim (st.text), not Markdown
 
     at.text_input(key="play.save_dataset").set_value("chats")
     at.button(key="play.save").click()
@@ -120,7 +120,7 @@ def test_engine_choice(workspace, tiny_model):
 
 
 def _words(text: str) -> list[str]:
-    return text.split()  # st.markdown dedents its text: compare the words
+    return text.split()  # st.text dedents its text: compare the words
 
 
 def _answers(at):
@@ -145,7 +145,7 @@ def test_side_by_side_answers_are_generated_together_and_survive_the_next_messag
     _say(at, "And now?")
     answers = _answers(at)
     assert len(answers) == 4  # two exchanges, two columns: the first pair is still there
-    shown = [m.markdown[0].value for m in answers]
+    shown = [m.text[0].value for m in answers]
     assert _words(shown[0]) == _words(a["text"]) and _words(shown[2]) == _words(b["text"])  # columns A, then B
     log = at.session_state["play.history"]
     assert [sorted(ex["replies"]) for ex in log] == [["A", "B"], ["A", "B"]]

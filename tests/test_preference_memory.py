@@ -73,7 +73,7 @@ def test_chunked_answer_logps_and_gradients_equal_full_logits(workspace, tiny, m
     pytest.importorskip("trl")
     batch = _batch(tiny)
     model = _model(tiny, tuning)
-    assert sft._head_owner(model) is not None  # the chunked path is the one taken
+    assert loss.head_owner(model) is not None  # the chunked path is the one taken
     monkeypatch.setattr(logps, "CHUNK_ELEMENTS", 7 * model.config.vocab_size)  # 7 tokens a chunk: several chunks
     ours = _loss_and_grads(model, batch, lambda m, b: logps.sequence_logps(m, b, "cpu"))
     theirs = _loss_and_grads(model, batch, _oracle)

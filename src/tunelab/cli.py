@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import warnings
 from typing import Any, Callable
 
 from tunelab.errors import TuneLabError
+from tunelab.jsonio import dumps
 
 # Modules with a `register(subparsers)` function; each owns its subcommands.
 AREAS = (
@@ -31,9 +31,9 @@ AREAS = (
 def emit(obj: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
     """Print obj as one JSON document (--json) or as human text."""
     if as_json:
-        sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(dumps(obj) + "\n")  # NaN and infinity as null: always valid JSON
     else:
-        text = human(obj) if human else json.dumps(obj, ensure_ascii=False, indent=2, default=str)
+        text = human(obj) if human else dumps(obj, indent=2)
         sys.stdout.write(text.rstrip("\n") + "\n")
     sys.stdout.flush()
 

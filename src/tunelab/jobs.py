@@ -29,7 +29,7 @@ from typing import Literal, TypedDict
 
 from tunelab import migrations, workspace
 from tunelab.errors import TuneLabError
-from tunelab.jsonio import locked, read_json, write_json
+from tunelab.jsonio import locked, read_json_tolerant, write_json
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "stopped", "interrupted")
@@ -129,7 +129,12 @@ def _lock(d: Path):
 
 
 def _read(d: Path) -> JobStatus | None:
-    st = read_json(d / "status.json")
+    st = read_json_tolerant(d / "status.json")  # an empty or garbage file: one warning, read as missing
+    if st is not None and not isinstance(st, dict):
+        from tunelab.jsonio import warn_damaged
+
+        warn_damaged(d / "status.json", "not a JSON object")
+        return None
     return None if st is None else migrations.migrate(SCHEMA_KIND, st)
 
 

@@ -393,16 +393,16 @@ def normaliser(kind: str):
 
     A record holding `chosen`/`rejected` is a preference pair and one holding `kto_tag` (or TRL's
     `label` next to `completion`) a KTO record, whatever the kind (see preference() and kto()).
-    The first record of a file that is one sets what every later record must be (`Columns.expect`
-    sets it from the start), so a pair without `rejected` in a pair file is named as bad instead of
-    being kept as a plain record. Use a new normaliser per file.
+    `Columns.expect` (data/labels.py decides it from all records of a file) or else the first record
+    sets what every record must be: a pair without `rejected` in a pair file is named as bad, not kept
+    as a plain record. expect "probe" hands the parsed objects back as they are (labels.py reads them).
     """
     base = {"sharegpt": conversation, "messages": conversation, "alpaca": alpaca}.get(kind, auto_record)
     state = {"expect": None, "label": None, "seen": False}
 
     def norm(obj: Any, cols: Columns) -> dict:
-        if obj.__class__ is not dict:
-            return base(obj, cols)
+        if obj.__class__ is not dict or cols.expect == "probe":
+            return obj if cols.expect == "probe" else base(obj, cols)
         expect = cols.expect or state["expect"]
         # A null counts as absent: a table's rows (and our own exports) carry every column.
         pair = obj.get(cols.chosen) is not None or obj.get(cols.rejected) is not None

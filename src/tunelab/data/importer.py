@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from tunelab import workspace
 from tunelab.data import formats, store
+from tunelab.data import labels
 from tunelab.data.formats import Columns, Item, Tags
 from tunelab.data.schema import COLUMNS, SCHEMA
 from tunelab.errors import TuneLabError
@@ -86,8 +87,8 @@ def import_file(path: Path, name: str, fmt: str = "auto", cols: Columns | None =
     source is what the user named (a path, URL or dataset_info entry) for the lineage record.
     """
     workspace.validate_name(name, "dataset name")
+    cols = labels.decide(path, fmt, cols or Columns())  # pairs / KTO / plain, from every record
     container, items = formats.read_file(path, fmt, cols)
-    cols = cols or Columns()
     mapped = {f: getattr(cols, f) for f in formats.FIELDS if getattr(cols, f) not in (f, None)}
     params = {"source": source or str(path), "format": fmt, "container": container, "columns": mapped}
     label = source if source and "://" in source else path.name

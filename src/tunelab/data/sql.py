@@ -20,6 +20,7 @@ from tunelab.data.browse import fields_sql
 from tunelab.data.browse import sql_str as _sql_str
 from tunelab.data.schema import FIELDS
 from tunelab.errors import TuneLabError
+from tunelab.jsonio import warn_damaged
 
 SQL_FIELDS = FIELDS  # the columns of each dataset's table
 QUERY_WORDS = {"SELECT", "WITH", "FROM", "VALUES", "TABLE", "DESCRIBE", "SHOW", "SUMMARIZE"}
@@ -72,6 +73,9 @@ def _explain(exc: Exception, query: str) -> None:
     missing = _MISSING_TABLE.search(str(exc)) if isinstance(exc, duckdb.CatalogException) else None
     if missing:
         wanted = missing.group(1)
+        if wanted in _DAMAGED:  # its file could not be read (the warning above named it)
+            raise TuneLabError(f"table {wanted} is unavailable: its file {_DAMAGED[wanted]} is damaged") from None
+        names = [n for n in names if n not in _DAMAGED]
         close = difflib.get_close_matches(wanted.lower(), [n.lower() for n in names], n=1, cutoff=0.6)
         tables = ", ".join(_ident(n) for n in names[:30]) + (f" … (+{len(names) - 30})" if len(names) > 30 else "") \
             or "(none)"
@@ -125,6 +129,9 @@ def sql_memory_limit() -> str:
     return f"{max(256, min(4096, total // 4 >> 20))}MB"
 
 
+_DAMAGED: dict[str, object] = {}  # dataset -> its head file that could not be read (sandbox())
+
+
 def sandbox() -> duckdb.DuckDBPyConnection:
     """An in-memory connection where each dataset's head is a view, locked against file access.
 
@@ -132,13 +139,17 @@ def sandbox() -> duckdb.DuckDBPyConnection:
     case-insensitive, quoted or not) get no view, and neither does one whose file cannot be read,
     so every other dataset stays queryable; a new name that clashes is refused at import.
     """
+    _DAMAGED.clear()
     con = duckdb.connect()
     for d in _tables():
         path = store.version_path(d["name"], d["version"])
-        with contextlib.suppress(duckdb.Error):  # a missing/damaged file costs only its own table
+        try:  # a missing/damaged file costs only its own table, with one warning naming it
             # A version written before a field existed shows it as NULL (fields_sql).
             con.execute(f'CREATE VIEW "{d["name"]}" AS SELECT {fields_sql(path, SQL_FIELDS)} '
                         f'FROM read_parquet({_sql_str(path)})')
+        except (duckdb.Error, ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            warn_damaged(path, _one_line(exc))
+            _DAMAGED[d["name"]] = path
     root = workspace.subdir("datasets")
     # Order matters: the allow-list first (views over Parquet need it); no temporary directory
     # (DuckDB lets a query read its temp directory whatever the allow-list, by default ./.tmp of

@@ -7,13 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from tunelab import jobs
 from tunelab.cli import add_json, emit
 from tunelab.errors import TuneLabError
 from tunelab.models.convert import GGUF_TYPES  # light: no torch at import
 from tunelab.train import config as tconfig
+from tunelab.train import validate
 
 
 def register(sub) -> None:
@@ -82,9 +81,8 @@ def cmd_train(args) -> int:
     base, mine = None, tconfig.flag_keys(args)
     flags = set(mine)
     if args.config:  # a run's config.yaml: the user's settings again, the recipe's sized to this run's data
-        text = _config_path(args.config).read_text(encoding="utf-8")
-        tconfig.TrainConfig.from_yaml(text)  # a malformed file: its one-line error
-        base, file_keys = tconfig.rerun(yaml.safe_load(text) or {})
+        doc = validate.load_yaml(_config_path(args.config).read_bytes(), where=args.config)  # one-line errors
+        base, file_keys = tconfig.rerun(doc)
         mine |= file_keys
     cfg = tconfig.from_flags(args, base)
     if base is not None:  # a pinned version belongs to the dataset it was pinned for
@@ -105,8 +103,9 @@ def cmd_train(args) -> int:
         doc.update(best_step=st["best_step"], best_eval_loss=st.get("best_eval_loss"),
                    early_stopped=bool(st.get("early_stopped")))
     emit(doc, args.json, lambda o: f"{o['run']} {o['status']}")
-    if st.get("status") == "failed":
-        print(f"error: {st.get('error')}", file=sys.stderr)
+    if st.get("status") in ("failed", "interrupted", "stopped"):  # a run that did not finish is not a success
+        print(f"error: run {run_id} {st.get('status')}" + (f": {st['error']}" if st.get("error") else ""),
+              file=sys.stderr)
         return 1
     return 0
 
@@ -176,8 +175,8 @@ def cmd_show(args) -> int:
         if o.get("best_step") is not None:
             lines.append(f"  best eval loss {o['best_eval_loss']:.4f} at step {o['best_step']}"
                          + (f"; stopped early at step {o['step']}" if o.get("early_stopped") else ""))
-        lines += [f"  step {m['step']:>5}  loss {m['loss']:.4f}"
-                  + (f"  eval_loss {m['eval_loss']:.4f}" if m.get("eval_loss") is not None else "")
+        lines += [f"  step {m['step']:>5}  loss {_num(m.get('loss'))}"
+                  + (f"  eval_loss {_num(m['eval_loss'])}" if m.get("eval_loss") is not None else "")
                   + (f"  reward_margin {m['reward_margin']:.4f}  reward_accuracy {m['reward_accuracy']:.2f}"
                      if m.get("reward_accuracy") is not None else "")
                   for m in o["metrics"][-10:]]
@@ -189,6 +188,11 @@ def cmd_show(args) -> int:
 
     emit(doc, args.json, human)
     return 0
+
+
+def _num(v) -> str:
+    """A metric for the terminal: 4 decimals, or '-' when missing or not a number (a damaged row)."""
+    return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
 # A preference run's rows carry these too (train/preference.py); `runs show` passes them on where present.

@@ -18,6 +18,7 @@ import pydantic
 import yaml
 
 from tunelab.errors import TuneLabError
+from tunelab.train import validate
 
 PREFERENCE_METHODS = ("dpo", "orpo", "kto")  # learn from preferences (train/preference.py), on LoRA or full weights
 METHODS = ("lora", "qlora", "ptuning", "full", *PREFERENCE_METHODS)
@@ -229,8 +230,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Build from a nested dict (config.yaml); unknown groups or keys are refused."""
-        if not isinstance(d, dict):
-            raise TuneLabError("a training config must be a mapping of groups (model, data, method, training)")
+        validate.document(d)  # a mapping of sections of plain values (train/validate.py)
         method = (d.get("method") or {}).get("method", "lora")
         cfg = cls.for_method(method)
         for group, values in d.items():
@@ -244,7 +244,7 @@ class TrainConfig:
                 raise TuneLabError(f"unknown config section {group!r}: use {', '.join(GROUPS)}")
             for k, v in (values or {}).items():
                 cfg.set({k: v}, group=group)
-        return cfg
+        return validate.check(cfg)
 
     def to_yaml(self, path: Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -257,11 +257,9 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, source: str | Path) -> "TrainConfig":
         """Read a config from a YAML file path or YAML text."""
-        text = Path(source).read_text(encoding="utf-8") if isinstance(source, Path) else source
-        try:
-            return cls.from_dict(yaml.safe_load(text) or {})
-        except yaml.YAMLError as exc:
-            raise TuneLabError(f"malformed config YAML: {str(exc).splitlines()[0]}") from None
+        if isinstance(source, Path):
+            return cls.from_dict(validate.load_yaml(Path(source).read_bytes(), where=str(source)))
+        return cls.from_dict(validate.load_yaml(source))
 
     def set(self, values: dict, group: str | None = None) -> None:
         """Set flat field values (`lora_r=16`), finding each field's group; types are checked."""
@@ -439,7 +437,7 @@ def from_flags(args: argparse.Namespace, base: TrainConfig | None = None) -> Tra
         if "method" in given and given["method"] != cfg.method.method and "learning_rate" not in given:
             cfg.set(METHOD_DEFAULTS[given["method"]])
     cfg.set(given)
-    return cfg
+    return validate.check(cfg)
 
 
 def to_flags(cfg: TrainConfig) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tunelab import jobs, workspace
 from tunelab.errors import TuneLabError
-from tunelab.jsonio import locked, read_json, write_json
+from tunelab.jsonio import locked, read_json, warn_damaged, write_json
 from tunelab.models import run_output
 from tunelab.train import runs
 from tunelab.train.config import TrainConfig, user_keys
@@ -84,7 +84,8 @@ def dependents(run_id: str) -> list[str]:
             continue
         try:
             cfg = runs.config(r["id"])
-        except TuneLabError:
+        except TuneLabError as exc:  # a damaged config.yaml: say so, and check the other runs
+            warn_damaged(runs.run_dir(r["id"]) / "config.yaml", str(exc))
             continue
         if run_id in (cfg.model.model, cfg.method.init_adapter):
             out.append(r["id"])
@@ -155,9 +156,9 @@ def form_values(run_id: str) -> dict:
     form); what the user set, the model, the dataset and the method are kept. No resume, no pinned version.
     """
     d = runs.run_dir(run_id)
-    import yaml
+    from tunelab.train import validate
 
-    doc = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {}
+    doc = validate.load_yaml((d / "config.yaml").read_bytes(), where=f"{run_id}'s config.yaml")
     cfg = TrainConfig.from_dict(doc)
     mine = user_keys(doc) | {"model", "data", "method"}
     defaults = TrainConfig.for_method(cfg.method.method).flat()

@@ -22,6 +22,7 @@ from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, read_json, read_jsonl, write_json
 from tunelab.models import registry
+from tunelab.train import validate
 from tunelab.train.config import LAUNCHERS, PREFERENCE_METHODS, TrainConfig
 
 SHOW_METRICS = ("step", "loss", "eval_loss", "learning_rate", "grad_norm")
@@ -54,6 +55,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
 
     check_launch(launcher, num_processes)
     check_resume_from(cfg.training.resume_from)
+    validate.check(cfg)  # every number in range (train/validate.py), before any folder exists
     if not cfg.data.data:
         raise TuneLabError("no dataset given: pass --data NAME (see `tunelab data list`)")
     check_method(cfg.method.method)
@@ -302,7 +304,7 @@ def show(run_id: str) -> dict:
 
     d = run_dir(run_id)
     st = status(run_id)
-    rows = read_jsonl(d / "metrics.jsonl")
+    rows = _metric_rows(d / "metrics.jsonl")
     return {"run": run_id, "status": st.get("status"), "step": st.get("step", 0), "max_steps": st.get("max_steps"),
             "metrics": [{k: r.get(k) for k in SHOW_METRICS} for r in rows], "error": st.get("error"),
             "report": auto.summary(run_id)}
@@ -321,8 +323,30 @@ def list_runs() -> list[dict]:
 
 
 def metrics(run_id: str) -> list[dict]:
-    """Every metrics row of a run (all fields), tolerant of a half-written last line."""
-    return read_jsonl(run_dir(run_id) / "metrics.jsonl")
+    """Every metrics row of a run (all fields), tolerant of a half-written last line and of damaged rows."""
+    return _metric_rows(run_dir(run_id) / "metrics.jsonl")
+
+
+def _metric_rows(path: Path) -> list[dict]:
+    """metrics.jsonl rows with an integer step; a value of a shown metric that is not a number reads as None.
+
+    A damaged row (edited by hand, cut by a full disk) is skipped with one warning naming the file.
+    """
+    from tunelab.jsonio import warn_damaged
+
+    rows, bad = [], 0
+    for r in read_jsonl(path):
+        if r.get("step").__class__ is not int:
+            bad += 1
+            continue
+        rows.append({k: (v if k not in SHOW_METRICS or _number(v) else None) for k, v in r.items()})
+    if bad:
+        warn_damaged(path, f"{bad} row(s) without a step number")
+    return rows
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def log_tail(run_id: str, lines: int = 30) -> str:

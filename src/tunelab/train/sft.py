@@ -26,7 +26,7 @@ from tunelab.errors import TuneLabError
 from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic
 from tunelab.models import registry, run_output
 from tunelab.train import data as tdata
-from tunelab.train import inputs, pref_reference, preference, tracking
+from tunelab.train import inputs, pref_reference, preference, tracking, validate
 from tunelab.train.config import PREFERENCE_METHODS, TrainConfig, tuning
 from tunelab.train.loss import (  # noqa: F401  (re-exported: the loss lives in train/loss.py)
     CE_CHUNK_ELEMENTS,
@@ -244,8 +244,7 @@ def publish(run_dir: Path, step: int, cfg: TrainConfig, base: str, init: str | N
         os.replace(run_dir / sub, old)
     os.replace(staged, run_dir / sub)
     shutil.rmtree(old, ignore_errors=True)
-    # The run's public contract with the models layer (models/run_output.py documents the keys).
-    # output.json's method says how to load the weights (lora, full...); a preference run's objective is in lineage.
+    # The run's public contract with the models layer (models/run_output.py): method says how to load the weights.
     lineage = {"init_adapter": init, "data": cfg.data.data, "data_version": cfg.data.data_version}
     if cfg.method.method in PREFERENCE_METHODS:
         lineage["objective"] = cfg.method.method
@@ -491,6 +490,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
                 accel.backward(loss * world)
             total += float(loss.detach())
         total = all_ranks(accel, [total])[0]  # the global batch's loss, not rank 0's share
+        validate.stop_if_nonfinite(step + 1, total)  # every rank has the same total: all stop together
         if pref and world > 1:  # and its reward metrics: the tally holds sums, so sum them over ranks
             for name, value in zip(vars(tally), all_ranks(accel, [float(v) for v in vars(tally).values()])):
                 setattr(tally, name, value)

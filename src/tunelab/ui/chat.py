@@ -58,18 +58,20 @@ def watch_choices(shown: list[str]) -> None:
 
 
 def default_pair(choices: list[str]) -> tuple[str, str] | None:
-    """What the Playground opens on: the newest finished run next to its base model (the demo a
-    stakeholder wants to see), or None when nothing has been trained yet."""
+    """What the Playground opens on: the best finished run (play_state.best_run) next to its base model
+    (the demo a stakeholder wants to see), or None when nothing has been trained yet."""
     from tunelab.train import runs
+    from tunelab.ui.play_state import best_run
 
     done = [j["id"] for j in jobs.list_jobs("runs") if j.get("status") == "completed" and j["id"] in choices]
     if not done:
         return None
+    best = best_run(done)
     try:
-        base = runs.lineage(done[0])["base"]
+        base = runs.lineage(best)["base"]
     except (TuneLabError, OSError):  # a run folder without its config: show the run alone
         base = None
-    return done[0], base if base in choices else NO_MODEL
+    return best, base if base in choices else NO_MODEL
 
 
 def conversation(log: list[dict], slot: str, system: str, upto: int | None = None) -> list[dict]:
@@ -224,7 +226,7 @@ def follow(live: dict[str, tuple]) -> None:
     """
     while live:
         for a, text, caption in live.values():
-            text.markdown(a.text + " ▌")
+            text.text(a.text + " ▌")  # verbatim: a model's `*`, `#` or `$` is not Markdown
             caption.caption(":material/hourglass_top: " + live_caption(a))
         if all(a.done.is_set() for a, _, _ in live.values()):
             break
@@ -415,13 +417,13 @@ def render_thread(log: list[dict], slot: str, rater: Rater | None = None, live: 
     """
     answers = pending()
     for i, ex in enumerate(log):
-        st.chat_message("user").write(ex["user"])
+        st.chat_message("user").text(ex["user"])
         reply = ex["replies"].get(slot)
         error = ex.get("errors", {}).get(slot)
         growing = answers.get(slot)
         if reply is not None:
             with st.chat_message("assistant"):
-                st.markdown(reply["text"] or t("_(empty answer)_"))
+                st.text(reply["text"]) if reply["text"] else st.markdown(t("_(empty answer)_"))
                 st.caption(stats_caption(reply))
                 answer_feedback(rater, log, i, slot)
         elif error is not None:

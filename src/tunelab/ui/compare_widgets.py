@@ -11,7 +11,7 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
 from tunelab.ui import charts as ch
-from tunelab.ui import leakage_widgets, live, vote_widgets
+from tunelab.ui import leakage_widgets, live, verbatim, vote_widgets
 from tunelab.ui.i18n import t, t_error
 
 LABELS = {k: name for k, (name, *_rest) in ch.METRICS.items()}  # friendly names with units
@@ -275,8 +275,8 @@ def examples_view(doc: dict) -> None:
 
 
 def side_by_side(ex: dict, names: list[str]) -> list[dict]:
-    """One row per answer (the reference first) with its scores, for a table that wraps long text."""
-    rows = [{t("Model"): t("Reference"), t("Answer"): ex["reference"], ch.metric_name("rouge_l"): "",
+    """One row per answer (the reference first, every text verbatim: st.table renders Markdown), with its scores."""
+    rows = [{t("Model"): t("Reference"), t("Answer"): verbatim.md(ex["reference"]), ch.metric_name("rouge_l"): "",
              t("Exact match"): ""}]
     for n in names:
         o = ex["outputs"].get(n)
@@ -284,8 +284,8 @@ def side_by_side(ex: dict, names: list[str]) -> list[dict]:
             rows.append({t("Model"): n, t("Answer"): t("not evaluated yet"), ch.metric_name("rouge_l"): "",
                          t("Exact match"): ""})
             continue
-        rows.append({t("Model"): n, t("Answer"): o["output"], ch.metric_name("rouge_l"): f"{o['rouge_l'] * 100:.1f}",
-                     t("Exact match"): "✓" if o["exact_match"] else "✗"})
+        rows.append({t("Model"): n, t("Answer"): verbatim.md(o["output"]), ch.metric_name("rouge_l"):
+                     f"{o['rouge_l'] * 100:.1f}", t("Exact match"): "✓" if o["exact_match"] else "✗"})
     return rows
 
 

@@ -15,7 +15,7 @@ from tunelab import jobs, workspace
 from tunelab.data import store
 from tunelab.errors import TuneLabError
 from tunelab.models import registry
-from tunelab.train import manage, recipe, runs
+from tunelab.train import manage, recipe, runs, validate
 from tunelab.train.config import METHOD_DEFAULTS, PREFERENCE_METHODS, TrainConfig, all_fields, to_flags
 from tunelab.train.diagnose import diagnose
 from tunelab.ui.i18n import t, t_error
@@ -108,6 +108,7 @@ def _parse_url() -> dict:
         probe = TrainConfig()
         try:
             probe.set({name: raw})
+            validate.check(probe)  # ?learning_rate=NaN or ?batch_size=0 does not fill the form
         except TuneLabError:
             bad.append(name)
             continue
@@ -347,20 +348,6 @@ def command(cfg: TrainConfig) -> str:
     cmd = "tunelab train " + shlex.join(to_flags(cfg))
     st.code(cmd, language="bash")
     return cmd
-
-
-def launch_button(cfg: TrainConfig) -> None:
-    if st.button(t("Start training"), key="train.start", type="primary"):
-        try:
-            run_id = runs.create(with_recipe(cfg))
-            runs.start(run_id)
-        except TuneLabError as exc:
-            show_error(exc)
-            return
-        st.session_state["train.run"] = run_id
-        st.query_params["run"] = run_id  # a refresh or a shared link opens this run
-        st.toast(t("started {run}", run=run_id))
-        st.rerun()  # the live panel at the top of the page was drawn before this click: draw it again
 
 
 def current_run() -> str | None:
