@@ -248,3 +248,22 @@ def test_use_as_base_model_is_offered_for_base_models_only(workspace, tiny):
     at.switch_page("pages/train.py")
     at.run()
     assert not at.exception and at.selectbox(key="train.model").value == registry.DEFAULT_MODEL
+
+
+def test_a_link_read_after_the_first_run_still_fills_the_form(workspace, tiny):
+    """The refresh race: a session's first run saw no query string yet; the URL's values arrive on a later run.
+
+    They must fill the form (the old code marked the URL as read on the first run and ignored it after, then
+    wrote the defaults back over it), and the user's own later change must not be undone by the URL.
+    """
+    tiny_model.dataset()
+    at = _open(tiny)
+    assert at.number_input(key="train.max_steps").value == 0
+    at.query_params.update({"max_steps": "123", "cutoff_len": "96"})
+    at.run()
+    assert at.number_input(key="train.max_steps").value == 123
+    assert at.number_input(key="train.cutoff_len").value == 96
+    assert at.query_params["max_steps"] == "123"  # not wiped
+    at.number_input(key="train.max_steps").set_value(7).run()
+    at.run()
+    assert at.number_input(key="train.max_steps").value == 7 and at.query_params["max_steps"] == "7"

@@ -46,27 +46,29 @@ DEFAULTS: dict = {
 
 
 def from_url(key: str, param: str, convert=str) -> None:
-    """Once per browser session, take a session key's value from the URL (?param=...).
+    """Take a session key's value from the URL (?param=...) whenever the URL holds one this session did not write.
 
-    A refresh starts a new session, so the page comes back to what the link says; after that the
-    widgets own the value and to_url() writes it back.
+    A refresh starts a new session, so the page comes back to what the link says; after that the widgets own
+    the value and to_url() writes it back. Not only on the session's first run: a first run can start before
+    the browser's query string is known, and a later run must still honour the link.
     """
-    done = st.session_state.setdefault("ui.url_read", set())
-    if key in done:
-        return
-    done.add(key)
+    seen = st.session_state.setdefault("ui.url_seen", {})
     value = st.query_params.get(param)
-    if value is not None:
-        try:
-            st.session_state[key] = convert(value)
-        except ValueError:
-            pass  # a hand-edited link: the page's default stands
+    if value is None or (seen.get(param) == value and key in st.session_state):
+        return
+    seen[param] = value
+    try:
+        st.session_state[key] = convert(value)
+    except ValueError:
+        pass  # a hand-edited link: the page's default stands
 
 
 def to_url(**params) -> None:
     """Keep the page's selections in the URL so a refresh or a shared link shows the same thing."""
+    seen = st.session_state.setdefault("ui.url_seen", {})
     for param, value in params.items():
         text = "" if value is None else str(value)
+        seen[param] = text
         if st.query_params.get(param) != text:
             st.query_params[param] = text
 

@@ -98,16 +98,18 @@ def _on_method() -> None:
     st.session_state["train.learning_rate"] = lr
 
 
-def _parse_url() -> dict:
-    """The form values a link or a refreshed page carries (?max_steps=7&method=full ...), checked."""
+def _url_form() -> dict[str, str]:
+    """The form settings the URL carries now, as text (?max_steps=7&method=full ...)."""
+    return {name: st.query_params[name] for name in FIELDS if name in st.query_params}
+
+
+def _parse_url(raw: dict[str, str]) -> dict:
+    """Those of raw's values that are valid settings, typed; the invalid ones are named in one warning."""
     out, bad = {}, []
-    for name in FIELDS:
-        raw = st.query_params.get(name)
-        if raw is None:
-            continue
+    for name, text in raw.items():
         probe = TrainConfig()
         try:
-            probe.set({name: raw})
+            probe.set({name: text})
             validate.check(probe)  # ?learning_rate=NaN or ?batch_size=0 does not fill the form
         except TuneLabError:
             bad.append(name)
@@ -121,9 +123,19 @@ def _parse_url() -> dict:
 def _init_defaults() -> None:
     """The form's values: this session's draft, else the URL's (a refresh or a shared link), else defaults."""
     draft = st.session_state.setdefault("train.draft", {})
-    if not st.session_state.get("train.url_read"):
-        st.session_state["train.url_read"] = True
-        draft.update(_parse_url())
+    # The URL is read whenever it holds settings this session did not put there (a refresh, a shared link),
+    # not only on the session's first run: a first run can start before the browser's query string is known,
+    # and marking the URL as read then made the next runs ignore it and _remember wipe it.
+    raw, seen = _url_form(), st.session_state.get("train.url_seen") or {}
+    new = {k: v for k, v in raw.items() if seen.get(k) != v}
+    if new:
+        st.session_state["train.url_seen"] = raw
+        for name, value in _parse_url(new).items():
+            key = f"train.{name}"
+            if key in st.session_state and name in draft and st.session_state[key] != draft[name]:
+                continue  # the user changed this field in this very rerun: their value wins over an older URL
+            draft[name] = value
+            st.session_state[key] = value
     # Widget values vanish when the page is left; the draft (a plain session key) brings them back.
     for name, value in draft.items():
         if f"train.{name}" not in st.session_state or st.session_state[f"train.{name}"] is None and value is not None:
@@ -155,6 +167,7 @@ def _remember(cfg_values: dict, shown: set[str]) -> None:
                 del st.query_params[name]
         elif st.query_params.get(name) != text:
             st.query_params[name] = text
+    st.session_state["train.url_seen"] = _url_form()  # what the URL holds now: this session's own values
 
 
 def _label(f) -> str:
