@@ -10,6 +10,8 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import evaluate, judge
 from tunelab.evals.evaluate import EvalConfig
 
+# What `eval --json` carries besides its one model's entry (the same keys as compare's document).
+EVAL_KEYS = ("pairs", "verdict", "verdict_detail", "slices", "provenance")
 COLUMNS = ("rouge_l", "bleu", "exact_match", "tokens_per_s", "latency_s", "peak_rss_mb")
 
 
@@ -170,7 +172,8 @@ def cmd_compare(args) -> int:
 def cmd_eval(args) -> int:
     doc = _start(args, [args.model])
     if doc is not None:
-        emit(dict(doc["models"][0], report=doc["report"]), args.json, lambda e: _table([e]))
+        emit(dict(doc["models"][0], report=doc["report"], **{k: doc.get(k) for k in EVAL_KEYS}), args.json,
+             lambda e: _table([e]) + f"\n{e['verdict']}")
     return 0
 
 
@@ -230,7 +233,7 @@ def _table(models: list[dict]) -> str:
 
 def _human_report(doc: dict) -> str:
     head = f"report {doc['report']} ({doc['status']}) on {doc['data']['name']} v{doc['data']['version']}"
-    return head + "\n" + _table(doc["models"])
+    return head + "\n" + _table(doc["models"]) + (f"\n{doc['verdict']}" if doc.get("verdict") else "")
 
 
 def _human_list(d: dict) -> str:
