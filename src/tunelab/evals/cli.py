@@ -56,10 +56,12 @@ def register(sub) -> None:
     add_json(q)
     q.set_defaults(func=lambda a: emit(evaluate.delete_report(a.report), a.json,
                                        lambda d: f"deleted report {d['report']}"))
-    q = rsub.add_parser("export", help="write a report as CSV or JSON (relative paths land in exports/)")
+    q = rsub.add_parser("export", help="write a report as CSV, JSON or one self-contained HTML page that opens offline "
+                                       "(relative paths land in exports/)")
     q.add_argument("report")
     q.add_argument("out")
-    q.add_argument("--format", choices=("csv", "json"), default=None, help="default: from the file suffix, else csv")
+    q.add_argument("--format", choices=("csv", "json", "html"), default=None,
+                   help="default: from the file suffix (.json, .html), else csv")
     add_json(q)
     q.set_defaults(func=lambda a: emit({"path": str(evaluate.export_report(a.report, a.out, a.format))}, a.json))
     q = rsub.add_parser("run", help="run a queued report in this process (what --detach starts)")

@@ -410,9 +410,15 @@ def export_text(doc: dict, fmt: str) -> str:
 
 
 def export_report(report_id: str, out: str, fmt: str | None = None) -> Path:
-    """Write a report to a file in the workspace (relative paths land in exports/); returns the path."""
+    """Write a report to a file in the workspace (relative paths land in exports/); returns the path.
+
+    fmt: csv, json or html (default: from the suffix, else csv)."""
     target = workspace.output_path(out)
-    fmt = fmt or ("json" if target.suffix == ".json" else "csv")
+    fmt = fmt or {".json": "json", ".html": "html", ".htm": "html"}.get(target.suffix.lower(), "csv")
+    if fmt == "html":  # one self-contained page: verdict, intervals, charts, slices, examples, provenance
+        from tunelab.evals import html_report
+
+        return html_report.export(report_id, target)
     write_atomic(target, export_text(load_report(report_id), fmt))
     return target
 
