@@ -51,10 +51,10 @@ def tiny_model(tmp_path_factory) -> str:
 # Every test file belongs to one layer (issue 12): `pytest -m pages` runs the AppTests only, and so on.
 # A file not listed is a unit test of the core. Browser tests carry their own `browser` marker.
 LAYERS = {
-    "cli": ("test_data_cli.py", "test_serve.py", "test_serve_hardening.py", "test_export.py", "test_persona.py",
+    "cli": ("test_compare_stats.py", "test_data_cli.py", "test_serve.py", "test_serve_hardening.py", "test_export.py", "test_persona.py",
             "test_multiprocess.py", "test_ollama.py", "test_quantize.py"),
     "pages": ("test_app_shell.py", "test_home.py", "test_pages_data.py", "test_pages_sql.py", "test_pages_stats.py",
-              "test_compare_page.py", "test_generate_page.py", "test_train_page.py", "test_playground.py",
+              "test_compare_page.py", "test_compare_stats_page.py", "test_generate_page.py", "test_train_page.py", "test_playground.py",
               "test_ui_hardening.py", "test_feedback.py", "test_serve_panel.py"),
     "reliability": ("test_reliability.py", "test_import_fuzz.py", "test_import_hardening.py",
                     "test_store_hardening.py", "test_sql_hardening.py", "test_pickle_and_jobs.py",
