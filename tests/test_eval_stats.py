@@ -182,3 +182,30 @@ def test_corpus_bleu_interval_and_paired_test_use_corpus_bleu():
     assert res["p"] < 0.01 and res["ci"][0] > 0
     same = stats.paired_corpus(np.array(sw), np.array(sw), score)
     assert same["p"] == 1.0 and same["diff"] == 0.0
+
+
+def test_slices_worst_first_with_intervals_by_language_length_and_record_columns(workspace):
+    """Slices of a real dataset's examples (load_examples), scored with real ROUGE-L of real answers."""
+    from tunelab.data import schema, store
+    from tunelab.evals import analysis, evaluate
+
+    recs = [{"id": f"r{i}", "instruction": f"Question {i}?", "output": ref, "kto_tag": i % 2 == 0}
+            for i, ref in enumerate(REFERENCES)]
+    store.commit("mixed", schema.to_table(recs), "import")
+    _, items = evaluate.load_examples("mixed")
+    assert items[0]["tags"] == {"kto_tag": True}
+    items = {it["index"]: it for it in items}
+    # the model answers English well and Chinese badly: the Chinese slice must come first
+    answers = [_good(r) if " " in r else _worse(r) for r in REFERENCES]
+    rows = {i: {"index": i, "output": a, **metrics.score(a, r)} for i, (a, r) in enumerate(zip(answers, REFERENCES))}
+    out = analysis.slices(["m"], {"m": rows}, items, "mixed", "m")
+    assert out[0]["column"] == "language" and out[0]["value"] == "Chinese" and out[0]["n"] == 5
+    chinese = out[0]["models"]["m"]
+    assert chinese["rouge_l"] == pytest.approx(np.mean([rows[i]["rouge_l"] for i in range(25, 30)]), abs=1e-6)
+    lo, hi = chinese["rouge_l_ci"]
+    assert lo <= chinese["rouge_l"] <= hi
+    means = [s["models"]["m"]["rouge_l"] for s in out]
+    assert means == sorted(means)  # worst first
+    assert {(s["column"], s["value"]) for s in out} >= {("kto_tag", "True"), ("kto_tag", "False"),
+                                                        ("language", "other")}
+    assert "source" not in {s["column"] for s in out}  # one dataset: no slice of one value

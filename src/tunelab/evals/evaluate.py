@@ -79,10 +79,18 @@ def load_examples(data: str, version: int | None = None, limit: int | None = Non
     for i, rec in enumerate(table.to_pylist()):
         msgs = records_to_messages(rec)
         items.append({"index": i, "id": rec.get("id") or str(i), "messages": msgs,
-                      "prompt": msgs[-1]["content"], "reference": rec.get("output") or ""})
+                      "prompt": msgs[-1]["content"], "reference": rec.get("output") or "", "tags": _tags(rec)})
     if not items:
         raise TuneLabError(f"dataset {data!r} version {version} has no records to evaluate")
     return version, items
+
+
+def _tags(rec: dict) -> dict:
+    """A record's non-text columns (e.g. a KTO label): the report's slices group examples by them too."""
+    from tunelab.data.schema import TEXT_FIELDS
+
+    skip = {*TEXT_FIELDS, "id", "history", "conversations", "tools"}
+    return {k: v for k, v in rec.items() if k not in skip and isinstance(v, (bool, int, float, str)) and v != ""}
 
 
 def _model_entry(spec: str) -> dict:
