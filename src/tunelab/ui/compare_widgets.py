@@ -211,7 +211,7 @@ def metrics_table(doc: dict, params: dict[str, int | None] | None = None) -> Non
     frame = sw.interval_columns(_metrics_frame(doc["models"], params), doc["models"])
     names = list(frame["name"])
     metric_of = {label: k for k, label in _labels().items()}  # header -> metric key
-    best = {k: ch.winners(doc["models"], k) for k in HIGHER_IS_BETTER}
+    best = sw.significant_best(doc, {k: ch.winners(doc["models"], k) for k in HIGHER_IS_BETTER})
 
     def highlight(col: pd.Series) -> list[str]:
         won = best.get(metric_of.get(col.name)) or set()
@@ -220,9 +220,10 @@ def metrics_table(doc: dict, params: dict[str, int | None] | None = None) -> Non
     formats = {_labels()[k]: f"{{:.{ch.METRICS[k][2]}f}}" for k in HIGHER_IS_BETTER}
     st.dataframe(frame.style.apply(highlight).format(formats, na_rep="n/a"), hide_index=True,
                  width="stretch", key="compare.table", column_config=_row_headers())
-    st.caption(t("Best per column in green, only where the models differ (lower is better for latency and "
-                 "memory). ROUGE-L and exact match are means over examples, in percent; BLEU is corpus BLEU on "
-                 "0–100; latency is the time until an answer's batch was done."))
+    st.caption(t("Best per column in green: quality only where a paired test says the best model beats every other "
+                 "(Holm-adjusted p < 0.05), speed and memory where they differ (lower is better for latency and "
+                 "memory). Intervals are 95 %. ROUGE-L and exact match are means over examples, in percent; BLEU is "
+                 "corpus BLEU on 0–100; latency is the time until an answer's batch was done."))
 
 
 def charts(doc: dict, params: dict[str, int | None] | None = None) -> None:

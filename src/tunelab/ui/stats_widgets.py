@@ -89,3 +89,20 @@ def before_after_banner(s: dict) -> None:
     """A run's before/after verdict: green "beat its base" only when the verdict is "better"."""
     text = s.get("verdict") or s.get("sentence") or ""
     BANNER.get(s.get("verdict_label"), st.info)(text)
+
+
+def significant_best(doc: dict, best: dict[str, set[str]]) -> dict[str, set[str]]:
+    """best per column, with a quality metric's best kept only when its paired test against every other
+    model has a Holm-adjusted p below 0.05 (a higher mean on noise is not painted green)."""
+    out = dict(best)
+    pairs = doc.get("pairs") or []
+    others = [m["name"] for m in doc["models"]]
+    for k in metrics.METRICS:
+        keep = set()
+        for name in best.get(k) or set():
+            tests = [p for p in pairs if p["metric"] == k and name in (p["a"], p["b"])]
+            won = [p for p in tests if p["p_adjusted"] < 0.05 and (p["diff"] > 0) == (p["a"] == name)]
+            if tests and len(won) == len(others) - 1:
+                keep.add(name)
+        out[k] = keep
+    return out
