@@ -10,6 +10,7 @@ rows: pages reload a report every few seconds, and the tests take a second or tw
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from collections import OrderedDict, defaultdict
 
@@ -151,7 +152,7 @@ def _pairs(models: list[str], by_model: dict, items: dict) -> list[dict]:
 
 def _rounded(pair: dict) -> dict:
     def r(v):
-        return None if v is None else round(float(v), 6)
+        return None if v is None or not math.isfinite(float(v)) else round(float(v), 6)
 
     out = dict(pair)
     for k in ("diff", "p", "p_adjusted", "mde", "sd"):

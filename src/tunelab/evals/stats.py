@@ -49,8 +49,10 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _pair(lo: float, hi: float) -> list[float]:
-    return [float(lo), float(hi)]
+def _pair(lo: float, hi: float) -> list[float] | None:
+    """[lo, hi] as plain floats, or None when the resampling could not bound it (never NaN in JSON)."""
+    lo, hi = float(lo), float(hi)
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
 
 
 def wilson(successes: int, n: int) -> list[float] | None:
