@@ -338,7 +338,8 @@ def verdict(pairs: list[dict], a: str, b: str, metric: str = "rouge_l", margin: 
     if pair["a"] != a:  # stored the other way round: flip it
         pair = dict(pair, a=a, b=b, diff=-pair["diff"], ci=[-pair["ci"][1], -pair["ci"][0]] if pair["ci"] else None)
     diff, ci, p, n = pair["diff"], pair["ci"], pair["p_adjusted"], pair["n"]
-    stat = f"{_signed(diff)} {_ci_text(ci)}, {_p_text(p)}, {n} examples"
+    core = f"{_signed(diff)} {_ci_text(ci)}, {_p_text(p)}"
+    stat = f"{core}, {n} examples"
     needed = None
     if p < ALPHA and diff > 0:
         label, sentence = "better", f"{a} beats {b} on {label_m} by {stat}."
@@ -352,6 +353,6 @@ def verdict(pairs: list[dict], a: str, b: str, metric: str = "rouge_l", margin: 
         label = "inconclusive"
         needed = examples_needed(pair["sd"], effect)
         more = f"; about {needed} would detect {_signed(effect)}" if needed else ""
-        sentence = f"No detectable difference between {a} and {b} on {label_m} on {n} examples ({stat}){more}."
+        sentence = f"No detectable difference between {a} and {b} on {label_m} on {n} examples ({core}){more}."
     return dict(base, label=label, sentence=sentence, diff=diff, ci=ci, p=pair["p"], p_adjusted=p, n=n,
                 needed=needed)
