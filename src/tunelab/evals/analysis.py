@@ -72,7 +72,7 @@ def _bleu_stats(rows: list[dict], items: dict) -> tuple[np.ndarray, str]:
 
 
 def analyse(report_id: str, models: list[str], by_model: dict[str, dict[int, dict]], items: dict[int, dict],
-            data: str) -> dict:
+            data: str, fixed_order: bool = False) -> dict:
     """Intervals, pairs, verdict and slices for a report's rows.
 
     Args:
@@ -81,22 +81,25 @@ def analyse(report_id: str, models: list[str], by_model: dict[str, dict[int, dic
         by_model: {model: {example index: row}} (rows carry the per-example metrics and "output").
         items: {example index: input item}.
         data: the dataset name (each example's source unless it names its own).
+        fixed_order: the verdict is about the second model against the first whatever the outcome (a
+            run's before/after report: "worse" means the tuned model lost); otherwise a significantly
+            worse second model is told as the first one beating it.
     Returns:
         {"ci": {model: {metric: [lo, hi] or None}}, "pairs": [...], "verdict": str,
          "verdict_detail": {...} or None, "slices": [...]}.
     """
-    key = _key(report_id, models, by_model, items)
+    key = _key(report_id, models, by_model, items) + str(fixed_order)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    out = _analyse(models, by_model, items, data)
+    out = _analyse(models, by_model, items, data, fixed_order)
     _CACHE[key] = out
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return out
 
 
-def _analyse(models: list[str], by_model: dict, items: dict, data: str) -> dict:
+def _analyse(models: list[str], by_model: dict, items: dict, data: str, fixed_order: bool) -> dict:
     ci = {}
     for m in models:
         rows = [by_model[m][i] for i in sorted(by_model.get(m, {}))]
@@ -112,6 +115,9 @@ def _analyse(models: list[str], by_model: dict, items: dict, data: str) -> dict:
              for m in models}
     head = stats.headline_pair(models, means, PRIMARY)
     detail = stats.verdict(pairs, *head, metric=PRIMARY) if head else None
+    if detail and detail["label"] == "worse" and not fixed_order:
+        head = (head[1], head[0])
+        detail = stats.verdict(pairs, *head, metric=PRIMARY)
     if detail:
         sentence = detail["sentence"]
     elif models and means.get(models[0]) is not None:

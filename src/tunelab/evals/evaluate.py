@@ -307,7 +307,8 @@ def build_report(report_id: str) -> dict:
     for r in read_jsonl(d / "examples.jsonl"):
         by_model.setdefault(r["model"], {})[r["index"]] = r  # a rerun row replaces an older one
     models = [_aggregate(m, list(by_model[m].values()), items, loaded.get(m, {})) for m in conf["models"]]
-    found = analysis.analyse(report_id, conf["models"], by_model, items, conf["data"])
+    found = analysis.analyse(report_id, conf["models"], by_model, items, conf["data"],
+                             fixed_order=bool((conf.get("meta") or {}).get("run")))
     for entry in models:
         entry["ci"] = found["ci"].get(entry["name"], {k: None for k in metrics.METRICS})
     examples = []
