@@ -6,6 +6,7 @@ from tunelab import jobs
 from tunelab.evals import evaluate
 from tunelab.ui import compare_widgets as w
 from tunelab.ui import leakage_widgets, vote_widgets
+from tunelab.ui import stats_widgets as sw
 from tunelab.ui.i18n import t, t_error
 from tunelab.ui.layout import show_error
 
@@ -48,9 +49,11 @@ try:
             if doc["status"] != "completed":
                 st.warning(t("This report is {status}: {error}. It shows what it finished.", status=t(doc["status"]),
                              error=t_error(doc.get("error") or "") or t("it did not finish")))
+            sw.verdict_banner(doc)  # the report's one verdict, green only when significant
             params = w.report_params(doc)  # sizes: a column of the table and the scatter's marker areas
             w.metrics_table(doc, params)
             w.charts(doc, params)
+            sw.pairs_and_slices(doc)
             w.before_after(doc)
             vote_widgets.judge_results(doc)
             vote_widgets.votes_panel(report_id)
@@ -58,6 +61,7 @@ try:
             st.subheader(t("3 · Examples"))
             w.examples_view(doc)
             w.downloads(doc)
+            sw.html_download(doc)
             w.loop_panel(doc)
 except Exception as exc:  # a user error is one sentence; a bug shows its traceback
     show_error(exc)

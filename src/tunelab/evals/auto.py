@@ -200,19 +200,22 @@ def preference_verdict(pref: dict) -> tuple[bool, str]:
 
 def _scores(entry: dict | None) -> dict:
     entry = entry or {}
-    return {"name": entry.get("name"), **{k: entry.get(k) for k in SHOWN}, "examples": entry.get("examples", 0)}
+    return {"name": entry.get("name"), **{k: entry.get(k) for k in SHOWN}, "examples": entry.get("examples", 0),
+            "ci": entry.get("ci") or {k: None for k in SHOWN}}
 
 
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
 
-def verdict(base: dict, tuned: dict) -> tuple[bool, str]:
-    """(whether the tuned model beat its base on ROUGE-L, one plain sentence saying so)."""
-    b, a = base.get(METRIC), tuned.get(METRIC)
-    beat = a is not None and b is not None and a > b
-    word = "beat" if beat else "did not beat"
-    return beat, f"The tuned model {word} its base on {METRIC_LABEL} ({_fmt(a)} vs {_fmt(b)})."
+def verdict(doc: dict) -> tuple[bool, str]:
+    """(whether the tuned model beat its base, the report's one verdict sentence).
+
+    Beating its base needs the report's verdict to be "better": a paired test over the examples
+    with a Holm-adjusted p below 0.05 (evals/stats.py); a higher mean on noise is not a win.
+    """
+    detail = doc.get("verdict_detail") or {}
+    return detail.get("label") == "better", doc.get("verdict") or ""
 
 
 def summary(run_id: str) -> dict | None:
@@ -221,7 +224,9 @@ def summary(run_id: str) -> dict | None:
     Returns:
         {"report", "status", "source", "data": {"name", "version"}, "progress": {"done", "total"},
          "base": {"name", "rouge_l", "bleu", "exact_match", "examples"}, "tuned": {...},
-         "beat_base": bool or None until the report is complete, "sentence", "judge": counts and
+         "beat_base": bool (the verdict is "better") or None until the report is complete, "sentence",
+         "verdict", "verdict_label" (better|worse|non-inferior|inconclusive), "verdict_detail", "pairs",
+         "slices", "provenance" (the report's, see evaluate.build_report), "judge": counts and
          win_rate (wins over decided and tied answers) or None,
          "preference_accuracy": {"base", "tuned", "pairs", "beat_base", "sentence"} or {"error"} for a
          dpo/orpo/kto run, else None (its sentence is appended to "sentence")};
@@ -243,9 +248,12 @@ def summary(run_id: str) -> dict | None:
     by_name = {m["name"]: m for m in doc["models"]}
     base, tuned = _scores(by_name.get(doc["config"]["models"][0])), _scores(by_name.get(run_id))
     out = {"report": rid, "status": doc["status"], "source": rec.get("source"), "data": doc["data"],
-           "progress": doc["progress"], "base": base, "tuned": tuned, "beat_base": None, "judge": None}
+           "progress": doc["progress"], "base": base, "tuned": tuned, "beat_base": None, "judge": None,
+           "verdict": doc.get("verdict"), "verdict_label": (doc.get("verdict_detail") or {}).get("label"),
+           "verdict_detail": doc.get("verdict_detail"), "pairs": doc.get("pairs") or [],
+           "slices": doc.get("slices") or [], "provenance": doc.get("provenance")}
     if doc["status"] == "completed" and base["examples"] and tuned["examples"]:
-        out["beat_base"], out["sentence"] = verdict(base, tuned)
+        out["beat_base"], out["sentence"] = verdict(doc)
     elif doc["status"] in jobs.ACTIVE:
         p = doc["progress"]
         out["sentence"] = (f"The before/after report is {doc['status']} "

@@ -10,6 +10,8 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import evaluate, judge, rates, votes
 from tunelab.evals.evaluate import EvalConfig
 
+# What `eval --json` carries besides its one model's entry (the same keys as compare's document).
+EVAL_KEYS = ("pairs", "verdict", "verdict_detail", "slices", "provenance")
 COLUMNS = ("rouge_l", "bleu", "exact_match", "tokens_per_s", "latency_s", "peak_rss_mb")
 
 
@@ -54,7 +56,8 @@ def register(sub) -> None:
     add_json(q)
     q.set_defaults(func=lambda a: emit(evaluate.delete_report(a.report), a.json,
                                        lambda d: f"deleted report {d['report']}"))
-    q = rsub.add_parser("export", help="write a report as CSV or JSON (relative paths land in exports/)")
+    q = rsub.add_parser("export", help="write a report as CSV, JSON or one self-contained HTML page that opens offline "
+                                       "(relative paths land in exports/)")
     q.add_argument("report")
     q.add_argument("out")
     q.add_argument("--format", choices=("csv", "json", "html"), default=None,
@@ -179,7 +182,8 @@ def cmd_compare(args) -> int:
 def cmd_eval(args) -> int:
     doc = _start(args, [args.model])
     if doc is not None:
-        emit(dict(doc["models"][0], report=doc["report"], leakage=doc.get("leakage")), args.json, _human_eval)
+        emit(dict(doc["models"][0], report=doc["report"], leakage=doc.get("leakage"),
+                  **{k: doc.get(k) for k in EVAL_KEYS}), args.json, _human_eval)
     return 0
 
 
@@ -242,7 +246,7 @@ def _table(models: list[dict]) -> str:
 
 def _human_eval(entry: dict) -> str:
     return _human_report({"report": entry["report"], "status": "completed", "leakage": entry.get("leakage"),
-                          "models": [entry], "data": None})
+                          "models": [entry], "data": None, "verdict": entry.get("verdict")})
 
 
 def _human_report(doc: dict) -> str:
@@ -253,7 +257,7 @@ def _human_report(doc: dict) -> str:
 
         warn = f"warning: {leakage.sentence(doc['leakage'])}"
         head = (f"\033[31m{warn}\033[0m" if sys.stdout.isatty() else warn) + "\n" + head
-    return head + "\n" + _table(doc["models"])
+    return head + "\n" + _table(doc["models"]) + (f"\n{doc['verdict']}" if doc.get("verdict") else "")
 
 
 def _human_list(d: dict) -> str:

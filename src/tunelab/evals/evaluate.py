@@ -28,7 +28,7 @@ from typing import Callable
 from tunelab import jobs, migrations, workspace
 from tunelab.data import store
 from tunelab.errors import TuneLabError
-from tunelab.evals import metrics
+from tunelab.evals import analysis, metrics, provenance
 from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic, write_json
 
 KIND = "reports"
@@ -79,10 +79,18 @@ def load_examples(data: str, version: int | None = None, limit: int | None = Non
     for i, rec in enumerate(table.to_pylist()):
         msgs = records_to_messages(rec)
         items.append({"index": i, "id": rec.get("id") or str(i), "messages": msgs,
-                      "prompt": msgs[-1]["content"], "reference": rec.get("output") or ""})
+                      "prompt": msgs[-1]["content"], "reference": rec.get("output") or "", "tags": _tags(rec)})
     if not items:
         raise TuneLabError(f"dataset {data!r} version {version} has no records to evaluate")
     return version, items
+
+
+def _tags(rec: dict) -> dict:
+    """A record's non-text columns (e.g. a KTO label): the report's slices group examples by them too."""
+    from tunelab.data.schema import TEXT_FIELDS
+
+    skip = {*TEXT_FIELDS, "id", "history", "conversations", "tools"}
+    return {k: v for k, v in rec.items() if k not in skip and isinstance(v, (bool, int, float, str)) and v != ""}
 
 
 def _model_entry(spec: str) -> dict:
@@ -196,6 +204,20 @@ def evaluate_batches(backend, items: list[dict], settings, batch_size: int, on_b
             on_batch(rows)
 
 
+def warm_up(backend, items: list[dict], settings, batch_size: int) -> float:
+    """One short untimed generation of a first batch, so the timed answers do not pay for first-call
+    set-up (kernel selection, caches, a server's first request): without it the speed of the same model
+    changed 6x between two reports. Returns its wall time in seconds."""
+    from dataclasses import replace
+
+    ordered = sorted(items, key=lambda it: sum(len(m["content"]) for m in it["messages"]))[:batch_size]
+    t0 = time.perf_counter()
+    if ordered:
+        backend.chat([it["messages"] for it in ordered], replace(settings, max_new_tokens=min(8, settings.max_new_tokens)),
+                     batch_size=batch_size)
+    return round(time.perf_counter() - t0, 3)
+
+
 def run_report(report_id: str, log: Callable[[str], None] | None = None) -> dict:
     """Evaluate every model of a queued report, writing rows and progress as they come.
 
@@ -220,11 +242,14 @@ def run_report(report_id: str, log: Callable[[str], None] | None = None) -> dict
     log = log or (lambda _msg: None)
     # SIGTERM (`reports stop`) raises jobs.Stopped in here; what finished is kept and summarised below.
     with jobs.running(KIND, report_id) as job:
+        write_json(d / provenance.FILE, provenance.collect(d, conf))
         for name in cfg.models:
             job.update(model=name)
             t0 = time.perf_counter()
             backend = get_backend(name)
-            append_jsonl(d / "models.jsonl", {"name": name, "load_s": round(time.perf_counter() - t0, 2),
+            load_s = round(time.perf_counter() - t0, 2)
+            warmup_s = warm_up(backend, items, settings, cfg.batch_size)
+            append_jsonl(d / "models.jsonl", {"name": name, "load_s": load_s, "warmup_s": warmup_s,
                                               "backend": type(backend).__name__})
 
             def on_batch(rows: list[dict], name: str = name) -> None:
@@ -250,7 +275,7 @@ def _aggregate(name: str, rows: list[dict], items: dict[int, dict], loaded: dict
     wall = sum(r["wall_s"] for r in rows)
     entry = {"name": name, "rouge_l": None, "bleu": None, "exact_match": None, "tokens_per_s": None,
              "latency_s": None, "peak_rss_mb": None, "examples": len(rows),
-             "load_s": loaded.get("load_s"), "backend": loaded.get("backend")}
+             "load_s": loaded.get("load_s"), "warmup_s": loaded.get("warmup_s"), "backend": loaded.get("backend")}
     if rows:
         entry.update(
             rouge_l=mean(r["rouge_l"] for r in rows),
@@ -270,7 +295,11 @@ def build_report(report_id: str) -> dict:
 
     Returns:
         {"report", "status", "progress", "data": {"name", "version"}, "generation", "config",
-         "models": [{"name", "rouge_l", "bleu", "exact_match", "tokens_per_s", "latency_s", ...}],
+         "models": [{"name", "rouge_l", "bleu", "exact_match", "tokens_per_s", "latency_s", ...,
+                     "ci": {"rouge_l": [lo, hi], "bleu": [...], "exact_match": [...]}}],
+         "pairs": [{"a", "b", "metric", "diff", "ci", "p", "p_adjusted", "test", "mde", ...}],
+         "verdict": one sentence, "verdict_detail": {"label", ...} or None, "slices": [...],
+         "provenance": {...} (see evals/analysis.py and evals/provenance.py),
          "examples": [{"index", "id", "prompt", "reference", "outputs": {model: {...}}, "spread"}]}
     """
     d = _dir(report_id)
@@ -285,6 +314,10 @@ def build_report(report_id: str) -> dict:
     for r in read_jsonl(d / "examples.jsonl"):
         by_model.setdefault(r["model"], {})[r["index"]] = r  # a rerun row replaces an older one
     models = [_aggregate(m, list(by_model[m].values()), items, loaded.get(m, {})) for m in conf["models"]]
+    found = analysis.analyse(report_id, conf["models"], by_model, items, conf["data"],
+                             fixed_order=bool((conf.get("meta") or {}).get("run")))
+    for entry in models:
+        entry["ci"] = found["ci"].get(entry["name"], {k: None for k in metrics.METRICS})
     examples = []
     for idx, it in sorted(items.items()):
         outputs = {m: {k: by_model[m][idx][k] for k in ("output", "rouge_l", "bleu", "exact_match", "latency_s", "completion_tokens")}
@@ -297,7 +330,9 @@ def build_report(report_id: str) -> dict:
             "data": {"name": conf["data"], "version": conf["version"]}, "generation": conf["generation"],
             "config": {k: conf[k] for k in ("models", "limit", "batch_size", "max_new_tokens")},
             "model_refs": conf["model_refs"], "meta": conf.get("meta") or {},
-            "leakage": (conf.get("meta") or {}).get("leakage"), "models": models, "examples": examples}
+            "leakage": (conf.get("meta") or {}).get("leakage"), "models": models,
+            "pairs": found["pairs"], "verdict": found["verdict"], "verdict_detail": found["verdict_detail"],
+            "slices": found["slices"], "provenance": provenance.for_report(d, conf), "examples": examples}
 
 
 def load_report(report_id: str) -> dict:
@@ -397,11 +432,17 @@ def export_text(doc: dict, fmt: str) -> str:
 
 def export_report(report_id: str, out: str, fmt: str | None = None, force: bool = False) -> Path:
     """Write a report to a file in the workspace (relative paths land in exports/; tunelab.outputs'
-    guard: never over TuneLab's own files, an existing file only with force); returns the path."""
+    guard: never over TuneLab's own files, an existing file only with force); returns the path.
+
+    fmt: csv, json or html (default: from the suffix, else csv)."""
     from tunelab import outputs
 
     target = outputs.target(out, force)
-    fmt = fmt or {".json": "json", ".html": "html"}.get(target.suffix.lower(), "csv")
+    fmt = fmt or {".json": "json", ".html": "html", ".htm": "html"}.get(target.suffix.lower(), "csv")
+    if fmt == "html":  # one self-contained page: verdict, intervals, charts, slices, examples, provenance
+        from tunelab.evals import html_report
+
+        return html_report.export(report_id, target)
     return outputs.write_text(target, export_text(load_report(report_id), fmt))
 
 

@@ -98,3 +98,28 @@ def score(prediction: str, reference: str) -> dict[str, float]:
         "bleu": bleu(prediction, reference),
         "exact_match": exact_match(prediction, reference),
     }
+
+
+def bleu_stats(predictions: list[str], references: list[str]) -> tuple[list[list[int]], str]:
+    """Per-example BLEU sufficient statistics (lengths, n-gram matches and totals) and the tokenizer used.
+
+    Summing rows of any subset and passing the sum to `bleu_from_stats` gives that subset's corpus
+    BLEU, which is what the bootstrap and permutation tests of `evals.stats` resample. sacrebleu's
+    own significance tests (sacrebleu.significance) work from these same statistics.
+    """
+    from sacrebleu.metrics import BLEU
+
+    tok = _bleu_tokenizer(references)
+    return BLEU(tokenize=tok)._extract_corpus_statistics(predictions, [references]), tok
+
+
+@lru_cache(maxsize=2)
+def _corpus_bleu_metric(tokenizer: str):
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize=tokenizer)
+
+
+def bleu_from_stats(summed, tokenizer: str = "13a") -> float:
+    """Corpus BLEU in [0, 1] from summed `bleu_stats` rows (the same number `corpus_bleu` gives)."""
+    return min(_corpus_bleu_metric(tokenizer)._compute_score_from_stats(list(summed)).score / 100.0, 1.0)

@@ -87,6 +87,16 @@ def winners(models: list[dict], key: str) -> set[str]:
     return {n for n, v in values.items() if v == best}
 
 
+def error_bar(model: dict, key: str) -> dict | None:
+    """A bar's 95 % interval (model["ci"][key]) as plotly error_y, on the shown scale; None without one."""
+    ci, v = (model.get("ci") or {}).get(key), model.get(key)
+    if not ci or v is None:
+        return None
+    scale = METRICS[key][1]
+    return {"type": "data", "symmetric": False, "array": [max(0.0, (ci[1] - v) * scale)],
+            "arrayminus": [max(0.0, (v - ci[0]) * scale)], "color": "#333", "thickness": 1.2}
+
+
 def model_colors(names: list[str]) -> dict[str, str]:
     return {n: COLORS[i % len(COLORS)] for i, n in enumerate(names)}
 
@@ -107,6 +117,7 @@ def metric_bars(models: list[dict]) -> go.Figure:
         for m in models:
             v = shown(m, k)
             fig.add_trace(go.Bar(x=[m["name"]], y=[v], name=m["name"], legendgroup=m["name"], showlegend=i == 1,
+                                 error_y=error_bar(m, k),
                                  marker_color=colors[m["name"]], text=["n/a" if v is None else f"{v:g}"],
                                  textposition="outside", cliponaxis=False,
                                  hovertemplate=f"{m['name']}: %{{y}} {metric_name(k)}<extra></extra>"), row=1, col=i)

@@ -12,6 +12,7 @@ from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
 from tunelab.ui import charts as ch
 from tunelab.ui import leakage_widgets, live, verbatim, vote_widgets
+from tunelab.ui import stats_widgets as sw
 from tunelab.ui.i18n import t, t_error
 
 LABELS = {k: name for k, (name, *_rest) in ch.METRICS.items()}  # friendly names with units
@@ -207,10 +208,10 @@ def report_params(doc: dict) -> dict[str, int | None]:
 
 def metrics_table(doc: dict, params: dict[str, int | None] | None = None) -> None:
     """One row per model with its size; the best value of a column highlighted only when it really differs."""
-    frame = _metrics_frame(doc["models"], params)
+    frame = sw.interval_columns(_metrics_frame(doc["models"], params), doc["models"])
     names = list(frame["name"])
     metric_of = {label: k for k, label in _labels().items()}  # header -> metric key
-    best = {k: ch.winners(doc["models"], k) for k in HIGHER_IS_BETTER}
+    best = sw.significant_best(doc, {k: ch.winners(doc["models"], k) for k in HIGHER_IS_BETTER})
 
     def highlight(col: pd.Series) -> list[str]:
         won = best.get(metric_of.get(col.name)) or set()
@@ -219,9 +220,10 @@ def metrics_table(doc: dict, params: dict[str, int | None] | None = None) -> Non
     formats = {_labels()[k]: f"{{:.{ch.METRICS[k][2]}f}}" for k in HIGHER_IS_BETTER}
     st.dataframe(frame.style.apply(highlight).format(formats, na_rep="n/a"), hide_index=True,
                  width="stretch", key="compare.table", column_config=_row_headers())
-    st.caption(t("Best per column in green, only where the models differ (lower is better for latency and "
-                 "memory). ROUGE-L and exact match are means over examples, in percent; BLEU is corpus BLEU on "
-                 "0–100; latency is the time until an answer's batch was done."))
+    st.caption(t("Best per column in green: quality only where a paired test says the best model beats every other "
+                 "(Holm-adjusted p < 0.05), speed and memory where they differ (lower is better for latency and "
+                 "memory). Intervals are 95 %. ROUGE-L and exact match are means over examples, in percent; BLEU is "
+                 "corpus BLEU on 0–100; latency is the time until an answer's batch was done."))
 
 
 def charts(doc: dict, params: dict[str, int | None] | None = None) -> None:
@@ -315,11 +317,11 @@ def winner(doc: dict) -> None:
     names = [m["name"] for m in doc["models"] if m["examples"] and m["name"] not in run_ids]
     if not names:
         return
-    best = next(iter(sorted(ch.winners([m for m in doc["models"] if m["name"] in names], "rouge_l"))), names[0])  # none when all tie
+    best = sw.winner(doc) if sw.winner(doc) in names else names[0]  # a winner only when significantly better
     if st.session_state.get("compare.pick") not in names:
         st.session_state["compare.pick"] = best
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    pick = c1.selectbox(t("Winner"), names, key="compare.pick", help=t("Defaults to the best ROUGE-L."))
+    pick = c1.selectbox(sw.winner_label(doc), names, key="compare.pick", help=t("Defaults to the verdict's winner."))
     if c2.button(t("Use as base model"), key="compare.use", type="primary", icon=":material/check:"):
         st.session_state["compare.winner"] = pick
         st.session_state["train.model"] = pick
@@ -337,17 +339,6 @@ def downloads(doc: dict) -> None:
 
 
 # ---------------------------------------------------------------- a run's before/after report (Train page)
-
-def _verdict_text(s: dict) -> str:
-    values = {"after": _two(s["tuned"].get("rouge_l")), "before": _two(s["base"].get("rouge_l"))}
-    if s["beat_base"]:
-        return t("The tuned model beat its base on ROUGE-L ({after} vs {before}).", **values)
-    return t("The tuned model did not beat its base on ROUGE-L ({after} vs {before}).", **values)
-
-
-def _two(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
 
 def _open_in_compare(report_id: str) -> None:
     st.session_state["compare.report"] = report_id
@@ -382,7 +373,7 @@ def run_report(run_id: str) -> None:
                   done=p["done"], total=p["total"]), icon=":material/hourglass_top:")
         st.progress(p["done"] / max(p["total"], 1))
     elif s["beat_base"] is not None:
-        (st.success if s["beat_base"] else st.warning)(_verdict_text(s))
+        sw.before_after_banner(s)  # green only when the paired test says better
     else:
         st.warning(t("The before/after report {status}: it shows what it finished.", status=t(s["status"])))
     rows = [{"model": t("before: {model}", model=s["base"]["name"]), **{_labels()[k]: ch.shown(s["base"], k) for k in
