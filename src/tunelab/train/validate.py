@@ -100,7 +100,7 @@ def document(d: Any) -> dict:
         raise TuneLabError(f"a training config must be a mapping of groups (model, data, method, training), "
                            f"not {_kind(d)}")
     for group, values in d.items():
-        if values is None or group == "recipe":  # train/config.py checks the recipe section's own shape
+        if values is None or group in ("recipe", "user_set"):  # train/config.py checks these sections itself
             continue
         if not isinstance(values, dict):
             raise TuneLabError(f"config section {short(group)} must be a mapping of settings, not {_kind(values)}")
