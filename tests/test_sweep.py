@@ -1,0 +1,29 @@
+"""Sweeps (train/sweep.py): trials are ordinary runs, tagged, pruned from eval losses; show, promote."""
+
+from __future__ import annotations
+
+import pytest
+
+import tiny_model as builder
+from cli_run import tunelab
+
+
+@pytest.mark.slow
+def test_sweep_runs_trials_prunes_shows_and_promotes(workspace, tiny_model):
+    from tunelab.train import manage, runs, sweep
+
+    builder.dataset()
+    sid = sweep.create(tiny_model, "tiny", 3, ["learning_rate=1e-5:1e-2:log", "lora_r=4,8"],
+                       {"max_steps": 6, "eval_steps": 2, "eval_split": 0.25, "cutoff_len": 64})
+    assert sweep.work(sid, log=lambda s: None) == 3
+    doc = sweep.show(sid)
+    assert len(doc["trials"]) == 3 and set(doc["trials"][0]) >= {"number", "run", "params", "status", "value"}
+    for t in doc["trials"]:
+        assert runs.status(t["run"])["status"] == t["status"] in ("completed", "pruned")
+        assert sid in manage.meta(t["run"])["tags"] and runs.metrics(t["run"])  # an ordinary run, with its curve
+        assert runs.config(t["run"]).training.learning_rate == pytest.approx(t["params"]["learning_rate"])
+    assert doc["best"]["value"] == min(t["value"] for t in doc["trials"] if t["status"] == "completed")
+    assert sweep.work(sid, log=lambda s: None) == 0  # finished: nothing runs again
+    sweep.promote(sid, "sweep-best")
+    proc = tunelab(workspace, "models", "list", "--json")
+    assert proc.returncode == 0 and "sweep-best" in proc.stdout
