@@ -27,3 +27,34 @@ def test_sweep_runs_trials_prunes_shows_and_promotes(workspace, tiny_model):
     sweep.promote(sid, "sweep-best")
     proc = tunelab(workspace, "models", "list", "--json")
     assert proc.returncode == 0 and "sweep-best" in proc.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_finishes_without_rerunning(workspace, tiny_model):
+    import os
+    import signal
+    import time
+
+    from tunelab import jobs
+    from tunelab.train import runs, sweep
+
+    builder.dataset()
+    sid = sweep.create(tiny_model, "tiny", 3, ["learning_rate=1e-4:1e-2:log"],
+                       {"max_steps": 6, "eval_steps": 2, "eval_split": 0.25, "cutoff_len": 64}, prune="none")
+    pid = sweep.launch(sid)
+    deadline = time.time() + 120
+    while not any(t["status"] == "completed" for t in sweep.show(sid)["trials"]):
+        assert time.time() < deadline
+        time.sleep(0.3)
+    first = [t for t in sweep.show(sid)["trials"] if t["status"] == "completed"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    assert jobs.read_status(sweep.sweep_dir(sid))["status"] == "interrupted"
+    sweep.resume(sid)
+    while jobs.read_status(sweep.sweep_dir(sid))["status"] in jobs.ACTIVE:
+        assert time.time() < deadline + 120
+        time.sleep(0.5)
+    doc = sweep.show(sid)
+    assert len(doc["trials"]) == 3 and all(t["status"] == "completed" for t in doc["trials"])
+    assert [t for t in doc["trials"] if t["number"] in {f["number"] for f in first}] == first  # not re-run
+    assert len({t["run"] for t in doc["trials"]}) == 3 and len(runs.list_runs()) == 3  # no run made twice
