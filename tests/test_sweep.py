@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 import tiny_model as builder
@@ -58,3 +61,23 @@ def test_kill_9_then_resume_finishes_without_rerunning(workspace, tiny_model):
     assert len(doc["trials"]) == 3 and all(t["status"] == "completed" for t in doc["trials"])
     assert [t for t in doc["trials"] if t["number"] in {f["number"] for f in first}] == first  # not re-run
     assert len({t["run"] for t in doc["trials"]}) == 3 and len(runs.list_runs()) == 3  # no run made twice
+
+
+@pytest.mark.slow
+def test_two_workers_finish_exactly_n_trials(workspace, tiny_model):
+    import subprocess
+    import sys
+
+    from tunelab.train import runs, sweep
+
+    builder.dataset()
+    sid = sweep.create(tiny_model, "tiny", 4, ["learning_rate=1e-4:1e-2:log"],
+                       {"max_steps": 4, "eval_steps": 2, "eval_split": 0.25, "cutoff_len": 64}, prune="none")
+    env = dict(os.environ, TUNELAB_HOME=str(workspace))
+    procs = [subprocess.Popen([sys.executable, "-m", "tunelab", "sweep", "work", sid, "--json"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    ran = [json.loads(p.communicate(timeout=240)[0])["trials_run"] for p in procs]
+    assert sum(ran) == 4 and all(n >= 1 for n in ran)  # both worked, 4 between them
+    doc = sweep.show(sid)
+    assert len(doc["trials"]) == 4 and all(t["status"] == "completed" for t in doc["trials"])
+    assert len({t["run"] for t in doc["trials"]}) == 4 and len(runs.list_runs()) == 4  # no trial run twice
