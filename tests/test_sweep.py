@@ -81,3 +81,17 @@ def test_two_workers_finish_exactly_n_trials(workspace, tiny_model):
     doc = sweep.show(sid)
     assert len(doc["trials"]) == 4 and all(t["status"] == "completed" for t in doc["trials"])
     assert len({t["run"] for t in doc["trials"]}) == 4 and len(runs.list_runs()) == 4  # no trial run twice
+
+
+def test_queued_runs_carry_their_position(workspace, tiny_model):
+    from tunelab.train import runs
+    from tunelab.train.config import TrainConfig
+
+    builder.dataset()
+    ids = []
+    for _ in range(3):
+        cfg = TrainConfig.for_method("lora")
+        cfg.set({"model": tiny_model, "data": "tiny", "max_steps": 2, "cutoff_len": 64})
+        ids.append(runs.create(cfg))
+    rows = {r["run"]: r for r in runs.list_runs()}
+    assert [rows[i].get("position") for i in ids] == [1, 2, 3]

@@ -319,6 +319,9 @@ def list_runs() -> list[dict]:
         out.append({"run": st["id"], "status": st.get("status"), "step": st.get("step", 0),
                     "max_steps": st.get("max_steps"), "model": st.get("model"), "data": st.get("data"),
                     "method": st.get("method"), "created": st.get("created"), "error": st.get("error")})
+    waiting = sorted((r for r in out if r["status"] == "queued"), key=lambda r: r.get("created") or 0)
+    for i, r in enumerate(waiting, 1):  # the order wait_turn serves them in (oldest first)
+        r["position"] = i
     return out
 
 
