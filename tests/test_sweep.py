@@ -95,3 +95,20 @@ def test_queued_runs_carry_their_position(workspace, tiny_model):
         ids.append(runs.create(cfg))
     rows = {r["run"]: r for r in runs.list_runs()}
     assert [rows[i].get("position") for i in ids] == [1, 2, 3]
+
+
+def test_cancel_and_front_reorder_the_queue(workspace, tiny_model):
+    from tunelab.train import runs
+    from tunelab.train.config import TrainConfig
+
+    builder.dataset()
+    ids = []
+    for _ in range(3):
+        cfg = TrainConfig.for_method("lora")
+        cfg.set({"model": tiny_model, "data": "tiny", "max_steps": 2, "cutoff_len": 64})
+        ids.append(runs.create(cfg))
+    assert tunelab(workspace, "runs", "cancel", ids[1], "--json").returncode == 0
+    assert tunelab(workspace, "runs", "front", ids[2], "--json").returncode == 0
+    rows = {r["run"]: r for r in runs.list_runs()}
+    assert rows[ids[1]]["status"] == "stopped" and "position" not in rows[ids[1]]
+    assert rows[ids[2]]["position"] == 1 and rows[ids[0]]["position"] == 2
