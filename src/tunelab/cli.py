@@ -24,6 +24,7 @@ AREAS = (
     "tunelab.synth.cli",
     "tunelab.evals.cli",
     "tunelab.train.cli",
+    "tunelab.train.sweep_cli",
     "tunelab.serve.cli",
 )
 

@@ -32,10 +32,10 @@ from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, read_json_tolerant, write_json
 
 ACTIVE = ("queued", "running")
-FINAL = ("completed", "failed", "stopped", "interrupted")
-KINDS = ("runs", "reports", "generations", "export-jobs", "servers", "regressions", "downloads")
+FINAL = ("completed", "failed", "stopped", "interrupted", "pruned")  # pruned: a sweep trial cut short
+KINDS = ("runs", "reports", "generations", "export-jobs", "servers", "regressions", "downloads", "sweeps")
 KIND_LABELS = {"runs": "run", "reports": "report", "generations": "generation", "export-jobs": "export",
-               "servers": "server", "regressions": "regression suite", "downloads": "download"}
+               "servers": "server", "regressions": "regression suite", "downloads": "download", "sweeps": "sweep"}
 SCHEMA_KIND = "status"  # status.json's migrations in tunelab.migrations
 ERROR_CHARS = 300  # an unexpected exception's line in status.json is cut here (the log has it all)
 
@@ -47,7 +47,7 @@ class JobStatus(TypedDict, total=False):
 
     schema: int  # migrations applied (tunelab.migrations, kind "status")
     id: str
-    status: Literal["queued", "running", "completed", "failed", "stopped", "interrupted"]
+    status: Literal["queued", "running", "completed", "failed", "stopped", "interrupted", "pruned"]
     pid: int | None  # the job's process, recorded at launch and again when it starts running
     pid_created: float | None  # that process's start time (psutil): a reused pid is not the job's
     created: float  # when the folder was made

@@ -12,7 +12,7 @@ from tunelab.errors import TuneLabError
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_HOME = Path("data") / "workspace"
 SUBDIRS = ("datasets", "models", "runs", "reports", "prompts", "generations", "exports", "export-jobs", "uploads",
-           "servers", "regressions", "downloads", "playground")
+           "servers", "regressions", "downloads", "playground", "sweeps")
 
 
 def home() -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tunelab import urls, workspace
@@ -133,7 +133,11 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
     workspace.validate_name(name, "model name")
     if name in SHIPPED:
         raise TuneLabError(f"{name} is a shipped model name; choose another")
-    if hub.parse(target) and not Path(target).expanduser().exists():
+    if workspace.NAME_RE.match(target) and (workspace.subdir("runs") / target / "config.yaml").exists():
+        ref = _run_ref(workspace.subdir("runs") / target)  # a run id: its saved weights, checked now
+        entry = {"kind": "run", "run": target, "path": str(workspace.subdir("runs") / target), "params": ref.params,
+                 "chat_template": ref.chat_template}
+    elif hub.parse(target) and not Path(target).expanduser().exists():
         got = hub.fetch(target, revision, tqdm_class=tqdm_class, on_progress=on_progress)
         entry = {"kind": "hf", "path": got["path"], "hub_id": got["repo"], "revision": got["commit"],
                  "license": got["license"], **_folder_entry(Path(got["path"]))}
@@ -194,6 +198,8 @@ def resolve(model: str) -> ModelRef:
             return ModelRef(name=model, kind="openai", base_url=entry["base_url"], source=entry["base_url"],
                             remote_model=entry.get("remote_model", model), api_key_env=entry.get("api_key_env", "OPENAI_API_KEY"),
                             params=entry.get("params"))
+        if entry["kind"] == "run":  # a promoted run (a sweep's best trial): the run itself, under this name
+            return replace(_run_ref(workspace.subdir("runs") / entry["run"]), name=model)
         if entry.get("hub_id") and not Path(entry["path"]).is_dir():  # the HF cache was cleared: fetch again
             entry = dict(entry, path=_fetch_hub(entry["hub_id"], entry.get("revision"))["path"])
         return ModelRef(name=model, kind=entry["kind"], path=entry["path"],

@@ -45,7 +45,9 @@ def register(sub) -> None:
     for name, fn, helptext in (("list", cmd_list, "every run, newest first"),
                                ("show", cmd_show, "status and metrics of a run"),
                                ("stop", cmd_stop, "stop a run (it checkpoints first)"),
-                               ("resume", cmd_resume, "continue a stopped or interrupted run from its last checkpoint")):
+                               ("resume", cmd_resume, "continue a stopped or interrupted run from its last checkpoint"),
+                               ("cancel", cmd_queue, "take a queued run out of the queue"),
+                               ("front", cmd_queue, "move a queued run to the front of the queue")):
         q = rs.add_parser(name, help=helptext)
         if name != "list":
             q.add_argument("run")
@@ -229,6 +231,14 @@ def cmd_stop(args) -> int:
 
     st = runs.stop(args.run)
     emit({"run": args.run, "status": st.get("status")}, args.json, lambda o: f"{o['run']}: stop requested")
+    return 0
+
+
+def cmd_queue(args) -> int:
+    from tunelab.train import runs
+
+    st = (runs.cancel if args.runs_command == "cancel" else runs.front)(args.run)
+    emit({"run": args.run, "status": st.get("status")}, args.json, lambda o: f"{o['run']} {o['status']}")
     return 0
 
 

@@ -167,14 +167,14 @@ def wait_turn(job: jobs.Job) -> bool:
     if os.environ.get(ACCEL_CHILD):  # the accelerate wrapper already waited: rank 0 records its own pid
         return job.start()
     cfg = TrainConfig.from_yaml(d / "config.yaml")
-    mine = read_json(d / "status.json") or {}
     while not job.stopping:
+        mine = read_json(d / "status.json") or {}  # re-read: `runs front` may move it up
         if (read_json(d / "status.json") or {}).get("status") == "stopped":  # stopped while queued
             return False
         with locked(workspace.subdir("runs") / ".queue.lock"):
             others = [j for j in jobs.list_jobs("runs") if j["id"] != d.name]
             busy = any(j["status"] == "running" for j in others) or any(
-                j["status"] == "queued" and j.get("created", 0) < mine.get("created", 0) and jobs.job_alive(j)
+                j["status"] == "queued" and _rank(j) < _rank(mine) and jobs.job_alive(j)
                 for j in others)
             if not busy or not cfg.training.wait_for_others:
                 return job.start()
@@ -318,7 +318,11 @@ def list_runs() -> list[dict]:
             st = dict(status(st["id"]), id=st["id"])  # status() re-reads the folder, without the id
         out.append({"run": st["id"], "status": st.get("status"), "step": st.get("step", 0),
                     "max_steps": st.get("max_steps"), "model": st.get("model"), "data": st.get("data"),
-                    "method": st.get("method"), "created": st.get("created"), "error": st.get("error")})
+                    "method": st.get("method"), "created": st.get("created"), "error": st.get("error"),
+                    "queue_rank": st.get("queue_rank")})
+    waiting = sorted((r for r in out if r["status"] == "queued"), key=_rank)
+    for i, r in enumerate(waiting, 1):  # the order wait_turn serves them in (oldest first)
+        r["position"] = i
     return out
 
 
@@ -369,3 +373,27 @@ def lineage(run_id: str) -> dict:
 
 def config(run_id: str) -> TrainConfig:
     return TrainConfig.from_yaml(run_dir(run_id) / "config.yaml")
+
+
+def _rank(st: dict) -> float:
+    """A queued run's place: its creation time, or the rank `runs front` gave it (kept in status.json)."""
+    rank = st.get("queue_rank")
+    return float(rank if rank is not None else st.get("created") or 0)
+
+
+def front(run_id: str) -> dict:
+    """Move a queued run to the front of the queue (it starts next)."""
+    st = status(run_id)
+    if st.get("status") != "queued":
+        raise TuneLabError(f"{run_id} is not queued (status: {st.get('status')})")
+    ranks = [_rank(r) for r in jobs.list_jobs("runs") if r.get("status") == "queued"]
+    jobs.write_status(run_dir(run_id), queue_rank=min(ranks) - 1.0)
+    return status(run_id)
+
+
+def cancel(run_id: str) -> dict:
+    """Take a queued run out of the queue (it ends `stopped`, never having trained)."""
+    st = status(run_id)
+    if st.get("status") != "queued":
+        raise TuneLabError(f"{run_id} is not queued (status: {st.get('status')}): use `tunelab runs stop`")
+    return stop(run_id)
