@@ -53,8 +53,9 @@ def test_browse_search_and_sql_are_separate_modules(workspace):
 def test_cjk_ranges_are_defined_only_in_text_py():
     """No other module spells a CJK range (0x4E00, \\u4e00, 一): they import tunelab.text."""
     pattern = re.compile(r"0x4e00|\\u4e00|\u4e00-", re.I)
+    # regress/tasks/utils.py is loaded by lm-eval on its own (no tunelab import), so it spells its range.
     spelled = [str(p.relative_to(ROOT)) for p in SOURCES
-               if p.name != "text.py" and pattern.search(p.read_text(encoding="utf-8"))]
+               if p.name != "text.py" and "regress/tasks" not in p.as_posix() and pattern.search(p.read_text(encoding="utf-8"))]
     assert spelled == []
     assert clean.CJK_RUN is stats.CJK_RUN is highlight.CJK_RUN is text.CJK_RUN
 

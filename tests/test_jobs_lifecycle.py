@@ -228,7 +228,7 @@ def test_status_changes_and_launches_live_in_jobs_only():
                                      "src/tunelab/models/download.py",
                                      "src/tunelab/serve/manage.py",
                                      "src/tunelab/synth/generate.py", "src/tunelab/train/export.py",
-                                     "src/tunelab/train/runs.py"]
+                                     "src/tunelab/train/runs.py", "src/tunelab/train/sweep.py"]
     # The Generate page used to write `generate --job ID --no-accept --json` itself.
     for path in [*(ROOT / "pages").glob("*.py"), *(ROOT / "src/tunelab/ui").glob("*.py")]:
         strings = {n.value for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.Constant)}

@@ -40,7 +40,7 @@ def module_name(path: Path) -> str:
 def layer(module: str) -> str:
     """The layer a tunelab module belongs to."""
     parts = module.split(".")
-    if parts[-1] in ("cli", "app_cli", "__main__") or module == "tunelab":
+    if parts[-1] in ("cli", "app_cli", "sweep_cli", "__main__") or module == "tunelab":
         return "cli"
     if module in TOP_ROOT:
         return "top"

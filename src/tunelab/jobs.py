@@ -169,6 +169,11 @@ def read_status(d: Path) -> JobStatus | None:
     return st
 
 
+def mark_pruned(d: Path) -> JobStatus:
+    """A sweep's verdict on a run it stopped: `pruned` (its curve and checkpoints stay)."""
+    return write_status(d, status="pruned")
+
+
 def write_status(d: Path, **fields) -> JobStatus:
     """Merge fields into status.json (created if missing). Status changes belong to `running`."""
     with _lock(d):

@@ -60,8 +60,10 @@ def parse_param(text: str) -> dict:
             low, high = float(parts[0]), float(parts[1])
         except ValueError:
             raise TuneLabError(f"--param {text!r}: LOW and HIGH must be numbers") from None
-        if not low < high or (scale == "log" and low <= 0):
-            raise TuneLabError(f"--param {text!r}: need LOW < HIGH" + (" and LOW > 0 for log" if scale == "log" else ""))
+        if not low < high:
+            raise TuneLabError(f"--param {text!r}: need LOW < HIGH")
+        if scale == "log" and low <= 0:
+            raise TuneLabError(f"--param {text!r}: need LOW > 0 for a log scale")
         if scale == "int":
             return {"name": name, "type": "int", "low": int(low), "high": int(high)}
         return {"name": name, "type": "float", "low": low, "high": high, "log": scale == "log"}
@@ -325,7 +327,7 @@ def _prune(run_id: str) -> None:
         if runs.status(run_id).get("status") not in jobs.ACTIVE:
             break
         time.sleep(0.2)
-    jobs.write_status(runs.run_dir(run_id), status="pruned")
+    jobs.mark_pruned(runs.run_dir(run_id))
 
 
 def run_job(sweep_id: str) -> int:
