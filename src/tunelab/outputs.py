@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import IO, Iterator
 
-from tunelab import workspace
+from tunelab import jobs, workspace
 from tunelab.errors import TuneLabError
 
 # Workspace folders that hold TuneLab's own state; "cache" is the Hugging Face datasets cache.
@@ -110,15 +110,7 @@ def _sweep(dest: Path) -> None:
             pid = int(p.name[len(dest.name) + 2:].split(".")[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not jobs.pid_alive(pid):
             _remove(p)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

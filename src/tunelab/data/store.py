@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tunelab import migrations, workspace
+from tunelab import jobs, migrations, workspace
 from tunelab.data.schema import SCHEMA, conform
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, write_json
@@ -163,16 +163,6 @@ def read(name: str, version: int | None = None) -> pa.Table:
     return pq.read_table(version_path(name, version), schema=SCHEMA)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_tmp(folder: Path, prefix: str = ".") -> list[str]:
     """Remove the `.*.tmp` files and folders a killed writer left in folder; returns their names.
 
@@ -191,7 +181,7 @@ def sweep_tmp(folder: Path, prefix: str = ".") -> list[str]:
         parts = p.name.split(".")
         pid = int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else None
         try:
-            stale = not _alive(pid) if pid else now - p.lstat().st_mtime > STALE_TMP_S
+            stale = not jobs.pid_alive(pid) if pid else now - p.lstat().st_mtime > STALE_TMP_S
             if not stale:
                 continue
             if p.is_dir() and not p.is_symlink():
