@@ -14,8 +14,11 @@ from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
-def serve(reply: Callable[[str, str], str]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """Serve reply(model, last user message) -> text; yields (base URL ending in /v1, [(model, prompt)] asked)."""
+def serve(reply: Callable[[str, str], str], auth: list[str] | None = None) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """Serve reply(model, last user message) -> text; yields (base URL ending in /v1, [(model, prompt)] asked).
+
+    auth, when given, receives every request's Authorization header ("" when none was sent).
+    """
     asked: list[tuple[str, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -23,15 +26,21 @@ def serve(reply: Callable[[str, str], str]) -> Iterator[tuple[str, list[tuple[st
             pass
 
         def do_GET(self):
+            self._record()
             self._send({"data": [{"id": "bot"}]})
 
         def do_POST(self):
+            self._record()
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             prompt = body["messages"][-1]["content"]
             asked.append((body.get("model", ""), prompt))
             text = reply(body.get("model", ""), prompt)
             self._send({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}})
+
+        def _record(self):
+            if auth is not None:
+                auth.append(self.headers.get("Authorization") or "")
 
         def _send(self, obj):
             data = json.dumps(obj).encode()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from chat_server import serve
 from pagetest import open_page, texts
 
 import tiny_model
@@ -193,44 +192,15 @@ def test_train_page_shows_a_report_in_progress_then_its_result(workspace, tiny, 
 
 # ---------------------------------------------------------------- LLM-as-judge
 
-class _Judge(BaseHTTPRequestHandler):
-    """A judge that always prefers answer B (and mumbles once), recording what it was asked."""
-
-    asked: list[str] = []
-
-    def log_message(self, *a):  # keep the test output clean
-        pass
-
-    def do_GET(self):
-        self._send({"data": [{"id": "judge"}]})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][-1]["content"]
-        type(self).asked.append(prompt)
-        reply = "hmm" if "What is 10 plus 10?" in prompt else "B"
-        self._send({"choices": [{"message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-
-    def _send(self, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture
 def judge_server():
-    _Judge.asked = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"openai:http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    """A judge that always prefers answer B (and mumbles once): (its model spec, [(model, prompt)] it was asked)."""
+    with serve(lambda model, prompt: "hmm" if "What is 10 plus 10?" in prompt else "B") as (url, asked):
+        yield f"openai:{url}", asked
 
 
 def test_judge_asks_both_orders_and_a_position_biased_judge_makes_no_winner(workspace, tiny, judge_server, tmp_path, capsys):
+    judge_server, asked = judge_server
     from tunelab.models import registry
 
     registry.add_model("tiny-a", tiny)
@@ -248,7 +218,8 @@ def test_judge_asks_both_orders_and_a_position_biased_judge_makes_no_winner(work
     assert stored["prompt"] == prompt.read_text() and stored["judge"] == judge_server
     assert stored["orders"]["ab"]["win"] == 4 and stored["orders"]["ba"]["loss"] == 4
     assert stored["position_consistency"] == 0.0
-    assert len(_Judge.asked) == 10 and all(p.startswith("Q: What is") and "\nRef: " in p for p in _Judge.asked)
+    prompts = [p for _, p in asked]
+    assert len(prompts) == 10 and all(p.startswith("Q: What is") and "\nRef: " in p for p in prompts)
     # Judged again from the CLI with the default prompt; the report keeps the latest verdicts.
     assert cli(["reports", "judge", doc["report"], "--judge", judge_server, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)

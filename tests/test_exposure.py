@@ -4,10 +4,9 @@ and credentials in an endpoint URL are never stored or listed."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from chat_server import serve
 from cli_run import one_line_error, tunelab
 
 from tunelab.cli import main as cli
@@ -30,52 +29,25 @@ def test_serve_off_loopback_without_a_key_is_refused_in_one_line(workspace, tiny
             serve_cli.check_exposure(host, None)
 
 
-class _Endpoint(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that answers "ok" and records each request's Authorization header."""
-
-    auth: list[str] = []
-
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        type(self).auth.append(self.headers.get("Authorization") or "")
-        self._send({"data": [{"id": "remote"}]})
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).auth.append(self.headers.get("Authorization") or "")
-        self._send({"choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-
-    def _send(self, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture
 def endpoint():
-    _Endpoint.auth = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
+    """An OpenAI-compatible endpoint that answers "ok": (its port, each request's Authorization header)."""
+    auth: list[str] = []
+    with serve(lambda model, prompt: "ok", auth=auth) as (url, _):
+        yield int(url.split(":")[2].split("/")[0]), auth
 
 
 def test_a_key_in_an_endpoint_url_is_used_but_never_stored_or_listed(workspace, tiny_model, endpoint, capsys):
+    port, auth = endpoint
     store.commit("probe", schema.to_table([{"id": "p0", "instruction": "Say hi.", "output": "hi"}]), "import")
-    model = f"openai:http://user:SECRET-123@127.0.0.1:{endpoint}/v1"
+    model = f"openai:http://user:SECRET-123@127.0.0.1:{port}/v1"
     capsys.readouterr()
     assert cli(["compare", "--models", f"{model},{tiny_model}", "--data", "probe", "--max-new-tokens", "4",
                 "--judge", model, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert "Bearer SECRET-123" in _Endpoint.auth  # the key was sent, as the bearer key
+    assert "Bearer SECRET-123" in auth  # the key was sent, as the bearer key
     assert "SECRET-123" not in json.dumps(doc)
-    assert doc["models"][0]["name"] == f"openai:http://***@127.0.0.1:{endpoint}/v1"
+    assert doc["models"][0]["name"] == f"openai:http://***@127.0.0.1:{port}/v1"
     assert cli(["reports", "list", "--json"]) == 0
     listed = capsys.readouterr().out
     assert "SECRET-123" not in listed and "***@127.0.0.1" in listed
@@ -83,4 +55,4 @@ def test_a_key_in_an_endpoint_url_is_used_but_never_stored_or_listed(workspace, 
         if p.is_file():
             assert b"SECRET-123" not in p.read_bytes(), p
     with pytest.raises(TuneLabError, match="holds a key"):
-        registry.add_model("remote", f"http://user:SECRET-123@127.0.0.1:{endpoint}/v1")
+        registry.add_model("remote", f"http://user:SECRET-123@127.0.0.1:{port}/v1")
