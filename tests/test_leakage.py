@@ -10,11 +10,11 @@ and the fix-the-data loop refusing to add test rows silently.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 import tiny_model
+from polling import wait_for
 from tunelab import jobs, workflow
 from tunelab.cli import main as cli
 from tunelab.data import schema, store
@@ -49,13 +49,12 @@ def _import_and_split(tmp_path, capsys) -> None:
 
 
 def _wait(run_id: str, timeout: float = 300) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
+    """The run's before/after report summary once it has finished."""
+    def done():
         s = auto.summary(run_id)
-        if s and s["status"] not in jobs.ACTIVE:
-            return s
-        time.sleep(0.5)
-    raise AssertionError(f"the before/after report of {run_id} did not finish")
+        return s if s and s["status"] not in jobs.ACTIVE else None
+
+    return wait_for(done, timeout, every=0.5, what=f"the before/after report of {run_id}")
 
 
 def _cfg(model: str, data: str, **kw) -> TrainConfig:

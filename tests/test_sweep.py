@@ -83,7 +83,8 @@ def test_two_workers_finish_exactly_n_trials(workspace, tiny_model):
     assert len({t["run"] for t in doc["trials"]}) == 4 and len(runs.list_runs()) == 4  # no trial run twice
 
 
-def test_queued_runs_carry_their_position(workspace, tiny_model):
+def _three_queued(tiny_model: str) -> list[str]:
+    """Three runs created and waiting (nothing launches them), oldest first."""
     from tunelab.train import runs
     from tunelab.train.config import TrainConfig
 
@@ -93,20 +94,21 @@ def test_queued_runs_carry_their_position(workspace, tiny_model):
         cfg = TrainConfig.for_method("lora")
         cfg.set({"model": tiny_model, "data": "tiny", "max_steps": 2, "cutoff_len": 64})
         ids.append(runs.create(cfg))
+    return ids
+
+
+def test_queued_runs_carry_their_position(workspace, tiny_model):
+    from tunelab.train import runs
+
+    ids = _three_queued(tiny_model)
     rows = {r["run"]: r for r in runs.list_runs()}
     assert [rows[i].get("position") for i in ids] == [1, 2, 3]
 
 
 def test_cancel_and_front_reorder_the_queue(workspace, tiny_model):
     from tunelab.train import runs
-    from tunelab.train.config import TrainConfig
 
-    builder.dataset()
-    ids = []
-    for _ in range(3):
-        cfg = TrainConfig.for_method("lora")
-        cfg.set({"model": tiny_model, "data": "tiny", "max_steps": 2, "cutoff_len": 64})
-        ids.append(runs.create(cfg))
+    ids = _three_queued(tiny_model)
     assert tunelab(workspace, "runs", "cancel", ids[1], "--json").returncode == 0
     assert tunelab(workspace, "runs", "front", ids[2], "--json").returncode == 0
     rows = {r["run"]: r for r in runs.list_runs()}
