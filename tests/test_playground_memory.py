@@ -87,9 +87,17 @@ def test_opens_on_the_run_with_the_best_report_not_the_newest(workspace, tiny_mo
     from tunelab.train.config import TrainConfig
 
     add_model("tiny", tiny_model)
-    records = [dict(r, id=f"r{i}") for i, r in enumerate(builder.RECORDS)]
+    # Every answer is the same sentence, so the good run learns it and says it to prompts it never
+    # saw: the test rows are unseen (the leakage guard would refuse trained prompts as a test set).
+    answer = "The sky is blue."
+    records = [dict(r, id=f"r{i}", output=answer) for i, r in enumerate(builder.RECORDS)]
+    unseen = [{"id": f"t{i}", "instruction": q, "input": "", "output": answer}
+              for i, q in enumerate(("Name a colour.", "What is the weather like?", "Say something.",
+                                     "Describe the view.", "Look up.", "What do you see?", "Tell me a fact.",
+                                     "Any news?", "What is above us?", "Give one sentence.", "Speak.",
+                                     "What is true?"))]  # enough rows for the report's paired test to call it
     store.commit("qa-train", schema.to_table(records * 4), "import")
-    store.commit("qa-test", schema.to_table(records[:4]), "import")  # answers the good run learns by heart
+    store.commit("qa-test", schema.to_table(unseen), "import")
 
     def train(**values) -> str:
         cfg = TrainConfig.for_method("lora")
@@ -99,7 +107,7 @@ def test_opens_on_the_run_with_the_best_report_not_the_newest(workspace, tiny_mo
         assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
         return run_id
 
-    good = train(learning_rate=1e-2, max_steps=60)  # learns the 4 test answers by heart: ROUGE-L 0 -> 1
+    good = train(learning_rate=1e-2, max_steps=60)  # learns the one answer: ROUGE-L about 0 -> 1
     newest = train(learning_rate=1e-7, max_steps=1)  # the newest run barely moved from its base
     end = time.time() + 600
     while time.time() < end and any((auto.summary(r) or {}).get("status") != "completed" for r in (good, newest)):
@@ -107,7 +115,8 @@ def test_opens_on_the_run_with_the_best_report_not_the_newest(workspace, tiny_mo
     reports = {r: auto.summary(r) for r in (good, newest)}
     assert all(s["status"] == "completed" for s in reports.values()), reports
     gain = {r: s["tuned"]["rouge_l"] - s["base"]["rouge_l"] for r, s in reports.items()}
-    assert reports[good]["beat_base"] is True and gain[good] > gain[newest], reports  # the reports' own verdicts
+    verdicts = {r: (s["beat_base"], s["base"]["rouge_l"], s["tuned"]["rouge_l"]) for r, s in reports.items()}
+    assert reports[good]["beat_base"] is True and gain[good] > gain[newest], verdicts  # the reports' own verdicts
     at = open_page("pages/playground.py")
     assert at.selectbox(key="play.model_a").value == good
     assert at.selectbox(key="play.model_b").value == "tiny"
