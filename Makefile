@@ -49,16 +49,22 @@ run: install samples
 	$(BIN)/python -m tunelab.ui.launch --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false
 
+# PYTEST_ARGS adds options to every pytest below, e.g. `make test-fast PYTEST_ARGS="-n 2 --dist loadfile"`
+# (pytest-xdist; browser tests stay serial: their module shares one dashboard).
+PYTEST_ARGS ?=
+
+# The whole suite, then the outcome tests (does a default fine-tune learn?) as their own stage: CI runs both.
 test: install browser lint
-	$(BIN)/python -m pytest -q --timeout 900 --durations=15 -m "not outcome"
+	$(BIN)/python -m pytest -q --timeout 900 --durations=30 -m "not outcome" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-outcomes
 
 # The learning checks (the persona test: the default recipe teaches SmolLM2 a name, 6-13 min).
 test-outcomes: install
-	$(BIN)/python -m pytest -q --timeout 1800 -m outcome
+	$(BIN)/python -m pytest -q --timeout 1800 --durations=30 -m outcome $(PYTEST_ARGS)
 
 # Under 5 minutes on 2 cores: everything but model-loading/training tests and the browser.
 test-fast: install lint
-	$(BIN)/python -m pytest -q --timeout 900 -m "not slow and not browser"
+	$(BIN)/python -m pytest -q --timeout 900 --durations=30 -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

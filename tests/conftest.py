@@ -12,6 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TUNELAB_MODEL_CACHE", str(ROOT / "data" / "model-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (`-n N`) every worker would start torch with one thread per core: N workers x cores
+# threads on the same cores. Give each worker (and the jobs it starts) one thread unless told otherwise.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 @pytest.fixture(autouse=True)
