@@ -49,7 +49,7 @@ run: install samples
 	$(BIN)/python -m tunelab.ui.launch --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false
 
-# PYTEST_ARGS adds options to every pytest below, e.g. `make test-fast PYTEST_ARGS="-n 2 --dist loadfile"`
+# PYTEST_ARGS adds options to every pytest below, e.g. `make test PYTEST_ARGS="-x"`
 # (pytest-xdist; browser tests stay serial: their module shares one dashboard).
 PYTEST_ARGS ?=
 
