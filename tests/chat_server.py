@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
-def serve(reply: Callable[[str, str], str], auth: list[str] | None = None) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+def serve(reply: Callable[[str, str], str], auth: list[str] | None = None,
+          fail_first: int = 0) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     """Serve reply(model, last user message) -> text; yields (base URL ending in /v1, [(model, prompt)] asked).
 
     auth, when given, receives every request's Authorization header ("" when none was sent).
+    fail_first: answer the first that many POSTs with 503 (an overloaded server); they are not in `asked`.
     """
     asked: list[tuple[str, str]] = []
+    failed: list[int] = []
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *a):  # keep the test output clean
@@ -32,6 +36,9 @@ def serve(reply: Callable[[str, str], str], auth: list[str] | None = None) -> It
         def do_POST(self):
             self._record()
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if len(failed) < fail_first:
+                failed.append(1)
+                return self._send({"error": {"message": "overloaded, try again"}}, 503)
             prompt = body["messages"][-1]["content"]
             asked.append((body.get("model", ""), prompt))
             text = reply(body.get("model", ""), prompt)
@@ -42,9 +49,9 @@ def serve(reply: Callable[[str, str], str], auth: list[str] | None = None) -> It
             if auth is not None:
                 auth.append(self.headers.get("Authorization") or "")
 
-        def _send(self, obj):
+        def _send(self, obj, status=200):
             data = json.dumps(obj).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -57,6 +64,26 @@ def serve(reply: Callable[[str, str], str], auth: list[str] | None = None) -> It
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def hanging() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A server that accepts every connection and never answers; yields (base URL, accepted sockets)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept():
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                accepted.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1", accepted
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
 
 
 def answers(model: str, prompt: str) -> str:
