@@ -393,8 +393,8 @@ def _guarded(rows: Iterable[dict], ref: str) -> Iterator[dict]:
     clear TuneLabError."""
     try:
         for row in rows:
-            if formats.record_size(row) > formats.MAX_RECORD:
-                yield formats.Lost(f"record is larger than {formats.MAX_RECORD >> 20} MB")
+            if formats.record_size(row) > formats.limits.MAX_RECORD:
+                yield formats.Lost(f"record is larger than {formats.limits.MAX_RECORD >> 20} MB")
             else:
                 yield row
     except Exception as exc:
