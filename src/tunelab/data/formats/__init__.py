@@ -95,8 +95,6 @@ def oversized_in(path: Path) -> str | None:
     return None
 
 
-
-
 def sniff(path: Path) -> str:
     """The container of a file: jsonl, json (array), object (one JSON object), csv, tsv or parquet."""
     suffix = path.suffix.lower()
@@ -126,7 +124,6 @@ def _first_char(fh) -> bytes:
             return stripped[:1]
         data = fh.read(limits.CHUNK)
     return b""
-
 
 
 def read_file(path: Path, fmt: str = "auto", cols: Columns | None = None) -> tuple[str, Iterator[Item]]:

@@ -164,8 +164,6 @@ class Columns:
         return replace(self, **changes)
 
 
-
-
 def checked_columns(cols: Columns, names: list[str]) -> Columns:
     """Auto-map a table's columns and check that the mapped ones exist (one clear error if not)."""
     if cols.conversations and cols.conversations in names:

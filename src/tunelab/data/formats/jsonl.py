@@ -56,8 +56,6 @@ def read_jsonl(fh: IO[bytes], kind: str, cols: Columns) -> Iterator[Item]:
             yield n, str(exc)
 
 
-
-
 def first_line_is_json(path: Path) -> bool:
     with open_regular(path) as fh:
         for _, line in lines(fh):

@@ -208,7 +208,6 @@ def conversation(obj: Any, cols: Columns) -> dict:
     }
 
 
-
 def auto_record(obj: Any, cols: Columns) -> dict:
     """Pick the record kind by its keys: instruction -> Alpaca, conversations/messages -> chat."""
     if isinstance(obj, dict) and cols.instruction not in obj:
@@ -246,8 +245,6 @@ def _surrogate_reason(key: str, ch: str) -> str:
     if 0xDC80 <= ord(ch) <= 0xDCFF:  # what surrogateescape makes of an undecodable byte
         return f"invalid UTF-8 in `{key}` (byte 0x{ord(ch) - 0xDC00:02x})"
     return f"`{key}` holds an unpaired surrogate escape (\\u{ord(ch):04x})"
-
-
 
 
 def turns_of(record: dict) -> list[dict]:
