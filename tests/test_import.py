@@ -64,7 +64,7 @@ def test_alpaca_json_array_reports_indexes(workspace, tmp_path):
 
 def test_json_array_across_tiny_chunks(workspace, tmp_path, monkeypatch):
     """Elements split at every possible chunk boundary still decode (the streaming path)."""
-    monkeypatch.setattr(formats, "CHUNK", 7)
+    monkeypatch.setattr(formats.limits, "CHUNK", 7)
     recs = [{"instruction": f"q{i} \u00e9\u4e2d", "output": str(12345 * i)} for i in range(30)]
     src = tmp_path / "chunks.json"
     src.write_text(json.dumps(recs, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -310,7 +310,7 @@ def test_ten_megabyte_field_is_kept(workspace, tmp_path, suffix):
 
 
 def test_oversized_line_is_reported_not_loaded(workspace, tmp_path, monkeypatch):
-    monkeypatch.setattr(formats, "MAX_RECORD", 1000)
+    monkeypatch.setattr(formats.limits, "MAX_RECORD", 1000)
     src = write_jsonl(tmp_path / "over.jsonl", [{"instruction": "a", "output": "b" * 5000},
                                                 {"instruction": "c", "output": "d"}])
     result = import_path(str(src))

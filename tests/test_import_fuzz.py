@@ -110,12 +110,12 @@ def test_json_array_fuzz(workspace, tmp_path, items, chunk, indent):
     parts = [json.dumps(x, ensure_ascii=False, indent=indent) if kind != "broken" else x for kind, x in items]
     path = tmp_path / "fz.json"
     path.write_text("[\n" + ",\n".join(parts) + "\n]", encoding="utf-8")
-    old, formats.CHUNK = formats.CHUNK, chunk
+    old, formats.limits.CHUNK = formats.limits.CHUNK, chunk
     try:
         check(path, [x for kind, x in items if kind == "good"],
               [i for i, (kind, _) in enumerate(items) if kind != "good"])
     finally:
-        formats.CHUNK = old
+        formats.limits.CHUNK = old
 
 
 # --------------------------------------------------------------------------- CSV

@@ -1,9 +1,15 @@
-"""Dependencies run one way: data <- models <- train / evals / synth <- serve, ui (<- pages).
+"""Dependencies run one way, module by module, with no circle.
 
-Every `import` of every module under src/tunelab is read with `ast` (lazy imports inside functions
-count too: they are dependencies all the same), then the layer rules and the absence of a cycle
-between packages are checked. The command modules (`tunelab.cli`, `*/cli.py`, `app_cli`) sit on
-top: they wire each area into the `tunelab` command and may import anything below them.
+Every `import` in every module under src/tunelab, pages/ and app.py is read with `ast` (imports inside
+functions count: a lazy import is a dependency all the same). Each module sits in one layer:
+
+    pages (+ app.py) -> ui -> top (workflow, samples, workflow_cli) -> train, synth -> evals, serve
+        -> models -> data -> base (errors, jsonio, workspace, jobs, outputs, i18n, migrations, text,
+           urls, and `tunelab.cli`: the argparse helpers every command module uses)
+
+`ALLOWED` says exactly which layers each layer may import (its own always). A package's command module
+(`data/cli.py`, `train/sweep_cli.py`...) sits in its package's layer, like any other module there.
+Then the module graph must have no circle at all (not only between packages).
 """
 
 from __future__ import annotations
@@ -15,44 +21,65 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__import__("tunelab").__file__).resolve().parent
-# Root modules over several layers (imported by the CLI and the pages); every other root module
-# (errors, jsonio, workspace, jobs, i18n, migrations...) is a plain helper any layer may use, and
-# imports nothing above itself (checked below).
-TOP_ROOT = {"tunelab.samples", "tunelab.workflow"}
-# What each layer may not import.
-FORBIDDEN = {
-    "base": {"data", "models", "train", "evals", "synth", "serve", "ui", "cli"},
-    "data": {"models", "train", "evals", "synth", "serve", "ui", "cli"},
-    "models": {"train", "evals", "synth", "serve", "ui", "cli"},
-    "train": {"serve", "ui", "cli"},
-    "evals": {"serve", "ui", "cli"},
-    "synth": {"serve", "ui", "cli"},
-    "serve": {"ui", "cli"},
-    "ui": {"cli"},
+ROOT = SRC.parent.parent
+PAGES = ROOT / "pages"
+TOP = {"tunelab.workflow", "tunelab.samples", "tunelab.workflow_cli"}
+PACKAGES = ("ui", "train", "synth", "evals", "serve", "models", "data")
+_BELOW_MODELS = {"data", "base"}
+# The layers each layer may import, besides itself: exactly the intended direction.
+ALLOWED = {
+    "pages": {"ui", "top", "train", "synth", "evals", "serve", "models", "data", "base"},
+    "ui": {"top", "train", "synth", "evals", "serve", "models", "data", "base"},
+    "top": {"train", "synth", "evals", "serve", "models", "data", "base"},
+    "train": {"evals", "models", "data", "base"},  # train launches its before/after report (evals.auto)
+    "synth": {"evals", "models", "data", "base"},  # synth scores and filters with evals.metrics
+    "evals": {"models", "data", "base"},
+    "serve": {"models", "data", "base"},
+    "models": _BELOW_MODELS,
+    "data": {"base"},
+    "base": set(),
+}
+# KNOWN TRAIN CYCLES, TO DELETE: the trainer's circles are being broken on another branch (issue 27:
+# config -> recipe -> estimate -> loop, runs/tracking below the loop). These edges run back up and are
+# left out of the cycle check until that branch is merged; then delete them (the test must still pass).
+KNOWN_TRAIN_CYCLES: set[tuple[str, str]] = {
+    ("tunelab.train.estimate", "tunelab.train.sft"),  # estimate takes sft.native_bf16_cpu
+    ("tunelab.train.runs", "tunelab.train.sft"),  # runs takes sft.check_method
+    ("tunelab.train.stopping", "tunelab.train.sft"),
+    ("tunelab.train.tracking", "tunelab.train.runs"),  # tracking reads runs (runs imports tracking)
 }
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(SRC.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    """tunelab.data.stats for src/tunelab/data/stats.py, pages.train for pages/train.py, app for app.py."""
+    path = path.resolve()
+    if path.is_relative_to(SRC):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    if path.parent == PAGES:
+        return f"pages.{path.stem}"
+    return path.stem
 
 
 def layer(module: str) -> str:
-    """The layer a tunelab module belongs to."""
+    """The layer a module belongs to."""
     parts = module.split(".")
-    if parts[-1] in ("cli", "app_cli", "sweep_cli", "__main__") or module == "tunelab":
-        return "cli"
-    if module in TOP_ROOT:
+    if parts[0] != "tunelab":
+        return "pages"  # pages/*.py and app.py
+    if module in TOP:
         return "top"
-    if len(parts) >= 2 and parts[1] in FORBIDDEN:
+    if len(parts) >= 2 and parts[1] in PACKAGES:
         return parts[1]
     return "base"
 
 
-def imports(path: Path) -> list[tuple[str, int]]:
-    """(imported module, line) for every import in a file, relative imports resolved, lazy ones included."""
+def imports(path: Path, package: str | None = None) -> list[tuple[str, int]]:
+    """(imported name, line) for every import in a file, relative ones resolved, lazy ones included.
+
+    `from a.b import c` gives `a.b.c` (a submodule, when it is one) and `a.b`."""
     me = module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    if package is None:
+        package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -62,14 +89,13 @@ def imports(path: Path) -> list[tuple[str, int]]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            out.append((base, node.lineno))
-            # `from tunelab import jobs` / `from tunelab.models import convert` name submodules
             out += [(f"{base}.{a.name}", node.lineno) for a in node.names]
+            out.append((base, node.lineno))
     return out
 
 
-def _tunelab_module(name: str, known: set[str]) -> str | None:
-    """The tunelab module an import name refers to (the longest known prefix), or None."""
+def _target(name: str, known: set[str]) -> str | None:
+    """The module an import name refers to (the longest known prefix), or None."""
     while name:
         if name in known:
             return name
@@ -77,84 +103,147 @@ def _tunelab_module(name: str, known: set[str]) -> str | None:
     return None
 
 
-def graph() -> tuple[dict[str, set[str]], dict[str, list[str]]]:
-    """(module -> tunelab modules it imports, module -> its streamlit imports)."""
-    files = {module_name(p): p for p in SRC.rglob("*.py")}
+def sources() -> dict[str, Path]:
+    files = [*SRC.rglob("*.py"), *PAGES.glob("*.py"), ROOT / "app.py"]
+    return {module_name(p): p for p in files if p.exists()}
+
+
+def graph() -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
+    """(module -> {module it imports: line}, module -> its streamlit import sites).
+
+    `from tunelab.models import convert` is an edge to tunelab.models.convert only: the package's
+    __init__ runs for any of its submodules, so it is not counted as an edge of its own."""
+    files = sources()
     known = set(files)
-    deps: dict[str, set[str]] = {}
+    deps: dict[str, dict[str, int]] = {}
     streamlit: dict[str, list[str]] = {}
     for mod, path in files.items():
-        deps[mod] = set()
-        for name, line in imports(path):
+        deps[mod] = {}
+        names = imports(path)
+        from_bases: dict[int, set[str]] = {}
+        from_names: dict[tuple[int, str], list[str]] = {}
+        for name, line in names:
+            base = name.rpartition(".")[0]
+            if (base, line) in names:
+                from_bases.setdefault(line, set()).add(base)
+                from_names.setdefault((line, base), []).append(name)
+        for name, line in names:
             if name == "streamlit" or name.startswith("streamlit."):
-                streamlit.setdefault(mod, []).append(f"{path.relative_to(SRC.parent)}:{line}")
-            target = _tunelab_module(name, known) if name.startswith("tunelab") else None
+                streamlit.setdefault(mod, []).append(f"{path.relative_to(ROOT)}:{line}")
+            if not name.startswith("tunelab"):
+                continue
+            target = _target(name, known)
+            # `from pkg import sub` names pkg.sub and pkg: pkg counts only when the statement also
+            # imports a name that is not a submodule (`from tunelab.data.formats import Columns`).
+            if target == name and name in from_bases.get(line, ()) and all(
+                    n in known for n in from_names.get((line, name), ())):
+                continue
             if target and target != mod and target != "tunelab":
-                deps[mod].add(target)
+                deps[mod].setdefault(target, line)
     return deps, streamlit
 
 
-def test_layer_rules():
+def upward(deps: dict[str, dict[str, int]]) -> list[str]:
+    """Every import from a layer to one it may not import."""
+    return sorted(f"{mod} ({layer(mod)}) imports {dep} ({layer(dep)}), line {line}"
+                  for mod, targets in deps.items() for dep, line in targets.items()
+                  if layer(dep) != layer(mod) and layer(dep) not in ALLOWED[layer(mod)])
+
+
+def cycles(deps: dict[str, dict[str, int]], ignore: set[tuple[str, str]] = frozenset()) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(deps.get(v, ())):
+            if (v, w) in ignore:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(deps):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_walk_sees_every_module():
     deps, _ = graph()
-    assert len(deps) > 40  # the walk really saw the package
-    broken = sorted(f"{mod} ({layer(mod)}) imports {dep} ({layer(dep)})"
-                    for mod, targets in deps.items() for dep in targets
-                    if layer(dep) in FORBIDDEN.get(layer(mod), set()))
+    assert len(deps) > 120
+    assert {"pages.train", "app", "tunelab.data.formats.parquet", "tunelab.ui.chat"} <= set(deps)
+
+
+def test_every_import_runs_downwards():
+    deps, _ = graph()
+    broken = upward(deps)
     assert not broken, "imports against the layer order:\n" + "\n".join(broken)
 
 
-def test_only_ui_imports_streamlit():
-    _, streamlit = graph()
-    outside = sorted(site for mod, sites in streamlit.items() if layer(mod) != "ui" for site in sites)
-    assert not outside, f"streamlit imported outside tunelab.ui: {outside}"
-
-
-def test_package_graph_has_no_cycle():
+def test_the_module_graph_has_no_cycle():
     deps, _ = graph()
-    edges: dict[str, set[str]] = {}
-    for mod, targets in deps.items():
-        for dep in targets:
-            if layer(mod) != layer(dep):
-                edges.setdefault(layer(mod), set()).add(layer(dep))
-    # Depth-first search for a back edge; report the first cycle found as a path.
-    state: dict[str, int] = {}
+    found = cycles(deps, KNOWN_TRAIN_CYCLES)
+    lines = [" <-> ".join(c) + "\n    " + "; ".join(f"{a} -> {b} (line {deps[a][b]})" for a in c for b in c
+                                               if b in deps[a]) for c in found]
+    assert not found, "import circles:\n" + "\n".join(lines)
 
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        state[node] = 1
-        for nxt in sorted(edges.get(node, ())):
-            if state.get(nxt) == 1:
-                return path + [node, nxt]
-            if not state.get(nxt):
-                found = visit(nxt, path + [node])
-                if found:
-                    return found
-        state[node] = 2
-        return None
 
-    for start in sorted(edges):
-        if not state.get(start):
-            cycle = visit(start, [])
-            assert cycle is None, "import cycle between packages: " + " -> ".join(cycle)
+def test_known_train_cycles_are_only_train_edges_that_exist():
+    deps, _ = graph()
+    for a, b in KNOWN_TRAIN_CYCLES:
+        assert layer(a) == layer(b) == "train" and b in deps[a], (a, b)
+
+
+def test_only_ui_and_pages_import_streamlit():
+    _, streamlit = graph()
+    outside = sorted(site for mod, sites in streamlit.items() if layer(mod) not in ("ui", "pages") for site in sites)
+    assert not outside, f"streamlit imported outside tunelab.ui and pages/: {outside}"
+
+
+def test_the_checks_catch_a_circle_and_an_upward_import():
+    """The detectors themselves, on a small graph: a lazy circle and a data module importing models."""
+    deps = {"tunelab.data.a": {"tunelab.data.b": 1}, "tunelab.data.b": {"tunelab.data.c": 3},
+            "tunelab.data.c": {"tunelab.data.a": 9, "tunelab.models.x": 4}, "tunelab.models.x": {}}
+    assert cycles(deps) == [["tunelab.data.a", "tunelab.data.b", "tunelab.data.c"]]
+    assert cycles(deps, {("tunelab.data.c", "tunelab.data.a")}) == []
+    assert upward(deps) == ["tunelab.data.c (data) imports tunelab.models.x (models), line 4"]
 
 
 @pytest.mark.parametrize("module,expected", [
-    ("tunelab.data.stats", "data"), ("tunelab.models.convert", "models"), ("tunelab.data.cli", "cli"),
+    ("tunelab.data.stats", "data"), ("tunelab.models.convert", "models"), ("tunelab.data.cli", "data"),
     ("tunelab.jobs", "base"), ("tunelab.ui.chat", "ui"), ("tunelab.train.export", "train"),
-    ("tunelab.workflow", "top"), ("tunelab.errors", "base"),
+    ("tunelab.workflow", "top"), ("tunelab.workflow_cli", "top"), ("tunelab.errors", "base"),
+    ("tunelab.cli", "base"), ("pages.train", "pages"), ("app", "pages"), ("tunelab.data.formats.csvfile", "data"),
 ])
 def test_layer_of(module, expected):
     assert layer(module) == expected
 
 
-def test_relative_and_lazy_imports_are_seen(tmp_path, monkeypatch):
+def test_relative_and_lazy_imports_are_seen(tmp_path):
     """The walker must see an import hidden inside a function and a relative one."""
-    pkg = tmp_path / "tunelab" / "models"
-    pkg.mkdir(parents=True)
-    f = pkg / "x.py"
+    f = tmp_path / "x.py"
     f.write_text("def f():\n    from tunelab.train.export import run_gguf\n\nfrom ..data import stats\n")
-    monkeypatch.setattr(__import__(__name__), "SRC", tmp_path / "tunelab")
-    assert {n for n, _ in imports(f)} >= {"tunelab.train.export", "tunelab.train.export.run_gguf",
-                                           "tunelab.data", "tunelab.data.stats"}
+    assert {n for n, _ in imports(f, package="tunelab.models")} >= {
+        "tunelab.train.export", "tunelab.train.export.run_gguf", "tunelab.data", "tunelab.data.stats"}
 
 
 # ---------------------------------------------------------------- one to_messages: Stats counts what training counts

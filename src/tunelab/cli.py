@@ -23,6 +23,7 @@ AREAS = (
     "tunelab.models.cli",
     "tunelab.synth.cli",
     "tunelab.evals.cli",
+    "tunelab.workflow_cli",
     "tunelab.train.cli",
     "tunelab.train.sweep_cli",
     "tunelab.serve.cli",

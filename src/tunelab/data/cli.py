@@ -218,10 +218,9 @@ def cmd_sql(args) -> int:
 
 def cmd_stats(args) -> int:
     from tunelab.data import stats, store
-    from tunelab.models.tokens import token_counter
 
     store.resolve_version(args.name, args.version)  # a bad name or version fails before a tokenizer loads
-    result = stats.stats(args.name, args.version, token_counter(args.model))
+    result = stats.stats(args.name, args.version, args.token_counter(args.model))  # set by models/cli.py
     emit(result, args.json, _stats_text)
     return 0
 
@@ -243,10 +242,9 @@ def cmd_clean(args) -> int:
     tokenizer = None
     if args.max_tokens:
         from tunelab.data import store
-        from tunelab.models.tokens import token_counter
 
         store.resolve_version(args.name)  # a bad name fails before a tokenizer loads
-        tokenizer = token_counter(args.model)
+        tokenizer = args.token_counter(args.model)  # the models layer's counter, set by models/cli.py
     skip = [s for arg in args.redact_skip or [] for s in arg.split(",") if s.strip()]
     keep = [s.strip() for arg in args.keep_near or [] for s in arg.split(",") if s.strip()]
     result = clean.clean(args.name, args.dedup, args.strip, args.drop_empty, args.redact_pii,

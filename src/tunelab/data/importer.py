@@ -24,6 +24,7 @@ import pyarrow as pa
 from tunelab import workspace
 from tunelab.data import formats, store
 from tunelab.data import labels
+from tunelab.data.filenames import safe_filename
 from tunelab.data.formats import Columns, Item, Tags
 from tunelab.data.schema import COLUMNS, SCHEMA
 from tunelab.errors import TuneLabError
@@ -307,8 +308,6 @@ def _inside(file_name: str, base: Path) -> Path:
 
 def _uploaded(file_name: str, allowed: dict[str, Path]) -> Path:
     """The uploaded file an entry of an uploaded dataset_info.json names, or _Skip."""
-    from tunelab.data.uploads import safe_filename  # uploads imports this module
-
     staged = allowed.get(safe_filename(file_name))
     if staged is None:
         raise _Skip(f"{file_name} was not uploaded together with dataset_info.json "
@@ -393,8 +392,8 @@ def _guarded(rows: Iterable[dict], ref: str) -> Iterator[dict]:
     clear TuneLabError."""
     try:
         for row in rows:
-            if formats.record_size(row) > formats.MAX_RECORD:
-                yield formats.Lost(f"record is larger than {formats.MAX_RECORD >> 20} MB")
+            if formats.record_size(row) > formats.limits.MAX_RECORD:
+                yield formats.Lost(f"record is larger than {formats.limits.MAX_RECORD >> 20} MB")
             else:
                 yield row
     except Exception as exc:

@@ -17,18 +17,11 @@ from typing import Iterable
 
 from tunelab import workspace
 from tunelab.data import formats, importer, store
+from tunelab.data.filenames import MAX_NAME, safe_filename  # noqa: F401  (uploads.safe_filename)
 from tunelab.data.formats import Columns
 from tunelab.errors import TuneLabError
 
-MAX_NAME = 100
 INFO = "dataset_info.json"
-
-
-def safe_filename(filename: str) -> str:
-    """The last path component of filename with anything but `[A-Za-z0-9_.-]` replaced by `_`."""
-    base = re.split(r"[\\/]", str(filename))[-1]
-    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).lstrip(".")[-MAX_NAME:]
-    return clean or "upload"
 
 
 def stage(files: Iterable[tuple[str, bytes]]) -> dict[str, Path]:

@@ -208,23 +208,9 @@ def build(doc: dict) -> str:
             + "".join(parts) + f"<script>{SEARCH_JS}</script></body></html>")
 
 
-def report_document(report_id: str) -> dict:
-    """A report with what other modules keep in its folder: the judge's verdicts, people's votes."""
-    from tunelab import jobs
-    from tunelab.evals import evaluate, judge
-    from tunelab.jsonio import read_json
-
-    doc = evaluate.load_report(report_id)
-    extra = {"judge": judge.load(report_id)}
-    d = jobs.job_dir(evaluate.KIND, report_id)
-    for key, name in (("votes", "votes.json"), ("regression", "regression.json")):
-        extra[key] = read_json(d / name)
-    return {**doc, **{k: v for k, v in extra.items() if v and not doc.get(k)}}
-
-
-def export(report_id: str, target: Path) -> Path:
-    """Write a report's HTML page to target (already checked by the caller); returns target."""
+def export(doc: dict, target: Path) -> Path:
+    """Write a report document's HTML page (evaluate.report_document) to target (checked by the caller)."""
     from tunelab.jsonio import write_atomic
 
-    write_atomic(target, build(report_document(report_id)))
+    write_atomic(target, build(doc))
     return target

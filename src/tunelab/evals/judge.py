@@ -33,7 +33,7 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import evaluate, rates
 from tunelab.jsonio import append_jsonl, read_json, write_json
 
-FILE = "judge.json"
+FILE = evaluate.JUDGE_FILE
 HISTORY = "judge_history.jsonl"
 ORDERS = ("ab", "ba")  # the pair's first model shown as A; then shown as B
 VARIABLES = ("prompt", "reference", "answer_a", "answer_b")

@@ -10,7 +10,16 @@ from tunelab.cli import add_json, emit
 BACKENDS = ("auto", "local", "llamacpp")
 
 
+def _token_counter(model: str | None):
+    from tunelab.models.tokens import token_counter  # transformers loads only when a command counts tokens
+
+    return token_counter(model)
+
+
 def register(sub) -> None:
+    # `data stats` and `data clean --max-tokens` count tokens with --model's tokenizer: the data layer
+    # cannot load a model, so the models layer hands its counter to the `data` commands here.
+    sub.choices["data"].set_defaults(token_counter=_token_counter)
     models = sub.add_parser("models", help="list and add models")
     msub = models.add_subparsers(dest="models_command", required=True)
 

@@ -18,6 +18,7 @@ from tunelab import jobs
 from tunelab.errors import TuneLabError
 from tunelab.models import registry, run_output
 from tunelab.models.gguf_writer import write_gguf  # the writer, one entry per architecture
+from tunelab.models.llama_lib import import_llama_cpp, quiet_llama_log
 
 # --gguf-type -> llama.cpp's file type. f32 and q8_0 are written here; the others need llama.cpp's
 # quantiser, which picks per tensor (Q4_K_M keeps half the attn_v/ffn_down tensors at Q6_K, say).
@@ -138,8 +139,6 @@ def check_gguf_type(qtype: str) -> None:
 
 
 def _quantiser():
-    from tunelab.models.llamacpp import import_llama_cpp
-
     return import_llama_cpp()
 
 
@@ -175,8 +174,6 @@ def quantize(src: Path, dst: Path, qtype: str) -> None:
             blocks; llama.cpp stores those tensors in its fallback type (Q5_0 for Q4_K, Q8_0 for Q6_K).
     """
     import ctypes
-
-    from tunelab.models.llamacpp import quiet_llama_log
 
     check_gguf_type(qtype)
     if qtype not in LLAMA_FTYPES:

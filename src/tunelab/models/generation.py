@@ -15,6 +15,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from tunelab.data.messages import to_messages
 from tunelab.errors import TuneLabError
+from tunelab.models.convert import merged_dir
+from tunelab.models.loading import has_native_template, load_model, load_tokenizer
 from tunelab.models.registry import ModelRef, resolve
 
 # Models held in memory per process; a third evicts the least recently used (SmolLM2 fp32 ~1.2 GB).
@@ -133,14 +135,10 @@ class TransformersBackend:
     """A local model in transformers: batched, left-padded generation; a run loads base + adapter."""
 
     def __init__(self, ref: ModelRef, device: str | None = None):
-        from tunelab.models.loading import has_native_template, load_model, load_tokenizer
-
         self.ref = ref
         self.name = ref.name
         if ref.kind == "run" and ref.extra.get("method") in ("lora", "qlora"):
             # A LoRA run generates from its weights merged once into a cached copy: the base's speed.
-            from tunelab.models.convert import merged_dir
-
             merged = replace(ref, kind="hf", path=str(merged_dir(ref)), base=None, adapter="")
             self.model, _ = load_model(merged, device=device)
             self.tok = load_tokenizer(ref)  # the run's own tokenizer, fallback-template flag included
@@ -331,28 +329,44 @@ def llamacpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+@dataclass(frozen=True)
+class BackendEntry:
+    """A generation backend other than transformers (which serves every other model).
+
+    build(ref) makes the backend; kinds: the ModelRef kinds it serves when the spec names no engine;
+    prefix: "NAME:MODEL" forces it; available(): False makes it step aside (an optional extra absent).
+    """
+
+    name: str
+    build: Callable[[ModelRef], "Backend"]
+    kinds: tuple[str, ...] = ()
+    prefix: bool = False
+    available: Callable[[], bool] = lambda: True
+
+
+# Backends register here when their module is imported (tunelab/models/__init__.py imports them all);
+# this module never imports a backend.
+BACKENDS: dict[str, BackendEntry] = {}
+
+
+def register_backend(entry: BackendEntry) -> BackendEntry:
+    BACKENDS[entry.name] = entry
+    return entry
+
+
 def _build(spec: str) -> Backend:
     kind, _, rest = spec.partition(":")
     if kind == "local":
         return TransformersBackend(resolve(rest))
-    if kind == "llamacpp":
-        from tunelab.models.llamacpp import LlamaCppBackend
-
-        ref = resolve(rest)
-        if ref.kind == "run":  # llama.cpp cannot apply a PEFT adapter: run the merged model as GGUF
-            from tunelab.models.convert import run_gguf
-
-            ref = replace(ref, kind="gguf", path=str(run_gguf(ref.name)))
-        return LlamaCppBackend(ref)
+    forced = BACKENDS.get(kind)
+    if forced is not None and forced.prefix:
+        return forced.build(resolve(rest))
     ref = resolve(spec)
+    for entry in BACKENDS.values():
+        if ref.kind in entry.kinds and entry.available():
+            return entry.build(ref)
     if ref.kind == "openai":
-        from tunelab.models.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(ref)
-    if ref.kind == "gguf" and llamacpp_available():
-        from tunelab.models.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(ref)
+        raise TuneLabError(f"no backend is registered for the endpoint {ref.name} (import tunelab.models)")
     return TransformersBackend(ref)
 
 

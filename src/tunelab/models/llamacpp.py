@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Iterator
 
 from tunelab.errors import TuneLabError
-from tunelab.models.generation import GenerationSettings, Generation, Stream, check_conversation, make_generation
+from tunelab.models.convert import run_gguf
+from tunelab.models.generation import (BackendEntry, GenerationSettings, Generation, Stream, check_conversation,
+                                       llamacpp_available, make_generation, register_backend)
+from tunelab.models.llama_lib import import_llama_cpp, quiet_llama_log  # noqa: F401  (llamacpp.X callers)
 from tunelab.models.registry import ModelRef
 
 N_CTX = 4096
-
-
-def import_llama_cpp():
-    """The llama_cpp module, or None when the optional extra is absent (or its compiled library cannot load)."""
-    try:
-        import llama_cpp
-    except (ImportError, OSError):
-        return None
-    return llama_cpp
-
-
-@contextlib.contextmanager
-def quiet_llama_log():
-    """Silence llama.cpp's log: a quantisation logs a line or two per tensor (the k-quant fallbacks among them,
-    which the README explains); a failure still surfaces as llama_model_quantize's return code."""
-    import logging
-
-    logger = logging.getLogger("llama-cpp-python")  # llama-cpp-python routes llama.cpp's log through it
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)  # its table maps ggml INFO to WARNING and WARN to ERROR
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class LlamaCppBackend:
@@ -147,3 +126,13 @@ class LlamaCppBackend:
 
 def _raise(message: str):
     raise TuneLabError(f"the model's chat template refused the conversation: {message}")
+
+
+def _backend(ref: ModelRef) -> LlamaCppBackend:
+    if ref.kind == "run":  # llama.cpp cannot apply a PEFT adapter: run the merged model as GGUF
+        ref = replace(ref, kind="gguf", path=str(run_gguf(ref.name)))
+    return LlamaCppBackend(ref)
+
+
+# A plain GGUF runs here when llama-cpp-python is installed; "llamacpp:MODEL" forces it (a run too).
+register_backend(BackendEntry("llamacpp", _backend, kinds=("gguf",), prefix=True, available=llamacpp_available))

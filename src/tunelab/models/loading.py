@@ -16,6 +16,7 @@ from tunelab import workspace
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked
 from tunelab.models.registry import ModelRef, resolve
+from tunelab.models.weights import PICKLE_SUFFIXES, check_safetensors, model_cache  # noqa: F401  (loading.X callers)
 
 # Base models ship without a chat template. This Alpaca-style fallback lets the same
 # messages -> prompt path serve chat, evaluation and training; the UI says it is a fallback.
@@ -29,38 +30,9 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
-# Weights in these formats are Python pickles: loading them can run any code hidden in the file.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-def check_safetensors(folder: str | Path, adapter: bool = False) -> Path:
-    """Refuse a model (or PEFT adapter) folder whose weights are not safetensors; returns the folder.
-
-    Pickled weights (`pytorch_model.bin`, `adapter_model.bin`...) are never loaded, even with
-    torch's restricted unpickler: a workspace or downloaded folder is not trusted to hold plain tensors.
-    """
-    folder = Path(folder)
-    weights = [folder / "adapter_model.safetensors"] if adapter else list(folder.glob("*.safetensors"))
-    if any(p.is_file() for p in weights):
-        return folder
-    pickled = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
-    if pickled:
-        raise TuneLabError(f"the folder {folder} holds pickled weights ({pickled[0]}), which can run code when loaded; "
-                           f"only safetensors are loaded: convert it first")
-    raise TuneLabError(f"the folder {folder} has no safetensors weights")
-
-
 def _cache_dir(ref: ModelRef) -> Path:
     digest = hashlib.sha1(f"{ref.path}:{os.path.getsize(ref.path)}".encode()).hexdigest()[:10]
     return model_cache() / f"{workspace.validate_name(ref.name[:40].replace(' ', '_'), 'model name')}-{digest}"
-
-
-def model_cache() -> Path:
-    """Where converted models live: $TUNELAB_MODEL_CACHE (shared by test workspaces) or the workspace."""
-    env = os.environ.get("TUNELAB_MODEL_CACHE")
-    d = Path(env).expanduser().resolve() if env else workspace.subdir("models") / "cache"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def _convert_gguf(ref: ModelRef, target: Path) -> None:

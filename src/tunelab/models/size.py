@@ -9,7 +9,6 @@ matrix ("tied") is read the same way: no `lm_head.weight` / `output.weight` tens
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 from tunelab.errors import TuneLabError
 from tunelab.jsonio import read_json
 from tunelab.models.registry import ModelRef, resolve
+from tunelab.models.weights import numel as _numel
+from tunelab.models.weights import safetensors_params, safetensors_shapes  # noqa: F401  (size.X callers)
 
 # TuneLab's LoRA default (train/config.py MethodArgs; tests/test_layers.py holds the two equal).
 DEFAULT_LORA_R = 8
@@ -111,30 +112,6 @@ def _default_tied(model_type: str) -> bool:
         return bool(AutoConfig.for_model(model_type).tie_word_embeddings)
     except (ImportError, ValueError, KeyError):
         return True
-
-
-def safetensors_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape from every safetensors header in a folder (8-byte length + JSON), without loading."""
-    shapes = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
-    return shapes
-
-
-def safetensors_params(folder: Path) -> int | None:
-    """Exact parameter count from the safetensors headers, or None without safetensors files."""
-    shapes = safetensors_shapes(folder)
-    return sum(_numel(s) for s in shapes.values()) if shapes else None
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 # GGUF value types (gguf.GGUFValueType): struct format of each fixed-size scalar.

@@ -11,11 +11,15 @@ from tunelab.errors import TuneLabError
 from tunelab.evals import cost, evaluate
 from tunelab.evals.evaluate import HIGHER_IS_BETTER
 from tunelab.ui import charts as ch
-from tunelab.ui import leakage_widgets, live, verbatim, vote_widgets
+from tunelab.ui import live, verbatim
 from tunelab.ui import stats_widgets as sw
+
+# The page's pieces in their own modules, under the names the pages use.
+from tunelab.ui.compare_loop import loop_panel  # noqa: F401  (the page's names)
+from tunelab.ui.compare_run import run_report  # noqa: F401
+from tunelab.ui.compare_tables import LABELS, _labels, _metrics_frame, _row_headers, progress  # noqa: F401
 from tunelab.ui.i18n import t, t_error
 
-LABELS = {k: name for k, (name, *_rest) in ch.METRICS.items()}  # friendly names with units
 SORTS = ("disagreement (ROUGE-L spread)", "dataset order", "lowest mean ROUGE-L")
 
 
@@ -156,43 +160,6 @@ def launch(models: list[str], data: str, version: int | None, limit: int, max_ne
     evaluate.launch_report(rid)
     st.session_state["compare.report"] = rid
     return rid
-
-
-@st.fragment(run_every=1.5)
-def progress(report_id: str) -> None:
-    """Live progress from status.json; the whole page reruns once the report finishes."""
-    status = jobs.read_status(jobs.job_dir(evaluate.KIND, report_id)) or {}
-    if status.get("status") not in jobs.ACTIVE:
-        st.rerun()
-    done, total = status.get("done", 0), status.get("total", 0) or 1
-    st.progress(done / total, text=t("{status}: {model} — {done}/{total} answers", status=t(status.get("status") or "queued"),
-                                     model=status.get("model") or t("loading"), done=done, total=total))
-    if st.button(t("Stop"), key="compare.stop", icon=":material/stop:"):
-        jobs.stop(evaluate.KIND, report_id)
-    partial = evaluate.load_report(report_id)["models"]
-    if any(m["examples"] for m in partial):
-        st.dataframe(_metrics_frame(partial), hide_index=True, key="compare.partial", column_config=_row_headers())
-
-
-def _metrics_frame(models: list[dict], params: dict[str, int | None] | None = None) -> pd.DataFrame:
-    """One row per model: metrics on the scale they are shown at (percent, 0-100 BLEU), friendly headers."""
-    rows = []
-    for m in models:
-        row = {"name": m["name"], **{k: ch.shown(m, k) for k in HIGHER_IS_BETTER}, "examples": m.get("examples")}
-        if params is not None:
-            n = params.get(m["name"])
-            row["params"] = (f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M") if n else None
-        rows.append(row)
-    return pd.DataFrame(rows).rename(columns=_labels())
-
-
-def _row_headers() -> dict[str, str]:
-    return {"name": t("Model"), "examples": t("Examples"), "params": t("Parameters")}
-
-
-def _labels() -> dict[str, str]:
-    """LABELS in the session's language (column headers and chart titles)."""
-    return {k: t(v) for k, v in LABELS.items()}
 
 
 def report_params(doc: dict) -> dict[str, int | None]:
@@ -338,62 +305,6 @@ def downloads(doc: dict) -> None:
                        "application/json", key="compare.download_json")
 
 
-# ---------------------------------------------------------------- a run's before/after report (Train page)
-
-def _open_in_compare(report_id: str) -> None:
-    st.session_state["compare.report"] = report_id
-
-
-@st.fragment(run_every=2)
-def run_report(run_id: str) -> None:
-    """The run's before/after report (base vs tuned on its test data), re-read from disk every 2 s.
-
-    Appears by itself once the run finishes: the training process starts the report.
-    """
-    from tunelab.evals import auto
-    from tunelab.evals import judge as judging
-
-    s = auto.summary(run_id)
-    if s is None:
-        return
-    st.subheader(t("Before / after"))
-    leakage_widgets.warn(s.get("leakage"))
-    if s["status"] == "skipped":
-        st.caption(t("No before/after report for this run: {reason}.", reason=t(s["reason"])))
-        return
-    if s["status"] == "missing":
-        st.caption(t("The before/after report {id} cannot be read.", id=s["report"]))
-        return
-    from tunelab.ui import train_widgets
-
-    train_widgets.preference_report(s)  # a dpo/orpo/kto run's preference accuracy, before and after
-    if s["status"] in jobs.ACTIVE:
-        p = s["progress"]
-        st.info(t("The before/after report is {status} ({done}/{total} answers).", status=t(s["status"]),
-                  done=p["done"], total=p["total"]), icon=":material/hourglass_top:")
-        st.progress(p["done"] / max(p["total"], 1))
-    elif s["beat_base"] is not None:
-        sw.before_after_banner(s)  # green only when the paired test says better
-    else:
-        st.warning(t("The before/after report {status}: it shows what it finished.", status=t(s["status"])))
-    rows = [{"model": t("before: {model}", model=s["base"]["name"]), **{_labels()[k]: ch.shown(s["base"], k) for k in
-                                                                         ch.QUALITY}},
-            {"model": t("after: {model}", model=s["tuned"]["name"]), **{_labels()[k]: ch.shown(s["tuned"], k) for k in
-                                                                         ch.QUALITY}}]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"train.report.{run_id}",
-                 column_config={"model": t("Model")})
-    if s.get("judge"):
-        st.caption(t("Judge {judge}: {win} win, {tie} tie, {loss} loss for the tuned model.", **s["judge"]))
-        vote_widgets.judge_checks(judging.load(s["report"]) or {}, s["report"])
-    st.caption(t("Report {id} on {data} v{version} ({source}) · `tunelab reports show {id}`", id=s["report"],
-                 data=s["data"]["name"], version=s["data"]["version"], source=t(s.get("source") or "")))
-    if s["status"] not in jobs.ACTIVE:
-        st.button(t("Open in Compare: fix the data from its mistakes"), key=f"train.report_open.{run_id}",
-                  on_click=_open_in_compare, args=(s["report"],), icon=":material/compare_arrows:")
-        if st.session_state.get("compare.report") == s["report"]:
-            st.page_link("pages/compare.py", label=t("Go to Compare"), icon=":material/compare_arrows:")
-
-
 # ---------------------------------------------------------------- LLM-as-judge (Compare page)
 
 def judge_fields() -> tuple[str, str]:
@@ -408,112 +319,3 @@ def judge_fields() -> tuple[str, str]:
         st.text_area(t("Judge prompt"), key="compare.judge_prompt", height=220,
                      help=t("Variables: {prompt} {reference} {answer_a} {answer_b}. Stored with the report."))
     return endpoint.strip(), st.session_state["compare.judge_prompt"]
-
-
-# ---------------------------------------------------------------- the loop: fix the data from a report's mistakes
-
-def _fix(report_id: str, examples: list[int], into: str) -> None:
-    from tunelab import workflow
-
-    try:
-        out = workflow.fix(report_id, into, examples, allow_test=st.session_state.get("compare.fix_allow_test", False))
-    except TuneLabError as exc:
-        st.session_state["compare.loop_error"] = str(exc)
-        return
-    st.session_state["compare.fixed"] = out
-    st.session_state["compare.loop_error"] = None
-
-
-def _seeds(report_id: str, examples: list[int], into: str) -> None:
-    from tunelab import workflow
-
-    try:
-        out = workflow.seeds(report_id, into, examples=examples)
-    except TuneLabError as exc:
-        st.session_state["compare.loop_error"] = str(exc)
-        return
-    st.session_state["compare.seeded"] = out
-    st.session_state["compare.loop_error"] = None
-    # The Generate page opens on these seeds and this prompt version.
-    st.session_state["gen.seeds"] = out["seeds"]["name"]
-    st.session_state["gen.template"] = out["prompt"]["name"]
-    st.session_state["gen.version"] = out["prompt"]["version"]
-
-
-def _continue(run_id: str, data: str) -> None:
-    from tunelab import workflow
-
-    try:
-        new = workflow.continue_training(run_id, data)
-    except TuneLabError as exc:
-        st.session_state["compare.loop_error"] = str(exc)
-        return
-    st.session_state["compare.continued"] = new
-    st.session_state["train.run"] = new
-    st.session_state["compare.loop_error"] = None
-
-
-def loop_panel(doc: dict) -> None:
-    """Where the tuned model is wrong, and one click each to fix the data, seed Generate, train again."""
-    from tunelab import workflow
-    from tunelab.train import runs
-
-    tuned = workflow.tuned_model(doc)
-    st.subheader(t("Fix the data"))
-    threshold = st.slider(t("Wrong when ROUGE-L is below"), 0.0, 1.0, workflow.WRONG_BELOW, 0.05,
-                          key="compare.wrong_below", help=t("…and the answer is not an exact match."))
-    wrong = workflow.wrong_examples(doc, tuned, threshold)
-    if not wrong:
-        st.caption(t("{model} answered every example well enough.", model=tuned))
-        return
-    st.caption(t("{n} of {total} answers of {model} are wrong.", n=len(wrong), total=len(doc["examples"]), model=tuned))
-    st.dataframe(pd.DataFrame([{"#": e["index"], "prompt": e["prompt"], "reference": e["reference"],
-                                "answer": e["answer"], ch.metric_name("rouge_l"): round(e["rouge_l"] * 100, 1)} for e in wrong]),
-                 hide_index=True, width="stretch", key="compare.wrong",
-                 column_config={"prompt": t("Prompt"), "reference": t("Reference"), "answer": t("Answer")})
-    indices = [e["index"] for e in wrong]
-    key = f"compare.loop_examples.{doc['report']}"
-    st.session_state.setdefault(key, indices)
-    st.session_state[key] = [i for i in st.session_state[key] if i in indices] or indices
-    chosen = st.multiselect(t("Examples"), indices, key=key)
-    run = (doc.get("meta") or {}).get("run") or (tuned if any(
-        r["name"] == tuned and r["ref"].get("kind") == "run" for r in doc.get("model_refs") or []) else None)
-    train_data = ""
-    if run:
-        try:
-            train_data = runs.config(run).data.data
-        except TuneLabError:
-            run = None
-    st.session_state.setdefault("compare.fix_into", train_data or f"{doc['data']['name']}-fixed")
-    st.session_state.setdefault("compare.seeds_into", f"{doc['data']['name']}-seeds")
-    c1, c2 = st.columns(2)
-    with c1:
-        into = st.text_input(t("Training dataset"), key="compare.fix_into",
-                             help=t("The corrected answers (each example's reference) are added as a new version."))
-        st.checkbox(t("Add test rows anyway (they stop testing anything)"), key="compare.fix_allow_test")
-        st.button(t("Add as training records"), key="compare.fix", icon=":material/playlist_add:",
-                  on_click=_fix, args=(doc["report"], chosen, into.strip()), disabled=not chosen)
-    with c2:
-        seeds_into = st.text_input(t("Seed dataset"), key="compare.seeds_into")
-        st.button(t("Send to Generate"), key="compare.seeds", icon=":material/auto_awesome:",
-                  on_click=_seeds, args=(doc["report"], chosen, seeds_into.strip()), disabled=not chosen)
-    if st.session_state.get("compare.loop_error"):
-        st.error(t_error(st.session_state["compare.loop_error"]))
-    fixed = st.session_state.get("compare.fixed")
-    if fixed and fixed.get("report") == doc["report"]:
-        st.success(t("{name} v{version}: {added} added, {corrected} corrected from this report.", **fixed))
-        if run:
-            st.button(t("Continue training {run} on {name}", run=run, name=fixed["name"]), key="compare.continue",
-                      type="primary", icon=":material/model_training:", on_click=_continue,
-                      args=(run, fixed["name"]))
-        st.code(f"tunelab train --model {run or tuned} --data {fixed['name']}", language="bash")
-    seeded = st.session_state.get("compare.seeded")
-    if seeded and seeded.get("report") == doc["report"]:
-        st.success(t("Seeds {seeds} v{sv} and prompt {prompt} v{pv} with these mistakes to avoid are ready.",
-                     seeds=seeded["seeds"]["name"], sv=seeded["seeds"]["version"], prompt=seeded["prompt"]["name"],
-                     pv=seeded["prompt"]["version"]))
-        st.page_link("pages/generate.py", label=t("Go to Generate"), icon=":material/auto_awesome:")
-    if st.session_state.get("compare.continued"):
-        st.success(t("Started {run}: its own before/after report follows when it finishes.",
-                     run=st.session_state["compare.continued"]))
-        st.page_link("pages/train.py", label=t("Go to Train"), icon=":material/model_training:")

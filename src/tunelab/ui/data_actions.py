@@ -18,6 +18,7 @@ from tunelab.data import clean, split as splitter, store, uploads
 from tunelab.data import export as exporter
 from tunelab.data.importer import import_path, parse_map
 from tunelab.errors import TuneLabError
+from tunelab.ui import near_dup_widgets
 from tunelab.ui.i18n import t, t_error
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "samples" / "alpaca_mixed.jsonl"
@@ -250,19 +251,18 @@ def request_preview(name: str, head: int) -> None:
 def show_preview(preview: dict, name: str, head: int) -> None:
     """Counts per reason, then per reason a section: the records a clean would remove, or each
     redacted record's text before and after, with a box to leave that record as written."""
-    from tunelab.ui import near_dup_widgets
     from tunelab.ui.data_widgets import diff_html
 
     if not preview["counts"]:
         st.info(t("Nothing to change with these options."))
-        near_dup_widgets.show(preview, name, head)  # all kept on request: still listed, to drop again
+        near_dup_widgets.show(preview, name, head, request_preview)  # all kept on request: still listed, to drop again
         return
     removed = preview["before"] - preview["after"]
     st.markdown(t("**{before} → {after} records** ({removed} removed)", before=preview["before"],
                   after=preview["after"], removed=removed))
     rows = [{t("reason"): _reason(r), t("records"): n} for r, n in preview["counts"].items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    near_dup_widgets.show(preview, name, head)
+    near_dup_widgets.show(preview, name, head, request_preview)
     for reason, examples in preview["examples"].items():
         if examples and reason != "duplicate_near":  # near duplicates are shown with their twins above
             with st.expander(_title(reason, preview["counts"][reason])):
