@@ -13,6 +13,7 @@ st.caption(t("The models you can chat with, compare and fine-tune, and what each
 rows = catalog.catalog()  # read from disk every run: a model added by a finished download appears
 models_widgets.catalog_table(rows)
 st.subheader(t("Add a model from the Hub"))
+models_widgets.search_box()
 models_widgets.add_form()
 models_widgets.downloads()
 models_widgets.token_form()

@@ -1,6 +1,10 @@
 """A stand-in Hugging Face Hub on 127.0.0.1 for tests: the requests the real `huggingface_hub` client makes.
 
 Serves a folder of repos (`ROOT/ORG/NAME/...`, each the `main` revision) with:
+  GET  /api/models?search=&pipeline_tag=&sort=downloads&limit=&num_parameters=max:N
+                                                the search (`HfApi.list_models`): ids holding the words,
+                                                downloads / likes from `popularity`, safetensors parameter
+                                                counts read from the weights' own headers
   GET  /api/models/ORG/NAME[/revision/REV]      model info (id, sha, siblings, cardData, gated)
   GET  /api/models/ORG/NAME/tree/REV[/PATH]     the recursive file listing (sizes, lfs sha256)
   HEAD /ORG/NAME/resolve/REV/PATH               ETag / X-Repo-Commit / X-Linked-Size / X-Linked-Etag
@@ -21,7 +25,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf")
 
@@ -34,12 +38,15 @@ class StandInHub:
     """`with StandInHub(root, gated={"org/x"}, token="hf_x") as hub:` then HF_ENDPOINT=hub.url."""
 
     def __init__(self, root: Path, gated: set[str] | None = None, token: str = "hf_test_token",
-                 licenses: dict[str, str] | None = None, bytes_per_s: float | None = None):
+                 licenses: dict[str, str] | None = None, bytes_per_s: float | None = None,
+                 popularity: dict[str, tuple[int, int]] | None = None):
         self.root = Path(root)
         self.bytes_per_s = bytes_per_s  # weights sent at this rate: a download a browser can watch
         self.gated = set(gated or ())
         self.token = token
         self.licenses = licenses or {}
+        self.popularity = popularity or {}  # repo -> (downloads, likes) for the search listing
+        self.searches: list[dict] = []  # the query parameters of every search
         self.gets: Counter = Counter()
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str, str]] = []  # (repo, path, Range header) of every file GET
@@ -66,6 +73,43 @@ class StandInHub:
         for rel, p in self.files(repo).items():
             h.update(rel.encode() + b"\0" + _sha(p.read_bytes()).encode())
         return h.hexdigest()
+
+    def repos(self) -> list[str]:
+        return sorted(f"{o.name}/{n.name}" for o in self.root.iterdir() if o.is_dir() for n in o.iterdir() if n.is_dir())
+
+    def safetensors(self, repo: str) -> dict | None:
+        """{"parameters": {dtype: count}, "total"} from the repo's .safetensors headers (None without any)."""
+        counts: Counter = Counter()
+        for rel, p in self.files(repo).items():
+            if not rel.endswith(".safetensors"):
+                continue
+            with open(p, "rb") as f:
+                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+            for name, t in header.items():
+                if name != "__metadata__":
+                    n = 1
+                    for d in t["shape"]:
+                        n *= d
+                    counts[t["dtype"]] += n
+        return {"parameters": dict(counts), "total": sum(counts.values())} if counts else None
+
+    def search(self, query: dict[str, list[str]]) -> list[dict]:
+        words = (query.get("search") or [""])[0].lower()
+        cap = (query.get("num_parameters") or [""])[0]
+        limit = int((query.get("limit") or ["1000"])[0])
+        out = []
+        for repo in self.repos():
+            st = self.safetensors(repo)
+            if words and words not in repo.lower():
+                continue
+            if cap.startswith("max:") and (st is None or st["total"] > float(cap[4:])):
+                continue
+            downloads, likes = self.popularity.get(repo, (0, 0))
+            out.append({"_id": self.commit(repo)[:24], "id": repo, "modelId": repo, "downloads": downloads,
+                        "likes": likes, "pipeline_tag": "text-generation", "safetensors": st})
+        if (query.get("sort") or [""])[0] == "downloads":
+            out.sort(key=lambda m: -m["downloads"])
+        return out[:limit]
 
     def weight_gets(self, repo: str) -> int:
         return sum(n for (r, path), n in self.gets.items() if r == repo and path.endswith(".safetensors"))
@@ -133,9 +177,14 @@ class StandInHub:
                 return True
 
             def _route(self, head: bool):
-                path = unquote(urlsplit(self.path).path)
+                url = urlsplit(self.path)
+                path = unquote(url.path)
                 with hub._lock:
                     hub.requests.append(("HEAD" if head else "GET", path))
+                if path == "/api/models":
+                    query = parse_qs(url.query)
+                    hub.searches.append(query)
+                    return self._json(hub.search(query), head)
                 m = re.fullmatch(r"/api/models/([^/]+)/([^/]+)(?:/revision/(.+))?", path)
                 if m:
                     return self._info(m.group(1), m.group(2), m.group(3) or "main", head)

@@ -13,7 +13,7 @@ import pytest
 from tunelab import jobs
 from tunelab.data import schema, store
 from tunelab.errors import TuneLabError
-from tunelab.evals import cost, evaluate
+from tunelab.evals import cost, evaluate, report_doc
 from tunelab.evals.evaluate import EvalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,13 +94,13 @@ def test_report_folder_reopens_identically(tiny_models, dataset):
 
 def test_export_csv_and_json(tiny_models, dataset):
     doc = _run(tiny_models, dataset, limit=2)
-    csv_path = evaluate.export_report(doc["report"], "r.csv")
+    csv_path = report_doc.export_report(doc["report"], "r.csv")
     import csv
 
     rows = list(csv.DictReader(csv_path.open(newline="")))
     assert len(rows) == 4 and rows[2]["prompt"] == "Translate to French\n\ngood morning, my friend"
     assert float(rows[2]["rouge_l"]) == doc["examples"][1]["outputs"][rows[2]["model"]]["rouge_l"]
-    assert json.loads(evaluate.export_report(doc["report"], "r.json").read_text())["report"] == doc["report"]
+    assert json.loads(report_doc.export_report(doc["report"], "r.json").read_text())["report"] == doc["report"]
 
 
 def test_user_errors_are_one_sentence(tiny_models, dataset):

@@ -19,7 +19,7 @@ import tiny_model
 from tunelab.cli import main as cli
 from tunelab.data import schema, store
 from tunelab.errors import TuneLabError
-from tunelab.evals import evaluate
+from tunelab.evals import evaluate, report_doc
 from tunelab.train import export, runs, sft
 from tunelab.train.config import TrainConfig
 
@@ -113,7 +113,7 @@ def test_reports_export_and_curves_csv_refuse_state_files(workspace, tiny, two_r
     assert "runs/" in err
     for state in ("../tunelab.yaml", "../.trash/x.csv", str(Path(os.environ["TUNELAB_MODEL_CACHE"]) / "x.csv")):
         with pytest.raises(TuneLabError):
-            evaluate.export_report(rid, state)
+            report_doc.export_report(rid, state)
     assert (manifest.read_bytes(), status.read_bytes()) == keep
     listed = tunelab(workspace, "runs", "list", "--json")
     assert listed.returncode == 0 and a in listed.stdout

@@ -26,7 +26,8 @@ from tunelab.train.config import TrainConfig
 WORDS = ["river", "lamp", "garden", "coffee", "window", "pencil", "ocean", "violin", "forest", "candle",
          "bridge", "rocket", "tiger", "cloud", "mirror", "orange"]
 SENTENCE = re.compile(r"The tuned model prefers the chosen answer (more often|no more often) than its base "
-                      r"\((\d\.\d\d) vs (\d\.\d\d) of 6 held-out pairs\)\.$")
+                      r"\((\d\.\d\d) \[\d\.\d\d, \d\.\d\d\] vs (\d\.\d\d) \[\d\.\d\d, \d\.\d\d\] "
+                      r"of 6 held-out pairs, 95 % Wilson intervals\)\.$")
 
 
 def _pairs(words) -> list[dict]:

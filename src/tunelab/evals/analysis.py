@@ -202,3 +202,25 @@ def slices(models: list[str], by_model: dict, items: dict, data: str, focus: str
         return (s["n"] < MIN_SLICE, m["rouge_l"], s["column"], s["value"])
 
     return sorted(out, key=worst_first)
+
+
+def preference_intervals(pref: dict) -> dict:
+    """A preference run's accuracy shares with their 95 % Wilson intervals.
+
+    Args:
+        pref: {"base", "tuned", "pairs"}: the share of held-out pairs whose chosen answer each model finds
+            likelier (evals/auto.measure_preference), or {"error"} (returned as is).
+    Returns:
+        pref plus "k": {"base", "tuned"} (pairs right: share x pairs) and "ci": {"base", "tuned"}
+        (stats.wilson, scipy's Wilson score interval; None without pairs).
+    """
+    n = int(pref.get("pairs") or 0)
+    if pref.get("error") or pref.get("base") is None or pref.get("tuned") is None:
+        return pref
+    k = {m: int(round(float(pref[m]) * n)) for m in ("base", "tuned")}
+    return dict(pref, k=k, ci={m: stats.wilson(k[m], n) for m in k})
+
+
+def share_text(share: float, ci: list[float] | None) -> str:
+    """'0.83 [0.44, 0.97]' (a share and its interval, 2 decimals)."""
+    return f"{share:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")

@@ -18,7 +18,8 @@ same test data (at most MAX_EXAMPLES): the share of pairs whose chosen answer th
 likelier than the rejected one (per-token mean log-prob), for the base and the tuned model. The
 training process measures it (train/preference.preference_accuracy, passed in as `measure`: this
 layer does not import the training layer) before it launches the answer report, and report.json
-keeps it as "preference_accuracy": {"base", "tuned", "pairs"} (or {"error"}).
+keeps it as "preference_accuracy": {"base", "tuned", "pairs", "k", "ci"} (or {"error"}), each share
+with its 95 % Wilson interval.
 
 This module reads the run's config.yaml as plain YAML and its output.json through the models
 layer: the training layer imports it, not the other way round.
@@ -110,9 +111,12 @@ def pair_records(src: dict, limit: int = MAX_EXAMPLES) -> list[dict]:
 
 
 def measure_preference(base: str, tuned: str, records: list[dict], measure: Callable[..., float]) -> dict:
-    """{"base", "tuned", "pairs"}: preference accuracy of both models on records, rounded to 4 places."""
-    return {"base": round(measure(base, records), 4), "tuned": round(measure(tuned, records), 4),
-            "pairs": len(records)}
+    """{"base", "tuned", "pairs", "k", "ci"}: preference accuracy of both models on records (4 places), the
+    pairs each got right and their 95 % Wilson intervals (analysis.preference_intervals)."""
+    from tunelab.evals import analysis
+
+    return analysis.preference_intervals({"base": round(measure(base, records), 4),
+                                          "tuned": round(measure(tuned, records), 4), "pairs": len(records)})
 
 
 def start(run_dir: Path, log: Callable[[str], None] = _log,
@@ -191,11 +195,18 @@ def _preference(base: str, tuned: str, src: dict, measure: Callable[..., float],
 
 
 def preference_verdict(pref: dict) -> tuple[bool, str]:
-    """(whether the tuned model prefers the chosen answers more often than its base, one sentence saying so)."""
+    """(whether the tuned model prefers the chosen answers more often than its base, one sentence saying so,
+    each share with its 95 % Wilson interval)."""
+    from tunelab.evals import analysis
+
+    pref = analysis.preference_intervals(pref)
+    ci = pref.get("ci") or {}
     more = pref["tuned"] > pref["base"]
     word = "more often" if more else "no more often"
     return more, (f"The tuned model prefers the chosen answer {word} than its base "
-                  f"({pref['tuned']:.2f} vs {pref['base']:.2f} of {pref['pairs']} held-out pairs).")
+                  f"({analysis.share_text(pref['tuned'], ci.get('tuned'))} vs "
+                  f"{analysis.share_text(pref['base'], ci.get('base'))} of {pref['pairs']} held-out pairs, "
+                  f"95 % Wilson intervals).")
 
 
 def _scores(entry: dict | None) -> dict:
@@ -228,7 +239,7 @@ def summary(run_id: str) -> dict | None:
          "verdict", "verdict_label" (better|worse|non-inferior|inconclusive), "verdict_detail", "pairs",
          "slices", "provenance" (the report's, see evaluate.build_report), "judge": counts and
          win_rate (wins over decided and tied answers) or None,
-         "preference_accuracy": {"base", "tuned", "pairs", "beat_base", "sentence"} or {"error"} for a
+         "preference_accuracy": {"base", "tuned", "pairs", "k", "ci", "beat_base", "sentence"} or {"error"} for a
          dpo/orpo/kto run, else None (its sentence is appended to "sentence")};
         for a run without one: {"report": None, "status": "skipped", "reason", "sentence"}.
     """
@@ -270,8 +281,10 @@ def summary(run_id: str) -> dict | None:
                             win_rate=round(c.get("win", 0) / scored, 4) if scored else None)
     out["preference_accuracy"] = pref = rec.get("preference_accuracy")
     if pref and pref.get("tuned") is not None and pref.get("base") is not None:
+        from tunelab.evals import analysis
+
         more, sentence = preference_verdict(pref)
-        out["preference_accuracy"] = dict(pref, beat_base=more, sentence=sentence)
+        out["preference_accuracy"] = dict(analysis.preference_intervals(pref), beat_base=more, sentence=sentence)
         out["sentence"] = f"{out['sentence']} {sentence}"
     out["leakage"] = leak = rec.get("leakage")
     if leak:  # said first: the data the run was first going to be scored on was trained on

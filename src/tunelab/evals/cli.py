@@ -7,7 +7,7 @@ import sys
 from tunelab import jobs
 from tunelab.cli import add_json, emit
 from tunelab.errors import TuneLabError
-from tunelab.evals import evaluate, judge, rates, votes
+from tunelab.evals import evaluate, judge, rates, report_doc, votes
 from tunelab.evals.evaluate import EvalConfig
 
 # What `eval --json` carries besides its one model's entry (the same keys as compare's document).
@@ -65,7 +65,7 @@ def register(sub) -> None:
                    help="default: from the file suffix (.json, .html), else csv")
     q.add_argument("--force", action="store_true", help="replace an existing file or folder at OUT (refused otherwise)")
     add_json(q)
-    q.set_defaults(func=lambda a: emit({"path": str(evaluate.export_report(a.report, a.out, a.format, a.force))},
+    q.set_defaults(func=lambda a: emit({"path": str(report_doc.export_report(a.report, a.out, a.format, a.force))},
                                        a.json))
     q = rsub.add_parser("run", help="run a queued report in this process (what --detach starts)")
     q.add_argument("report")

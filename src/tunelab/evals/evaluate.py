@@ -28,7 +28,7 @@ from typing import Callable
 from tunelab import jobs, migrations, workspace
 from tunelab.data import store
 from tunelab.errors import TuneLabError
-from tunelab.evals import analysis, html_report, metrics, provenance
+from tunelab.evals import analysis, metrics, provenance
 from tunelab.jsonio import append_jsonl, read_json, read_jsonl, write_atomic, write_json
 
 KIND = "reports"
@@ -431,29 +431,6 @@ def export_text(doc: dict, fmt: str) -> str:
 
 
 JUDGE_FILE = "judge.json"  # the judge's verdicts in a report's folder (evals/judge.py writes it)
-
-
-def report_document(report_id: str) -> dict:
-    """A report with what other modules keep in its folder: the judge's verdicts, people's votes."""
-    doc = load_report(report_id)
-    d = jobs.job_dir(KIND, report_id)
-    extra = {key: read_json(d / name) for key, name in
-             (("judge", JUDGE_FILE), ("votes", "votes.json"), ("regression", "regression.json"))}
-    return {**doc, **{k: v for k, v in extra.items() if v and not doc.get(k)}}
-
-
-def export_report(report_id: str, out: str, fmt: str | None = None, force: bool = False) -> Path:
-    """Write a report to a file in the workspace (relative paths land in exports/; tunelab.outputs'
-    guard: never over TuneLab's own files, an existing file only with force); returns the path.
-
-    fmt: csv, json or html (default: from the suffix, else csv)."""
-    from tunelab import outputs
-
-    target = outputs.target(out, force)
-    fmt = fmt or {".json": "json", ".html": "html", ".htm": "html"}.get(target.suffix.lower(), "csv")
-    if fmt == "html":  # one self-contained page: verdict, intervals, charts, slices, examples, provenance
-        return html_report.export(report_document(report_id), target)
-    return outputs.write_text(target, export_text(load_report(report_id), fmt))
 
 
 def before_after(doc: dict) -> list[dict]:

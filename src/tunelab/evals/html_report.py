@@ -6,8 +6,8 @@ nothing leaves the page even if a value tried. Every text from the data is HTML-
 holding `<script>` shows as text and never runs.
 
 Sections: verdict, metric table with 95 % intervals, charts with error bars, paired tests, slices,
-judge / votes / regression suite when the report dict carries "judge", "votes" or "regression",
-searchable examples, provenance.
+the judge (both orders, its biases, its calibration against people), people's votes, the regression suite
+of the runs compared (evals/report_doc.py gathers them from wherever they live), searchable examples, provenance.
 """
 
 from __future__ import annotations
@@ -163,6 +163,106 @@ def _generic(value) -> str:
     return f"<pre>{_e(value)}</pre>"
 
 
+def _rate(r: dict | None) -> str:
+    """'5 of 6, 83.3 % [43.6, 97.0]' for a rates.rate() dict."""
+    if not r or not r.get("n") or r.get("rate") is None:
+        return "n/a"
+    return f"{r['k']} of {r['n']}, {r['rate'] * 100:.1f} % {_ci(r.get('ci'), 100)}"
+
+
+def _agreement(ag: dict | None) -> str:
+    if not ag:
+        return ""
+    rows = []
+    for label, a in (("all pairs", ag), ("without ties", ag.get("without_ties") or {})):
+        rate = {"k": a.get("agree"), "n": a.get("n"), "rate": a.get("rate"), "ci": a.get("ci")}
+        rows.append([_td(label), _td(_rate(rate), True),
+                     _td(f"{_num(a.get('kappa'), 1, 2)} {_ci(a.get('kappa_ci'), 1, 2)}", True)])
+    return (f'<p class="calibration"><strong>Judge calibration</strong>: {_e(ag.get("sentence"))}</p>'
+            + _table(["reviewed pairs", "agreement (95 % interval)", "Cohen's kappa (95 % interval)"], rows))
+
+
+def _counts_table(counts: dict, ci: dict, n: int, names: tuple[str, str]) -> str:
+    a, b = names
+    labels = {"win": f"{b} preferred", "tie": "tie", "loss": f"{a} preferred"}
+    rows = [[_td(labels[k]), _td(counts.get(k, 0), True),
+             _td(f"{counts.get(k, 0) / n * 100:.1f} % {_ci((ci or {}).get(k), 100)}" if n else "n/a", True)]
+            for k in ("win", "tie", "loss")]
+    return _table(["outcome", "pairs", "share (95 % Wilson interval)"], rows)
+
+
+def _judge_section(j: dict) -> str:
+    """The judge's result (both orders), its biases, the prompt version and its calibration against people."""
+    if j.get("status") != "completed":
+        return f"<p class='muted'>Judge {_e(j.get('judge'))}: {_e(j.get('status'))} {_e(j.get('error') or '')}</p>"
+    a, b = j["pair"]
+    lb = j.get("length_bias") or {}
+    fp = j.get("first_position") or {}
+    return (f"<p>{_e(j.get('judge'))} compared <strong>{_e(b)}</strong> with <strong>{_e(a)}</strong> on "
+            f"{_e(j.get('n'))} pairs, each asked in both orders (a win counts only when both orders agree).</p>"
+            + _counts_table(j["counts"], j.get("ci") or {}, j.get("n") or 0, (a, b))
+            + _table(["check", "value"], [
+                [_td("position consistency (the two orders agree)"), _td(_rate(j.get("consistency")), True)],
+                [_td("first position picked"), _td(f"{_rate(fp)}, p = {_num(fp.get('p'), 1, 4)}", True)],
+                [_td("longer answer picked"), _td(f"{_rate(lb)}, p = {_num(lb.get('p'), 1, 4)}", True)],
+                [_td("prompt version"), _td(j.get("prompt_id"))]])
+            + _agreement(j.get("judge_agreement")))
+
+
+def _preference_section(pref: dict) -> str:
+    """A dpo/orpo/kto run's held-out preference accuracy, base and tuned, each with its Wilson interval."""
+    from tunelab.evals import analysis, auto
+
+    if pref.get("error"):
+        return f"<p class='muted'>No preference accuracy: {_e(pref['error'])}</p>"
+    pref = analysis.preference_intervals(pref)
+    ci = pref.get("ci") or {}
+    rows = [[_td(label), _td(f"{pref['k'][m]} of {pref['pairs']}", True),
+             _td(f"{pref[m] * 100:.1f} % {_ci(ci.get(m), 100)}", True)] for label, m in (("base", "base"),
+                                                                                       ("tuned", "tuned"))]
+    return (f"<p id='preference'>{_e(auto.preference_verdict(pref)[1])}</p>"
+            + _table(["model", "pairs with the chosen answer likelier", "preference accuracy (95 % Wilson interval)"],
+                     rows))
+
+
+def _votes_section(v: dict) -> str:
+    """People's blind votes per model pair with intervals, and the judge's agreement with them."""
+    parts = [f"<p>{_e(v.get('votes'))} votes from {_e(len(v.get('voters') or []))} reviewers "
+             f"({_e(', '.join(v.get('voters') or []))}) on {_e(v.get('items'))} items.</p>"]
+    for p in v.get("pairs") or []:
+        if not p.get("n"):
+            continue
+        pref = p.get("preferred") or {}
+        parts.append(f"<h3>{_e(p['b'])} vs {_e(p['a'])}</h3>" + _counts_table(p["counts"], p.get("ci"), p["n"],
+                                                                               (p["a"], p["b"]))
+                     + f"<p class='muted'>{_e(p['b'])} preferred in {_e(_rate(pref))} of decided votes, "
+                       f"p = {_num(pref.get('p'), 1, 4)} (exact binomial against 50 %).</p>")
+    parts.append(_agreement(v.get("judge_agreement")))
+    if v.get("comments"):
+        parts.append(_table(["item", "voter", "preferred", "comment"],
+                            [[_td(c["item"]), _td(c["voter"]), _td(c["winner"]), _td(c["comment"])]
+                             for c in v["comments"]]))
+    return "".join(parts)
+
+
+def _regression_section(docs: list[dict] | dict) -> str:
+    """Per run: each task's score base -> tuned with lm-eval's stderr, the paired difference, kept / lost / gained."""
+    parts = []
+    for d in docs if isinstance(docs, list) else [docs]:
+        s = d.get("summary") or {}
+        rows = [[_td(t["task"]), _td(t.get("metric")), _td(t.get("n"), True),
+                 _td(f"{_num(t.get('base'), 1, 3)} ± {_num((t.get('stderr') or {}).get('base'), 1, 3)}", True),
+                 _td(f"{_num(t.get('tuned'), 1, 3)} ± {_num((t.get('stderr') or {}).get('tuned'), 1, 3)}", True),
+                 _td(f"{t['diff']:+.3f} {_ci(t.get('ci'), 1, 3)}" if t.get("diff") is not None else "n/a", True),
+                 _td(_num(t.get("p_adjusted"), 1, 4), True), _td(t.get("verdict"))] for t in d.get("tasks") or []]
+        parts.append(f"<h3>run {_e(d.get('run'))} vs base {_e(d.get('base'))}</h3>"
+                     f"<p class='regress-summary'>{_e(s.get('kept', 0))} kept, {_e(s.get('lost', 0))} lost, "
+                     f"{_e(s.get('gained', 0))} gained (Holm-adjusted p &lt; 0.05, lm-evaluation-harness)</p>"
+                     + _table(["task", "metric", "items", "base ± stderr", "tuned ± stderr",
+                               "diff (95 % interval)", "Holm p", "verdict"], rows))
+    return "".join(parts)
+
+
 def _examples_section(doc: dict) -> str:
     names = [m["name"] for m in doc["models"]]
     heads = ["#", "prompt", "reference"] + [f"{n} (ROUGE-L)" for n in names]
@@ -197,9 +297,14 @@ def build(doc: dict) -> str:
         "<h2>Paired differences</h2>", _pairs_section(doc.get("pairs") or []),
         "<h2>Slices</h2>", _slices_section(doc),
     ]
-    for key, title in (("judge", "Judge"), ("votes", "Votes"), ("regression", "Regression suite")):
-        if doc.get(key):
-            parts += [f"<h2>{title}</h2>", _generic(doc[key])]
+    if doc.get("preference_accuracy"):
+        parts += ["<h2>Preference accuracy</h2>", _preference_section(doc["preference_accuracy"])]
+    if doc.get("judge"):
+        parts += ["<h2>Judge</h2>", _judge_section(doc["judge"])]
+    if doc.get("votes"):
+        parts += ["<h2>Votes</h2>", _votes_section(doc["votes"])]
+    if doc.get("regression"):
+        parts += ["<h2>Regression suite</h2>", _regression_section(doc["regression"])]
     parts += ["<h2>Examples</h2>", _examples_section(doc),
               "<h2>Provenance</h2>", _generic(doc.get("provenance") or {})]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -209,7 +314,7 @@ def build(doc: dict) -> str:
 
 
 def export(doc: dict, target: Path) -> Path:
-    """Write a report document's HTML page (evaluate.report_document) to target (checked by the caller)."""
+    """Write a report document's HTML page (evals/report_doc.report_document) to target (checked by the caller)."""
     from tunelab.jsonio import write_atomic
 
     write_atomic(target, build(doc))

@@ -109,12 +109,16 @@ def _model(entry: dict, hashed: bool) -> dict:
     extra = ref.get("extra") or {}
     out = {"name": entry.get("name"), "kind": ref.get("kind"), "source": ref.get("source") or ref.get("path"),
            "revision": ref.get("revision") or extra.get("revision") or extra.get("commit")}
+    if extra.get("hub_id"):  # a Hub model (added, or named directly by id): the exact commit its weights came from
+        out["hub_id"] = extra["hub_id"]
     if ref.get("kind") == "openai":
         out["endpoint_model"] = ref.get("remote_model")
     elif ref.get("kind") == "run":
         base = ref.get("base") or {}
         out["base"] = {"name": base.get("name"), "source": base.get("source") or base.get("path"),
                        "revision": base.get("revision") or (base.get("extra") or {}).get("revision")}
+        if (base.get("extra") or {}).get("hub_id"):
+            out["base"]["hub_id"] = base["extra"]["hub_id"]
         run_dir = jobs.job_dir("runs", entry.get("name"))
         conf = _run_config(run_dir)
         out["run"] = {"id": entry.get("name"), "seed": (conf.get("training") or {}).get("seed"),
@@ -151,7 +155,8 @@ def collect(report_dir: Path, conf: dict, hashed: bool = True) -> dict:
     """The provenance of a report from its config.json (see the module docstring).
 
     Returns:
-        {"report", "created", "models": [{"name", "kind", "source", "revision", "sha256" | "run" ...}],
+        {"report", "created", "models": [{"name", "kind", "source", "revision" (a Hub model's commit sha),
+         "hub_id" (Hub models), "sha256" | "run" ...}],
          "data": {"name", "version", "records", "op", "parent"}, "inputs_sha256" (the examples as
          evaluated), "generation", "seed": {"bootstrap", "resamples", "permutations", "generation"},
          "versions": {package: version}, "tunelab_commit", "machine"}.

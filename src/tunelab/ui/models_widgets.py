@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tunelab.errors import TuneLabError
-from tunelab.models import download, hub
+from tunelab.models import download, hub, hub_search
 from tunelab.train import catalog
 from tunelab.ui import layout
 from tunelab.ui.i18n import t
@@ -61,6 +61,63 @@ def add_form() -> None:
     if hub.offline():
         st.caption(t("Hub downloads are off (HF_HUB_OFFLINE=1): start the dashboard with HF_HUB_OFFLINE=0 to add "
                      "models from the Hub; cached models still load."))
+
+
+SIZE_CAPS = {0: "any size", 1e9: "up to 1B parameters", 3e9: "up to 3B parameters", 8e9: "up to 8B parameters"}
+
+
+def _search() -> None:
+    st.session_state.pop("models.search_error", None)
+    try:
+        st.session_state["models.hits"] = hub_search.search(st.session_state["models.query"],
+                                                            max_params=st.session_state["models.max_params"] or None)
+    except TuneLabError as exc:
+        st.session_state["models.hits"] = None
+        st.session_state["models.search_error"] = exc
+
+
+def _add_hit(hub_id: str) -> None:
+    """A search hit's Add button: the same download job as the form, named after the repo."""
+    st.session_state.pop("models.error", None)
+    try:
+        job_id = download.start(hub_id.split("/")[-1].lower(), hub_id)
+    except TuneLabError as exc:
+        st.session_state["models.error"] = exc
+        return
+    st.session_state.setdefault("models.mine", []).append(job_id)
+
+
+def search_box() -> None:
+    """Search the Hub for text-generation models (most downloaded first, a size cap); each hit has an Add button."""
+    if hub.offline():
+        st.caption(t("Searching the Hub needs a network: start the dashboard with HF_HUB_OFFLINE=0 "
+                     "(and HF_ENDPOINT for a mirror) to search it."))
+        return
+    with st.form("models.search"):
+        c1, c2 = st.columns([3, 1])
+        c1.text_input(t("Search the Hub"), key="models.query", placeholder="qwen instruct",
+                      help=t("Words in the model id; text-generation models, most downloaded first."))
+        c2.selectbox(t("Size"), list(SIZE_CAPS), key="models.max_params", format_func=lambda v: t(SIZE_CAPS[v]))
+        st.form_submit_button(t("Search"), icon=":material/search:", on_click=_search)
+    if (error := st.session_state.get("models.search_error")) is not None:
+        layout.show_error(error)
+    hits = st.session_state.get("models.hits")
+    if hits is None:
+        return
+    if not hits:
+        st.caption(t("No text-generation model on the Hub matches."))
+        return
+    head = st.columns([4, 2, 1, 2, 2, 1])
+    for col, label in zip(head, (t("model"), t("downloads"), t("likes"), t("parameters"), t("size"), "")):
+        col.markdown(f"**{label}**")
+    for h in hits:
+        c = st.columns([4, 2, 1, 2, 2, 1])
+        c[0].text(h["id"])
+        c[1].text(f"{h['downloads']:,}")
+        c[2].text(f"{h['likes']:,}")
+        c[3].text(_params(h["params"]))
+        c[4].text(_size(h["size_bytes"]))
+        c[5].button(t("Add"), key=f"models.add_hit.{h['id']}", on_click=_add_hit, args=(h["id"],))
 
 
 @st.fragment(run_every=POLL_S)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tunelab.evals import evaluate, html_report, metrics
+from tunelab.evals import html_report, metrics, report_doc
 from tunelab.ui import charts as ch
 from tunelab.ui.i18n import t
 
@@ -81,7 +81,7 @@ def pairs_and_slices(doc: dict) -> None:
 
 def html_download(doc: dict) -> None:
     """The report as one HTML page that opens offline (the same file as `tunelab reports export ID out.html`)."""
-    st.download_button(t("Download HTML report"), html_report.build(evaluate.report_document(doc["report"])),
+    st.download_button(t("Download HTML report"), html_report.build(report_doc.report_document(doc["report"])),
                        f"{doc['report']}.html", "text/html", key="compare.download_html", icon=":material/download:")
 
 
