@@ -124,9 +124,9 @@ def comparison(run_ids: list[str], rows: list[dict]) -> None:
         return
     labels = {r["run"]: _label(r) for r in compare_runs.list_rows()}
     c1, c2 = st.columns(2)
-    with c1:
+    with c1, st.container(key="runs.loss_box"):  # the keyed boxes are the browser test's handles
         _curve_chart(doc, "loss", labels, t("training loss"), "runs.chart_loss")
-    with c2:
+    with c2, st.container(key="runs.eval_box"):
         _curve_chart(doc, "eval_loss", labels, t("eval loss"), "runs.chart_eval")
     st.subheader(t("Settings that differ"))
     with st.container(key="runs.diff"):
