@@ -32,6 +32,7 @@ PAGES = {
     ],
     t("4 · Train"): [
         st.Page("pages/train.py", title=t("Train"), icon=":material/model_training:", url_path="train"),
+        st.Page("pages/runs.py", title=t("Runs"), icon=":material/stacked_line_chart:", url_path="runs"),
     ],
     t("5 · Use"): [
         st.Page("pages/playground.py", title=t("Playground"), icon=":material/chat:", url_path="playground"),

@@ -179,7 +179,7 @@ def test_strings_translated_at_display_have_chinese_entries():
     from tunelab import jobs
     from tunelab.models.generation import GenerationSettings
     from tunelab.train.config import all_fields
-    from tunelab.ui import chat, compare_widgets, data_actions, data_widgets, generate_widgets, train_widgets
+    from tunelab.ui import chat, compare_widgets, data_actions, data_widgets, generate_widgets, runs_widgets, train_widgets
 
     dynamic = [f.metadata["help"] for _, f in all_fields()]
     dynamic += [f.name.replace("_", " ") for _, f in all_fields()]
@@ -189,6 +189,8 @@ def test_strings_translated_at_display_have_chinese_entries():
     dynamic += [f.metadata["help"] for f in fields(GenerationSettings)]
     dynamic += [generate_widgets.ENDPOINT, chat.NO_MODEL, chat.ENGINE_HELP, *train_widgets.EXPORT_LABELS.values(),
                 *train_widgets.LABELS.values(), *train_widgets.METHOD_LABELS.values()]
+    dynamic += [*runs_widgets.FILTER_LABELS.values(), *runs_widgets.METRIC_LABELS.values(),
+                *runs_widgets.LINEAGE_LABELS.values(), *jobs.FINAL]
     assert [s for s in dynamic if s not in ZH and s not in ("data", "resume from")] == []
 
 
