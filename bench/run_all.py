@@ -1,4 +1,4 @@
-"""`make bench`: run every bench/*_bench.py, then write one overview table to bench/RESULTS.md."""
+"""`make bench`: run every bench/*_bench.py and bench/peers.py, then write one overview table to bench/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def main() -> int:
     for old in (HERE / "results").glob("*.json"):  # the table shows this run's figures only
         old.unlink()
     failed = []
-    for script in sorted(HERE.glob("*_bench.py")):
+    # peers.py: TuneLab against the real LLaMA-Factory (set up once under /tmp/peer; the imitation otherwise)
+    for script in [*sorted(HERE.glob("*_bench.py")), HERE / "peers.py"]:
         print(f"== {script.name}", flush=True)
         if subprocess.call([sys.executable, str(script)], cwd=HERE.parent) != 0:
             failed.append(script.name)
