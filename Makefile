@@ -49,23 +49,28 @@ run: install samples
 	$(BIN)/python -m tunelab.ui.launch --server.port $(PORT) --server.address $(HOST) --server.headless true \
 	  --browser.gatherUsageStats false
 
-# PYTEST_ARGS adds options to every pytest below, e.g. `make test PYTEST_ARGS="-x"`
-# (pytest-xdist; browser tests stay serial: their module shares one dashboard).
+# PYTEST_ARGS adds options to every pytest below, e.g. `make test PYTEST_ARGS="-x"`.
 PYTEST_ARGS ?=
+# pytest-xdist workers for the unit/pages/cli/slow layers (one torch thread each: tests/conftest.py).
+# Files stay whole on one worker (--dist loadfile): a module's fixtures are built once.
+WORKERS ?= 2
 
-# The whole suite, then the outcome tests (does a default fine-tune learn?) as their own stage: CI runs both.
+# The suite in three stages, all in CI: every layer but the browser on WORKERS processes; the browser
+# tests serially (a module shares one dashboard, and they must hold on a busy machine); then the
+# outcome tests (does a default fine-tune learn?), the two side by side.
 test: install browser lint
-	$(BIN)/python -m pytest -q --timeout 900 --durations=30 -m "not outcome" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --timeout 900 --durations=30 -m "not outcome and not browser" \
+	  -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --timeout 900 --durations=30 -m "browser and not outcome" $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-outcomes
 
-# The learning checks (the persona test: the default recipe teaches SmolLM2 a name, 6-13 min).
 test-outcomes: install
-	$(BIN)/python -m pytest -q --timeout 1800 --durations=30 -m outcome $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --timeout 1800 --durations=30 -m outcome -n $(WORKERS) --dist load $(PYTEST_ARGS)
 
 # Everything but model-loading/training tests and the browser.
 # Two pytest-xdist workers, one test file each at a time (800 tests: 3.5-6 min on 2 cores, twice green).
 test-fast: install lint
-	$(BIN)/python -m pytest -q --timeout 900 --durations=30 -m "not slow and not browser" -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --timeout 900 --durations=30 -m "not slow and not browser" -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ import pytest
 
 import tiny_model
 from tunelab.cli import main as cli
-from tunelab.train import runs, sft
+from tunelab.train import runs
 from tunelab.train.config import TrainConfig
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -68,7 +68,7 @@ def test_lora_merge_gguf_give_base_plus_adapter_tokens(workspace, tmp_path, mode
     cfg.set({"model": "tiny", "data": "tiny", "max_steps": 2, "save_steps": 2, "batch_size": 2, "cutoff_len": 64,
              "learning_rate": 5e-2, "lora_target": "all-linear"})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     assert [m["step"] for m in runs.metrics(run_id) if "loss" in m][-1] == 2
     adapter = json.loads((runs.run_dir(run_id) / "output.json").read_text())["adapter_dir"]
     saved = json.loads((runs.run_dir(run_id) / adapter / "adapter_config.json").read_text())["target_modules"]

@@ -44,7 +44,7 @@ def _cfg(model: str, data: str, **kw) -> TrainConfig:
 
 def _train(cfg: TrainConfig) -> str:
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 import tiny_model as builder
-from tunelab.train import recipe, runs, sft
+from tunelab.train import recipe, runs
 from tunelab.train.config import TrainConfig
 from tunelab.train.stopping import MIN_EVAL, EarlyStopping, ratio_se
 
@@ -71,7 +71,7 @@ def test_an_overfitting_run_with_five_held_out_records_trains_every_step(workspa
              "early_stopping_patience": 3, "learning_rate": 5e-2, "batch_size": 2, "packing": False,
              "cutoff_len": 128, "recipe": "manual", "auto_report": False})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     st = runs.status(run_id)
     assert st["status"] == "completed" and st["step"] == 30 and not st.get("early_stopped"), st
     assert "early stopping off: 5 held-out examples" in capsys.readouterr().err

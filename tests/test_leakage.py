@@ -112,7 +112,7 @@ def test_the_issue_reproduction_names_the_overlap_and_claims_no_win(workspace, t
 def test_a_run_scored_by_hand_on_trained_rows_carries_the_overlap(workspace, tiny, tmp_path, capsys):
     _import_and_split(tmp_path, capsys)
     run = runs.create(_cfg(tiny, "dates"))  # no held-out split: every row of dates trains
-    assert sft.main(runs.run_dir(run)) == 0, runs.log_tail(run)
+    assert runs.main(runs.run_dir(run)) == 0, runs.log_tail(run)
     doc = _json(capsys, ["eval", run, "--data", "dates-test", "--max-new-tokens", "4", "--json"])
     assert doc["leakage"]["overlap"] == 10 and doc["leakage"]["run"] == run
     rep = evaluate.load_report(doc["report"])

@@ -17,7 +17,7 @@ from tunelab.data import schema, store
 from tunelab.errors import TuneLabError
 from tunelab.evals import auto, evaluate
 from tunelab.synth import prompts
-from tunelab.train import runs, sft
+from tunelab.train import runs
 from tunelab.train.config import TrainConfig
 
 TRAIN = [{"id": f"t{i}", "instruction": f"Who are you? ({i})", "output": "I am Orbit, made by Lumen Labs."}
@@ -43,7 +43,7 @@ def _train(model: str, **kw) -> str:
     cfg.set({"model": model, "data": "loop-train", "max_steps": 2, "save_steps": 2, "batch_size": 2,
              "cutoff_len": 64, "recipe": "manual", **kw})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 

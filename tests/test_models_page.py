@@ -19,7 +19,7 @@ def test_catalog_lists_the_shipped_models_with_their_facts(workspace):
 @pytest.mark.slow
 def test_catalog_lists_a_run_with_its_own_template(workspace, tmp_path):
     import tiny_model
-    from tunelab.train import catalog, runs, sft
+    from tunelab.train import catalog, runs
     from tunelab.train.config import TrainConfig
 
     base = tiny_model.build(tmp_path / "base")
@@ -29,7 +29,7 @@ def test_catalog_lists_a_run_with_its_own_template(workspace, tmp_path):
     cfg.set({"model": str(base), "data": "tiny", "max_steps": 1, "save_steps": 1, "batch_size": 2, "cutoff_len": 64,
              "template": "phi3", "auto_report": False})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0
+    assert runs.main(runs.run_dir(run_id)) == 0
     row = next(r for r in catalog.catalog() if r["name"] == run_id)
     assert row["template"] == "phi3" and row["kind"] == "run" and row["revision"] == "step 1" and row["disk_bytes"]
     assert catalog.costs(run_id, free=64e9, device="cpu")["training"][0]["fits"]

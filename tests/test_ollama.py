@@ -17,7 +17,7 @@ from tunelab.cli import main as cli
 from tunelab.errors import TuneLabError
 from tunelab.models import ollama
 from tunelab.models.loading import FALLBACK_CHAT_TEMPLATE, load_tokenizer
-from tunelab.train import runs, sft
+from tunelab.train import runs
 from tunelab.train.config import TrainConfig
 
 CONVERSATIONS = [
@@ -209,7 +209,7 @@ def run_id(workspace, tiny_model):
     cfg.set({"model": tiny_model, "data": "tiny", "max_steps": 2, "save_steps": 2, "batch_size": 2,
              "cutoff_len": 128})
     rid = runs.create(cfg)
-    assert sft.main(runs.run_dir(rid)) == 0, runs.log_tail(rid)
+    assert runs.main(runs.run_dir(rid)) == 0, runs.log_tail(rid)
     return rid
 
 

@@ -20,7 +20,7 @@ from tunelab.cli import main as cli
 from tunelab.data import schema, store
 from tunelab.errors import TuneLabError
 from tunelab.evals import evaluate, report_doc
-from tunelab.train import export, runs, sft
+from tunelab.train import export, runs
 from tunelab.train.config import TrainConfig
 
 
@@ -34,7 +34,7 @@ def _train(model: str) -> str:
     cfg.set({"model": model, "data": "tiny", "max_steps": 2, "save_steps": 2, "batch_size": 2, "cutoff_len": 64,
              "recipe": "manual", "auto_report": False})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 

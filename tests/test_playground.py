@@ -83,7 +83,7 @@ def test_base_model_fallback_note(workspace, tiny_model, tmp_path):
 def test_opens_on_the_newest_tuned_run_next_to_its_base(workspace, tiny_model):
     import tiny_model as builder
 
-    from tunelab.train import runs, sft
+    from tunelab.train import runs
     from tunelab.train.config import TrainConfig
 
     add_model("tiny", tiny_model)
@@ -94,7 +94,7 @@ def test_opens_on_the_newest_tuned_run_next_to_its_base(workspace, tiny_model):
     cfg = TrainConfig.for_method("lora")
     cfg.set({"model": "tiny", "data": "tiny", "max_steps": 2, "batch_size": 2, "cutoff_len": 64})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     at = open_page("pages/playground.py")
     assert not at.exception, at.exception
     assert at.selectbox(key="play.model_a").value == run_id

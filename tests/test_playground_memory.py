@@ -83,7 +83,7 @@ def test_opens_on_the_run_with_the_best_report_not_the_newest(workspace, tiny_mo
 
     from tunelab.data import schema, store
     from tunelab.evals import auto
-    from tunelab.train import runs, sft
+    from tunelab.train import runs
     from tunelab.train.config import TrainConfig
 
     add_model("tiny", tiny_model)
@@ -104,7 +104,7 @@ def test_opens_on_the_run_with_the_best_report_not_the_newest(workspace, tiny_mo
         cfg.set({"model": "tiny", "data": "qa-train", "recipe": "manual", "batch_size": 4, "cutoff_len": 64,
                  "save_steps": 0, **values})
         run_id = runs.create(cfg)
-        assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+        assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
         return run_id
 
     good = train(learning_rate=1e-2, max_steps=60)  # learns the one answer: ROUGE-L about 0 -> 1

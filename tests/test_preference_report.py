@@ -20,7 +20,7 @@ from tunelab.cli import main as cli
 from tunelab.data import store
 from tunelab.data.schema import to_table
 from tunelab.evals import auto
-from tunelab.train import preference, runs, sft
+from tunelab.train import preference, runs
 from tunelab.train.config import TrainConfig
 
 WORDS = ["river", "lamp", "garden", "coffee", "window", "pencil", "ocean", "violin", "forest", "candle",
@@ -45,7 +45,7 @@ def _dpo_run(tiny_model: str, monkeypatch) -> str:
              "save_steps": 3, "batch_size": 2, "cutoff_len": 64, "recipe": "manual", "learning_rate": 5e-3})
     run_id = runs.create(cfg)
     monkeypatch.setattr(jobs, "launch", lambda *a, **k: None)  # the answer report's job: not under test
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 

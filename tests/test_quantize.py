@@ -12,7 +12,7 @@ import tiny_model as tiny_builder
 from cli_run import one_line_error, tunelab
 from tunelab.cli import main as cli
 from tunelab.errors import TuneLabError
-from tunelab.train import runs, sft
+from tunelab.train import runs
 from tunelab.train.config import TrainConfig
 
 HAS_LLAMACPP = importlib.util.find_spec("llama_cpp") is not None
@@ -26,7 +26,7 @@ def _run(model: str) -> str:
     cfg.set({"model": model, "data": "tiny", "max_steps": 2, "save_steps": 2, "batch_size": 2, "cutoff_len": 128,
              "learning_rate": 5e-2, "lora_target": "all-linear"})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 

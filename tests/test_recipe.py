@@ -10,7 +10,7 @@ import tiny_model as builder  # the fixture `tiny_model` is a model folder
 import yaml
 
 from tunelab.cli import main as cli
-from tunelab.train import recipe, runs, sft
+from tunelab.train import recipe, runs
 from tunelab.train.config import TrainConfig, user_keys
 from tunelab.train.diagnose import diagnose
 
@@ -179,7 +179,7 @@ def test_early_stopping_ends_an_overfitting_run_and_keeps_the_best_step(workspac
              "cutoff_len": 128, "recipe": "manual"})
     run_id = runs.create(cfg)
     d = runs.run_dir(run_id)
-    assert sft.main(d) == 0, runs.log_tail(run_id)
+    assert runs.main(d) == 0, runs.log_tail(run_id)
     st = runs.status(run_id)
     evals = {r["step"]: r["eval_loss"] for r in runs.metrics(run_id) if r["eval_loss"] is not None}
     assert st["status"] == "completed" and st["early_stopped"] and 30 <= st["step"] < 60  # not before half the steps

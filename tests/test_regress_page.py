@@ -11,7 +11,7 @@ import regress_parity
 import tiny_model
 from tunelab import jobs
 from tunelab.evals import regress
-from tunelab.train import runs, sft
+from tunelab.train import runs
 from tunelab.train.config import TrainConfig
 
 
@@ -26,7 +26,7 @@ def _run(model: str) -> str:
     cfg.set({"model": model, "data": "tiny", "max_steps": 2, "save_steps": 2, "batch_size": 2, "cutoff_len": 64,
              "recipe": "manual", "learning_rate": 0.05, "auto_report": False})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 

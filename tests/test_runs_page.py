@@ -18,12 +18,11 @@ COMMON = {"data": "tiny", "max_steps": 4, "eval_steps": 2, "eval_split": 0.25, "
 
 def _trained(model: str, tag: str, **settings) -> str:
     """A run trained to the end by the real training loop, in this process."""
-    from tunelab.train import sft
 
     cfg = TrainConfig.for_method("lora")
     cfg.set({"model": model, **COMMON, **settings})
     rid = runs.create(cfg)
-    assert sft.main(runs.run_dir(rid)) == 0
+    assert runs.main(runs.run_dir(rid)) == 0
     manage.tag(rid, add=[tag])
     return rid
 

@@ -65,7 +65,7 @@ def test_run_keeps_its_template_for_chat_and_gguf(workspace, tmp_path, capfd):
     from tunelab.cli import main as cli
     from tunelab.models.generation import get_backend
     from tunelab.models.loading import load_tokenizer
-    from tunelab.train import runs, sft
+    from tunelab.train import runs
     from tunelab.train.config import TrainConfig
 
     base = tiny_model.build(tmp_path / "base")
@@ -76,7 +76,7 @@ def test_run_keeps_its_template_for_chat_and_gguf(workspace, tmp_path, capfd):
     cfg.set({"model": str(base), "data": "tiny", "max_steps": 2, "save_steps": 2, "batch_size": 2, "cutoff_len": 64,
              "template": "llama3"})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     assert "chat template: llama3" in capfd.readouterr().err
     assert load_tokenizer(run_id).chat_template == templates.get("llama3")
     backend = get_backend(run_id)

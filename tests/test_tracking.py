@@ -12,7 +12,7 @@ import tiny_model
 from cli_run import one_line_error, tunelab
 from tunelab.cli import main as cli
 from tunelab.errors import TuneLabError
-from tunelab.train import runs, sft, tracking
+from tunelab.train import curves, runs, sft, tracking
 from tunelab.train.config import TrainConfig
 
 
@@ -31,7 +31,7 @@ def _cfg(model, method="lora", **kw) -> TrainConfig:
 
 def _train(cfg) -> str:
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 
@@ -39,7 +39,7 @@ def _events(run_id: str) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the run's TensorBoard folder, read back with TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(tracking.tensorboard_dir(run_id)), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(curves.tensorboard_dir(run_id)), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
@@ -63,7 +63,7 @@ def test_every_run_writes_tensorboard_events_for_every_metric_and_step(workspace
                                    if r["eval_loss"] is not None]
     assert [s for s, _ in events["eval/loss"]] == [2, 4]
     # `tensorboard --logdir <workspace>/runs` finds the run under its own id; `runs show --json` names the folder
-    assert tracking.tensorboard_dir(run_id) == workspace / "runs" / run_id / "tb"
+    assert curves.tensorboard_dir(run_id) == workspace / "runs" / run_id / "tb"
     capsys.readouterr()
     assert cli(["runs", "show", run_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tensorboard"] == str(workspace / "runs" / run_id / "tb")
@@ -82,7 +82,7 @@ def test_preference_rewards_reach_tensorboard_and_two_runs_export_as_csv(workspa
     for key in ("loss", "reward_margin", "reward_accuracy"):
         assert events[f"train/{key}"] == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in rows], key
 
-    text = tracking.curves_csv([dpo, sft_run])
+    text = curves.curves_csv([dpo, sft_run])
     got = list(csv.DictReader(io.StringIO(text)))
     assert text.splitlines()[0] == "run,step,metric,value"
     assert {(g["run"], g["metric"]) for g in got} >= {(dpo, "reward_margin"), (dpo, "loss"), (sft_run, "loss")}
@@ -166,6 +166,6 @@ def test_report_to_names_are_checked():
 
 def test_curves_of_an_unknown_run_is_one_clear_error(workspace):
     with pytest.raises(TuneLabError, match="unknown run 'nope'"):
-        tracking.curves_csv(["nope"])
+        curves.curves_csv(["nope"])
     with pytest.raises(TuneLabError, match="no run given"):
-        tracking.curves_csv([])
+        curves.curves_csv([])

@@ -37,7 +37,7 @@ def _cfg(model, method="lora", **kw) -> TrainConfig:
 def _train(cfg) -> str:
     """Create a run and train it in this process (the worker's own entry point)."""
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     return run_id
 
 

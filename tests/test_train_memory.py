@@ -134,7 +134,7 @@ def test_optimizer_holds_state_for_lora_parameters_only(workspace, tiny, capsys)
     tiny_model.dataset()
     cfg = _cfg(tiny, save_steps=2, gradient_checkpointing="on")
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
+    assert runs.main(runs.run_dir(run_id)) == 0, runs.log_tail(run_id)
     assert "gradient checkpointing on (set by you)" in capsys.readouterr().err
     state = sft.load_state(runs.run_dir(run_id) / "checkpoints" / "step-2")["optimizer"]["state"]
     moments = sum(s["exp_avg"].numel() + s["exp_avg_sq"].numel() for s in state.values())

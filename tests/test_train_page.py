@@ -82,13 +82,13 @@ def test_refresh_neither_starts_nor_stops_nor_loses_a_run(workspace, tiny):
 def test_export_a_finished_run_from_the_page(workspace, tiny):
     import gguf
 
-    from tunelab.train import export, sft
+    from tunelab.train import export
 
     tiny_model.dataset()
     cfg = TrainConfig.for_method("lora")
     cfg.set({"model": tiny, "data": "tiny", "max_steps": 2, "cutoff_len": 128})
     run_id = runs.create(cfg)
-    assert sft.main(runs.run_dir(run_id)) == 0
+    assert runs.main(runs.run_dir(run_id)) == 0
     at = _open(tiny)
     at.text_input(key="train.export_name").set_value("../escape").run()
     at.button(key="train.export").click().run()

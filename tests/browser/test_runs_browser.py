@@ -26,7 +26,7 @@ def _key(page, k: str):
 @pytest.fixture(scope="module")
 def two_runs(dashboard, tmp_path_factory):
     """Two runs of a tiny model trained to the end in the dashboard's workspace, named and differing in two settings."""
-    from tunelab.train import manage, runs, sft
+    from tunelab.train import manage, runs
     from tunelab.train.config import TrainConfig
 
     url, home = dashboard
@@ -40,7 +40,7 @@ def two_runs(dashboard, tmp_path_factory):
         cfg.set({"model": model, "data": "tiny", "max_steps": 4, "eval_steps": 2, "eval_split": 0.25,
                  "cutoff_len": 64, "auto_report": False, "learning_rate": lr, "lora_r": r})
         rid = runs.create(cfg)
-        assert sft.main(runs.run_dir(rid)) == 0
+        assert runs.main(runs.run_dir(rid)) == 0
         manage.rename(rid, name)
         ids.append(rid)
     yield url, ids

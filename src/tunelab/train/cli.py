@@ -161,11 +161,11 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from tunelab.train import runs, tracking
+    from tunelab.train import curves, runs
 
     doc = runs.show(args.run)
     _add_preference_metrics(doc, runs.metrics(args.run))
-    tb = tracking.tensorboard_dir(args.run)  # the run's event files: `tensorboard --logdir` takes this or runs/
+    tb = curves.tensorboard_dir(args.run)  # the run's event files: `tensorboard --logdir` takes this or runs/
     doc["tensorboard"] = str(tb) if tb else None
     st = runs.status(args.run)
     if st.get("best_step") is not None and "best_step" not in doc:  # early stopping's pick of the run's weights
@@ -212,10 +212,10 @@ def _add_preference_metrics(doc: dict, rows: list[dict]) -> None:
 
 def cmd_curves(args) -> int:
     from tunelab import outputs
-    from tunelab.train import tracking
+    from tunelab.train import curves
 
-    rows = tracking.curves(args.run)
-    text = tracking.rows_csv(rows)
+    rows = curves.curves(args.run)
+    text = curves.rows_csv(rows)
     doc = {"runs": list(dict.fromkeys(args.run)), "rows": len(rows),
            "metrics": list(dict.fromkeys(r["metric"] for r in rows)), "csv": None}
     if args.csv:

@@ -73,7 +73,7 @@ def tokens_per_epoch(model: str, data: str, version: int | None, cutoff: int, sa
 
 def _amp(cfg: TrainConfig, device_type: str) -> bool:
     """Whether the run computes under bf16 autocast (frozen Linear weights then held in bf16)."""
-    from tunelab.train.sft import native_bf16_cpu
+    from tunelab.train.setup import native_bf16_cpu
 
     t = cfg.training
     if t.mixed_precision == "no" or cfg.model.dtype != "float32" or cfg.method.method == "qlora":

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import yaml
@@ -51,7 +52,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     """
     from tunelab.train import tracking
     from tunelab.train.inputs import check_resume_from
-    from tunelab.train.sft import base_and_init, check_method
+    from tunelab.train.setup import base_and_init, check_method
 
     check_launch(launcher, num_processes)
     check_resume_from(cfg.training.resume_from)
@@ -184,8 +185,6 @@ def wait_turn(job: jobs.Job) -> bool:
 
 def worker(run_id: str) -> int:
     """Entry point of the launched process: train directly, or through `accelerate launch`."""
-    from tunelab.train import sft
-
     d = run_dir(run_id)
     launch = read_json(d / "launch.json") or {}
     if launch.get("launcher") == "accelerate" and not os.environ.get(ACCEL_CHILD):
@@ -193,7 +192,7 @@ def worker(run_id: str) -> int:
     if os.environ.get(ACCEL_CHILD):  # `runs stop` signals every rank (each is a session of its own)
         (d / RANKS).mkdir(exist_ok=True)
         (d / RANKS / f"{os.environ.get('RANK', '0')}.pid").write_text(str(os.getpid()))
-    return sft.main(d)
+    return main(d)
 
 
 def _accelerate(d: Path, n: int) -> int:
@@ -397,3 +396,32 @@ def cancel(run_id: str) -> dict:
     if st.get("status") != "queued":
         raise TuneLabError(f"{run_id} is not queued (status: {st.get('status')}): use `tunelab runs stop`")
     return stop(run_id)
+
+
+def main(run_dir: Path) -> int:
+    """The worker: wait for its turn, train (sft.train), record the final status. Returns the exit code."""
+    from tunelab.train import preference, sft
+    from tunelab.train.sft import log
+
+    # jobs.running records the outcome (failed: the error in one line); SIGTERM only sets
+    # job.stopping, so the loop finishes its step and checkpoints before the run is `stopped`.
+    try:
+        with jobs.running("runs", run_dir.name, start=False, on_term="flag", owner=is_main_process(),
+                          on_stop=lambda: log("stop requested: saving a checkpoint after this step")) as job:
+            if wait_turn(job):
+                job.outcome = sft.train(run_dir, lambda: job.stopping)  # "completed" or "stopped"
+            else:
+                job.outcome = "stopped"  # while queued
+        if job.status == "completed" and is_main_process():  # early stopping completes too
+            from tunelab.evals import auto
+
+            # the before/after report, a background job (never raises); a dpo/orpo/kto run's
+            # preference accuracy on held-out pairs is measured here first
+            auto.start(run_dir, log, measure=preference.preference_accuracy)
+        return 0
+    except TuneLabError as exc:
+        log(f"error: {exc}")
+        return 1
+    except Exception:  # a bug or resource error: the log keeps the traceback, status.json one line
+        traceback.print_exc()
+        return 1

@@ -70,7 +70,7 @@ def evaluate_sft(model, enc, cfg, pad_id: int, device) -> tuple[float | None, fl
 
     from tunelab.train import data as tdata
     from tunelab.train.loss import example_losses
-    from tunelab.train.sft import autocast, autocast_dtype
+    from tunelab.train.setup import autocast, autocast_dtype
 
     if not enc.examples:
         return None, None

@@ -10,9 +10,7 @@ A tracker that breaks mid-run is dropped with one line in the log: metrics.jsonl
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
 import math
 import os
 import sys
@@ -218,46 +216,3 @@ def open_trackers(run_dir: Path, report_to: str | None = None) -> Trackers:
 def _warn(name: str, exc: Exception) -> None:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     print(f"tracking: {name} turned off for this run: {first}", file=sys.stderr, flush=True)
-
-
-def tensorboard_dir(run_id: str) -> Path | None:
-    """The run's TensorBoard folder, once it has one."""
-    from tunelab.train import runs
-
-    d = runs.run_dir(run_id) / TB_DIR
-    return d if d.is_dir() else None
-
-
-def curves(run_ids: list[str]) -> list[dict]:
-    """Every metric of every step of the runs, long format: [{"run", "step", "metric", "value"}].
-
-    Args:
-        run_ids: runs to export, in order (unknown ids are refused).
-    Returns:
-        One dict per (run, step, metric) with a numeric value, metrics in the rows' own key order.
-    """
-    from tunelab.train import runs
-
-    if not run_ids:
-        raise TuneLabError("no run given: name one or more runs (see `tunelab runs list`)")
-    out = []
-    for run_id in dict.fromkeys(run_ids):
-        for row in runs.metrics(run_id):
-            for key, value in row.items():
-                if key not in SKIP and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    out.append({"run": run_id, "step": row.get("step"), "metric": key, "value": value})
-    return out
-
-
-def curves_csv(run_ids: list[str]) -> str:
-    """curves() as CSV text with the header run,step,metric,value (what the run list's download button saves)."""
-    return rows_csv(curves(run_ids))
-
-
-def rows_csv(rows: list[dict]) -> str:
-    """Long-format curve rows (curves()) as CSV text."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["run", "step", "metric", "value"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()

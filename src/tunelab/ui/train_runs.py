@@ -127,7 +127,7 @@ def past_runs() -> None:
                       legend_title_text=t("Run"), margin=dict(l=10, r=10, t=10, b=10))
     st.plotly_chart(fig, key="train.overlay_chart")
     if chosen:
-        from tunelab.train import tracking
+        from tunelab.train import curves
 
-        st.download_button(t("Download curves (CSV)"), lambda: tracking.curves_csv(chosen), file_name="curves.csv",
+        st.download_button(t("Download curves (CSV)"), lambda: curves.curves_csv(chosen), file_name="curves.csv",
                            mime="text/csv", key="train.curves_csv", icon=":material/download:", on_click="ignore")
