@@ -114,3 +114,65 @@ def test_cancel_and_front_reorder_the_queue(workspace, tiny_model):
     rows = {r["run"]: r for r in runs.list_runs()}
     assert rows[ids[1]]["status"] == "stopped" and "position" not in rows[ids[1]]
     assert rows[ids[2]]["position"] == 1 and rows[ids[0]]["position"] == 2
+
+
+def _trial(number: int, run: str, value: float, status: str = "completed") -> dict:
+    return {"number": number, "run": run, "params": {}, "status": status, "value": value, "duration_s": 1.0,
+            "error": None}
+
+
+def _rows(*evals: tuple[float, float]) -> list[dict]:
+    """A run's metrics rows: training rows without an evaluation, then (eval_loss, eval_loss_se) ones."""
+    return [{"step": 1, "loss": 3.0, "eval_loss": None}] + [
+        {"step": i + 2, "loss": 2.0, "eval_loss": loss, "eval_loss_se": se} for i, (loss, se) in enumerate(evals)]
+
+
+def _oracle(loss_b: float, se_b: float, loss_s: float, se_s: float) -> tuple[float, float]:
+    """(z, two-sided p) written out with scipy's cdf, independently of sweep_stats."""
+    from scipy import stats
+
+    z = (loss_s - loss_b) / (se_b ** 2 + se_s ** 2) ** 0.5
+    return z, 2 * (1 - stats.norm.cdf(abs(z)))
+
+
+def test_best_vs_second_identical_runs_are_not_significant():
+    from tunelab.train import sweep_stats
+
+    metrics = {"run-a": _rows((2.5, 0.1), (2.31, 0.08)), "run-b": _rows((2.6, 0.1), (2.31, 0.08))}
+    trials = [_trial(0, "run-a", 2.31), _trial(1, "run-b", 2.31), _trial(2, "run-c", 1.0, "pruned")]
+    doc = sweep_stats.best_vs_second(trials, metrics.__getitem__)
+    assert doc["diff"] == 0 and doc["z"] == 0 and doc["p"] == pytest.approx(1.0)
+    assert doc["se"] == pytest.approx((2 * 0.08 ** 2) ** 0.5) and doc["significant"] is False
+    assert doc["sentence"].startswith(f"Trial {doc['best']} is not significantly better than trial {doc['second']}")
+    assert "p = 1" in doc["sentence"]
+
+
+def test_best_vs_second_planted_better_run_is_significant_and_matches_scipy():
+    from tunelab.train import sweep_stats
+
+    metrics = {"good": _rows((1.9, 0.05), (1.50, 0.03)), "near": _rows((2.0, 0.05), (1.56, 0.04)),
+               "bad": _rows((2.1, 0.05), (2.20, 0.04))}
+    trials = [_trial(0, "bad", 2.20), _trial(1, "good", 1.50), _trial(2, "near", 1.56)]
+    doc = sweep_stats.best_vs_second(trials, metrics.__getitem__)
+    assert (doc["best"], doc["second"]) == (1, 2)  # the two lowest, whatever their order in the study
+    z, p = _oracle(1.50, 0.03, 1.56, 0.04)
+    assert doc["z"] == pytest.approx(z) and doc["p"] == pytest.approx(p)
+    assert doc["significant"] is False and p >= 0.05  # 0.06 apart with SE 0.05: noise, said so
+    assert "not significantly better than trial 2 (diff 0.0600 ± 0.0500" in doc["sentence"]
+
+    metrics["near"] = _rows((2.0, 0.05), (1.90, 0.02))  # planted: clearly worse than 1.50 ± 0.03
+    trials[2]["value"] = 1.90
+    doc = sweep_stats.best_vs_second(trials, metrics.__getitem__)
+    z, p = _oracle(1.50, 0.03, 1.90, 0.02)
+    assert doc["z"] == pytest.approx(z) and doc["p"] == pytest.approx(p, abs=1e-12) and p < 1e-6
+    assert doc["significant"] is True and doc["sentence"].startswith("Trial 1 is significantly better than trial 2")
+
+
+def test_best_vs_second_needs_two_completed_trials_and_standard_errors():
+    from tunelab.train import sweep_stats
+
+    metrics = {"a": _rows((1.5, 0.03)), "b": [{"step": 2, "loss": 2.0, "eval_loss": 1.7}]}  # b: an old run, no SE
+    assert sweep_stats.best_vs_second([_trial(0, "a", 1.5), _trial(1, "b", 1.7, "pruned")], metrics.__getitem__) is None
+    doc = sweep_stats.best_vs_second([_trial(0, "a", 1.5), _trial(1, "b", 1.7)], metrics.__getitem__)
+    assert doc["se"] is None and doc["p"] is None and doc["significant"] is False
+    assert "no test possible" in doc["sentence"]

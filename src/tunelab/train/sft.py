@@ -361,11 +361,13 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
             else:
                 eval_loss, eval_se = evaluate_sft(model, eval_enc, cfg, tok.pad_token_id, accel.device)
         if eval_loss is not None:  # every rank evaluates the same examples: agree, so early stopping agrees
+            known_se = eval_se is not None  # too few examples for a standard error: it stays unknown (None)
             eval_loss, eval_se = (v / world for v in all_ranks(accel, [eval_loss, eval_se or 0.0]))
+            eval_se = eval_se if known_se else None
         new_best, early = stop.update(step, eval_loss, eval_se)
         if main:
-            row = {"step": step, "loss": round(total, 6), "eval_loss": eval_loss, "learning_rate": lr,
-                   "grad_norm": round(grad_norm, 6), "tokens": int(tokens),
+            row = {"step": step, "loss": round(total, 6), "eval_loss": eval_loss, "eval_loss_se": eval_se,
+                   "learning_rate": lr, "grad_norm": round(grad_norm, 6), "tokens": int(tokens),
                    "tokens_per_s": round(tokens / seconds, 1),
                    "epoch": round(step / steps_per_epoch, 3), "time": time.time()}
             if pref:  # every preference row carries its reward metrics (eval_ ones when evaluated)

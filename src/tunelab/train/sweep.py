@@ -73,6 +73,24 @@ def parse_param(text: str) -> dict:
     return {"name": name, "type": "choice", "choices": choices}
 
 
+def parse_settings(lines: list[str]) -> dict:
+    """`NAME=VALUE` lines (the Runs page's fixed settings): train settings every trial shares, type-checked."""
+    from tunelab.train.config import TrainConfig, all_fields
+
+    known = {f.name for _, f in all_fields()} - {"model", "data"}
+    given = {}
+    for line in lines:
+        name, sep, value = str(line).partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in known:
+            raise TuneLabError(f"setting {line!r}: use NAME=VALUE with a training setting's name (see `tunelab train --help`)")
+        given[name] = value.strip()
+    cfg = TrainConfig.for_method(given.get("method") or "lora")
+    cfg.set(given)  # a bad value: one line now, not when the first trial starts
+    flat = cfg.flat()
+    return {k: flat[k] for k in given}
+
+
 def _scalar(s: str):
     for conv in (int, float):
         try:
@@ -343,7 +361,10 @@ STATE_NAMES = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "R
 
 
 def show(sweep_id: str) -> dict:
-    """{"sweep", "status", "spec", "trials": [{"number", "run", "params", "status", "value"}], "best"}."""
+    """{"sweep", "status", ..., "trials": [{"number", "run", "params", "status", "value", "duration_s", "error"}],
+    "best", "best_vs_second"} (the last: train/sweep_stats.py, None until two trials completed)."""
+    from tunelab.train import runs, sweep_stats
+
     d = sweep_dir(sweep_id)
     spec = read_json(d / "spec.json")
     study = load_study(sweep_id)
@@ -362,7 +383,8 @@ def show(sweep_id: str) -> dict:
     best = min(done, key=lambda r: r["value"]) if done else None
     st = jobs.read_status(d) or {}
     return {"sweep": sweep_id, "status": st.get("status"), "metric": spec["metric"], "trials_wanted": spec["trials"],
-            "model": spec["model"], "data": spec["data"], "trials": rows, "best": best}
+            "model": spec["model"], "data": spec["data"], "trials": rows, "best": best,
+            "best_vs_second": sweep_stats.best_vs_second(rows, runs.metrics)}
 
 
 def list_sweeps() -> list[dict]:

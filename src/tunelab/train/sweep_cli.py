@@ -105,6 +105,8 @@ def cmd_sub(args) -> int:
             lines.append(f"  #{t['number']:<3} {t['status']:<9} {v:>8}  {t['run'] or '-'}  {t['params']}")
         if o["best"]:
             lines.append(f"best: #{o['best']['number']} {o['best']['run']} {o['best']['value']:.4f}")
+        if o.get("best_vs_second"):
+            lines.append(o["best_vs_second"]["sentence"])
         return "\n".join(lines)
 
     emit(doc, args.json, human)
