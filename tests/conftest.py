@@ -64,7 +64,7 @@ LAYERS = {
               "test_compare_page.py", "test_generate_page.py", "test_train_page.py", "test_playground.py",
               "test_ui_hardening.py", "test_feedback.py", "test_serve_panel.py", "test_vote_page.py",
               "test_regress_page.py", "test_models_page.py", "test_train_form_checks.py", "test_playground_memory.py",
-              "test_compare_stats_page.py", "test_hub_search.py", "test_runs_page.py"),
+              "test_compare_stats_page.py", "test_hub_search.py", "test_runs_page.py", "test_sweep_page.py"),
     "reliability": ("test_reliability.py", "test_import_fuzz.py", "test_import_hardening.py",
                     "test_store_hardening.py", "test_sql_hardening.py", "test_pickle_and_jobs.py",
                     "test_jobs_lifecycle.py", "test_job_pids.py", "test_damaged_files.py"),

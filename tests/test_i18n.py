@@ -178,8 +178,10 @@ def test_strings_translated_at_display_have_chinese_entries():
 
     from tunelab import jobs
     from tunelab.models.generation import GenerationSettings
+    from tunelab.train import sweep, sweep_stats
     from tunelab.train.config import all_fields
-    from tunelab.ui import chat, compare_widgets, data_actions, data_widgets, generate_widgets, runs_widgets, train_widgets
+    from tunelab.ui import (chat, compare_widgets, data_actions, data_widgets, generate_widgets, runs_widgets,
+                            sweep_widgets, train_widgets)
 
     dynamic = [f.metadata["help"] for _, f in all_fields()]
     dynamic += [f.name.replace("_", " ") for _, f in all_fields()]
@@ -191,6 +193,8 @@ def test_strings_translated_at_display_have_chinese_entries():
                 *train_widgets.LABELS.values(), *train_widgets.METHOD_LABELS.values()]
     dynamic += [*runs_widgets.FILTER_LABELS.values(), *runs_widgets.METRIC_LABELS.values(),
                 *runs_widgets.LINEAGE_LABELS.values(), *jobs.FINAL]
+    dynamic += [*sweep_widgets.PRUNER_LABELS.values(), *sweep_widgets.COLUMNS.values(), *sweep_stats.TEMPLATES,
+                *sweep.STATE_NAMES.values()]
     assert [s for s in dynamic if s not in ZH and s not in ("data", "resume from")] == []
 
 
