@@ -41,36 +41,18 @@ import time
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
-from tunelab.data import store
+from tunelab.data import search_build, store
 from tunelab.data.browse import fields_sql as _fields_sql
 from tunelab.data.highlight import parse_query, phrase_pattern
 from tunelab.data.browse import reader as _reader
 from tunelab.data.browse import select as _select
 from tunelab.data.browse import sql_str as _sql_str
-from tunelab.data.schema import FIELDS, PREFERENCE_FIELDS, SEARCH_FIELDS, TEXT_FIELDS, PublicRecord, public
-from tunelab.data.stopwords import ENGLISH as STOPWORDS
+from tunelab.data.schema import SEARCH_FIELDS, TEXT_FIELDS, PublicRecord, public
+from tunelab.data.stopwords import ENGLISH as STOPWORDS  # noqa: F401 (the list the build drops)
+from tunelab.data.search_build import BATCH, IGNORE, INDEXED, _segment_column, _tokens  # noqa: F401
 from tunelab.errors import TuneLabError
-from tunelab.text import CJK_RE2, segment
-
-# Indexed text: the text fields (a pair's two answers too) plus the flattened history (earlier
-# turns of a conversation).
-INDEXED = (*TEXT_FIELDS, "history")
-IGNORE = r"(\.|[^\p{L}\p{N}])+"  # the tokenizer keeps letters of every script, not only a-z
-BATCH = 65536
-
-
-def _segment_column(arr: pa.Array) -> pa.Array:
-    """Segment a string column, touching in Python only the rows that hold CJK text."""
-    import pyarrow.compute as pc
-
-    arr = pc.fill_null(arr, "")
-    has_cjk = pc.match_substring_regex(arr, CJK_RE2)
-    if not pc.any(has_cjk).as_py():
-        return arr
-    segmented = [segment(v) for v in pc.filter(arr, has_cjk).to_pylist()]
-    return pc.replace_with_mask(arr, has_cjk, pa.array(segmented, arr.type))
+from tunelab.text import segment
 
 
 @functools.lru_cache(maxsize=8)
@@ -120,16 +102,7 @@ def build_index(name: str, version: int | None = None) -> Path:
     started = time.perf_counter()
     sys.stderr.write(f"building the search index of {name} (once per version)...\n")
     try:
-        # On disk: memory stays bounded. Insertion order kept: impacts is stored in ranking order.
-        with duckdb.connect(str(tmp / "build.duckdb"), config={"preserve_insertion_order": True}) as con:
-            con.execute(_BUILD_TABLES)
-            con.execute("INSERT INTO stopwords SELECT unnest(?::VARCHAR[])", [sorted(STOPWORDS)])
-            docs = _fill(con, source, tmp)
-            con.execute(f"ATTACH {_sql_str(tmp / 'index.duckdb')} AS out")
-            fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
-            con.execute(_INDEX_TABLES.format(docs=int(docs), fields=fields))
-            con.execute("DETACH out")
-        (tmp / "build.duckdb").unlink()
+        search_build.build(source, tmp)
         with contextlib.suppress(OSError):  # another process renamed the same index in first
             tmp.rename(target)
     finally:
@@ -138,128 +111,6 @@ def build_index(name: str, version: int | None = None) -> Path:
     return target
 
 
-def _tokens(expr: str) -> str:
-    """SQL for the fts extension's tokenizer (its `tokenize` macro), written out, applied to expr.
-
-    After the replace only single spaces separate words (every blank is in IGNORE), so a plain
-    split on ' ' matches the extension's split on '\\s+'; the empty strings at the ends are dropped
-    by the callers.
-    """
-    return f"string_split(regexp_replace(lower(strip_accents({expr})), '{IGNORE}', ' ', 'g'), ' ')"
-
-
-# Working tables of a build (in build.duckdb, deleted afterwards). words maps every distinct word
-# to its Porter stem once, so the stemmer runs per vocabulary entry, not per token; termid is NULL
-# for stopwords.
-_BUILD_TABLES = """
-CREATE TABLE stopwords (word VARCHAR);
-CREATE TABLE words (word VARCHAR, term VARCHAR, termid INTEGER);
-CREATE TABLE terms (termid INTEGER, term VARCHAR);
-CREATE TABLE postings (termid INTEGER, fieldid UTINYINT, rid BIGINT, tf INTEGER, len INTEGER);
-CREATE TABLE dfs (termid INTEGER, df BIGINT);
-CREATE TABLE lengths (len BIGINT);
-"""
-
-# One batch of segmented records (Arrow table `seg`) into postings: tokens, then the words not
-# seen in earlier batches (stemmed in Python, Arrow table `stems`), numbered, then tf per (term,
-# field, record) and the record's length over all fields. df is counted per batch and summed at
-# the end (batches hold disjoint records).
-_BATCH_TOKENS_SQL = """
-CREATE OR REPLACE TEMP TABLE tokens AS SELECT * FROM ({tokens}) WHERE word <> '';
-"""
-_NEW_WORDS = "SELECT word FROM (SELECT DISTINCT word FROM tokens) ANTI JOIN words USING (word)"
-_BATCH_POSTINGS = """
-CREATE OR REPLACE TEMP TABLE new_words AS
-    SELECT word, term, word IN (SELECT word FROM stopwords) AS stop FROM stems;
-INSERT INTO terms SELECT (SELECT count(*) FROM terms) + row_number() OVER (ORDER BY term) - 1, term
-    FROM (SELECT DISTINCT term FROM new_words WHERE NOT stop) ANTI JOIN terms USING (term);
-INSERT INTO words SELECT n.word, n.term, CASE WHEN NOT n.stop THEN t.termid END
-    FROM new_words n LEFT JOIN terms t USING (term);
-CREATE OR REPLACE TEMP TABLE tf AS
-    SELECT w.termid, k.fieldid, k.rid, count(*)::INTEGER AS tf
-    FROM tokens k JOIN words w USING (word) WHERE w.termid IS NOT NULL GROUP BY ALL;
-CREATE OR REPLACE TEMP TABLE lens AS SELECT rid, sum(tf)::INTEGER AS len FROM tf GROUP BY rid;
-INSERT INTO postings SELECT tf.*, lens.len FROM tf JOIN lens USING (rid);
-INSERT INTO dfs SELECT termid, count(DISTINCT rid) FROM tf GROUP BY termid;
-INSERT INTO lengths SELECT sum(len) FROM lens;
-"""
-_BATCH_TOKENS = " UNION ALL ".join(
-    f"SELECT rid, {i}::UTINYINT AS fieldid, unnest({_tokens(c)}) AS word FROM seg"
-    for i, c in enumerate(INDEXED))
-
-
-def _fill(con: duckdb.DuckDBPyConnection, source: Path, folder: Path) -> int:
-    """Postings of every record into `con`; public records into rows.bin, byte offsets in rows.idx.
-
-    Returns:
-        The number of records.
-    """
-    docs = offset = 0
-    tokens_sql = _BATCH_TOKENS_SQL.format(tokens=_BATCH_TOKENS)
-    stemmer = _stemmer()
-    text = ", ".join(TEXT_FIELDS)
-    # The preference fields stay NULL on a plain record: _fetch_rows reads rows back through public().
-    record = ", ".join(["id: id", *(f"{f}: coalesce({f}, '')" for f in TEXT_FIELDS
-                                    if f not in PREFERENCE_FIELDS),
-                        "history: coalesce(history, [])", *(f"{f}: {f}" for f in PREFERENCE_FIELDS)])
-    with (duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows,
-          open(folder / "rows.idx", "wb") as idx):
-        # A second connection streams the source: a query on `con` would cancel the stream.
-        # to_json writes each record as _fetch_rows reads it back (public(): no NULL strings).
-        reader = src.execute(
-            f"SELECT file_row_number AS rid, {text}, array_to_string(flatten(history), ' ') AS history, "
-            f"to_json({{{record}}})::VARCHAR AS record "
-            f"FROM (SELECT file_row_number, {_fields_sql(source, FIELDS)} "
-            f"FROM read_parquet({_sql_str(source)}, file_row_number=true)) ORDER BY rid"
-        ).to_arrow_reader(BATCH)
-        idx.write(struct.pack("<q", 0))
-        for batch in reader:
-            seg = pa.table({"rid": batch.column("rid"),
-                            **{c: _segment_column(batch.column(c)) for c in INDEXED}})
-            # Smaller Arrow chunks let DuckDB tokenise on every thread.
-            con.register("seg", pa.Table.from_batches(seg.to_batches(max_chunksize=8192)))
-            con.execute(tokens_sql)
-            new = con.execute(_NEW_WORDS).to_arrow_table().column("word")
-            con.register("stems", pa.table({"word": new, "term": pa.array(
-                stemmer.stemWords(new.to_pylist()), pa.string())}))
-            con.execute(_BATCH_POSTINGS)
-            offset = _append_rows(batch.column("record"), rows, idx, offset)
-            docs += batch.num_rows
-    return docs
-
-
-def _append_rows(record: pa.Array, rows, idx, offset: int) -> int:
-    """Append JSON texts to rows.bin and their end offsets to rows.idx, from Arrow's buffers."""
-    import numpy as np
-
-    record = record.cast(pa.large_string())  # 64-bit offsets, whatever DuckDB sent
-    bounds = np.frombuffer(record.buffers()[1], "<i8")[record.offset:record.offset + len(record) + 1]
-    rows.write(memoryview(record.buffers()[2])[bounds[0]:bounds[-1]])
-    idx.write((bounds[1:] - bounds[0] + offset).astype("<i8").tobytes())
-    return offset + int(bounds[-1] - bounds[0])
-
-
-# What a query needs. BM25 is precomputed per (term, field, record) as the extension's match_bm25
-# scores it with a field filter (k=1.2, b=0.75; df and length per record over all fields) and
-# stored sorted by term, then score: a query reads only its terms' row groups (DuckDB keeps
-# min/max per row group) and keeps each term's best postings, instead of aggregating every
-# posting of a common word (seconds on 1M Zipf-distributed records). vocab maps each word seen to
-# its stem so most queries stem nothing (once the extension's load alone cost ~180 ms).
-# DuckDB's log() is base 10, as in match_bm25: scores are 0.43 times the ln-based idf's, same ranks.
-_INDEX_TABLES = """
-CREATE TABLE out.stats AS SELECT {docs}::BIGINT AS num_docs,
-    (SELECT sum(len) FROM lengths) / {docs} AS avgdl;
-CREATE TABLE out.dict AS SELECT termid::BIGINT AS termid, term, sum(df)::BIGINT AS df
-    FROM terms JOIN dfs USING (termid) GROUP BY ALL;
-CREATE TABLE out.impacts AS
-SELECT p.termid::BIGINT AS termid, p.fieldid, p.rid,
-       CAST(log((st.num_docs - d.df + 0.5) / (d.df + 0.5) + 1)
-            * p.tf * 2.2 / (p.tf + 1.2 * (0.25 + 0.75 * p.len / st.avgdl)) AS FLOAT) AS score
-FROM postings p JOIN out.dict d USING (termid), out.stats st
-ORDER BY p.termid, score DESC, p.rid;
-CREATE TABLE out.fields AS SELECT * FROM (VALUES {fields}) t(fieldid, field);
-CREATE TABLE out.vocab AS SELECT word, term FROM words;
-"""
 TOP_PER_TERM = 2000  # candidates kept per query term (exact ranking for one-word queries)
 EXACT_TOTAL_MAX = 200_000  # postings counted exactly for `total`; above, it is estimated
 
