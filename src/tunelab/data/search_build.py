@@ -23,6 +23,7 @@ record order, instead of SQL's sort of every posting.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,63 +82,115 @@ def _segment_column(arr: pa.Array) -> pa.Array:
 
 def _raw_tokens(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Segmented, ASCII-folded tokens of a column (some may be empty) and each one's row."""
-    col = _segment_column(col).cast(pa.large_string())
-    offsets = np.frombuffer(col.buffers()[1], "<i8")[col.offset:col.offset + len(col) + 1]
+    col = _segment_column(col)
+    if col.type != pa.string():
+        col = col.cast(pa.large_string())
+    width = "<i4" if col.type == pa.string() else "<i8"
+    offsets = np.frombuffer(col.buffers()[1], width)[col.offset:col.offset + len(col) + 1]
     data = np.frombuffer(col.buffers()[2] or b"", np.uint8)[offsets[0]:offsets[-1]]
-    folded = pa.Array.from_buffers(pa.large_string(), len(col),
+    folded = pa.Array.from_buffers(col.type, len(col),
                                    [None, pa.py_buffer(offsets - offsets[0]), pa.py_buffer(_ASCII[data])])
     split = pc.ascii_split_whitespace(folded)
     return pc.list_flatten(split), pc.list_parent_indices(split).to_numpy()
 
 
+def _tokenise(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """A batch's raw tokens, dictionary-encoded (distinct tokens, index of each), and each
+    token's row << _FIELD_BITS | field."""
+    tokens, where = [], []
+    for field, c in enumerate(INDEXED):
+        flat, row = _raw_tokens(batch.column(c))
+        tokens.append(flat.cast(pa.large_string()))
+        where.append((row.astype(np.int64) << _FIELD_BITS) | field)
+    encoded = pc.dictionary_encode(pa.chunked_array(tokens, pa.large_string())).combine_chunks()
+    return encoded.dictionary, encoded.indices.to_numpy(), np.concatenate(where)
+
+
 class _Vocab:
-    """Words, stems and term ids, grown batch by batch; every step once per distinct token."""
+    """Raw tokens, words, stems and term ids, grown batch by batch, in Arrow: each distinct raw
+    token and word is looked at once (a hash lookup per batch), only new words are stemmed."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         import Stemmer
 
         self.con = con
         self.stemmer = Stemmer.Stemmer("porter")
-        self.words: dict[str, str] = {}  # every word seen -> its stem (stopwords too: the query side)
-        self.terms: dict[str, int] = {}  # stem of a non-stopword -> term id
-        self.raw: dict[str, int] = {}  # raw token -> index into self.ids (its term ids)
-        self.ids: list[tuple[int, ...]] = []
+        self.stop = pa.array(sorted(STOPWORDS), pa.large_string())
+        self.raw = pa.array([], pa.large_string())  # raw tokens seen
+        self.raw_ids = np.zeros(0, np.int64)  # each one's term id (-1: none, -2: several, in multi)
+        self.multi: dict[int, np.ndarray] = {}
+        self.words = pa.array([], pa.large_string())  # every word seen (stopwords too: the query side)
+        self.stems = pa.array([], pa.large_string())  # its stem
+        self.word_ids = np.zeros(0, np.int64)  # the stem's term id (-1: a stopword)
+        self.terms = pa.array([], pa.large_string())  # stems of non-stopwords, by term id
 
-    def _words_of(self, raws: list[str]) -> list[list[str]]:
-        """The tokenizer's words of raw tokens: ASCII ones are words already (or empty)."""
-        out = [[r] if r.isascii() else [] for r in raws]
-        other = [i for i, r in enumerate(raws) if not r.isascii()]
-        if other:
-            self.con.register("raw_tokens", pa.table({"i": pa.array(other, pa.int64()),
-                                                      "w": pa.array([raws[i] for i in other], pa.string())}))
-            for i, w in self.con.execute(f"SELECT i, unnest({_tokens('w')}) FROM raw_tokens").fetchall():
-                out[i].append(w)
-        return [[w for w in ws if w] for ws in out]
+    def _words_of(self, raws: pa.Array) -> tuple[pa.Array, np.ndarray]:
+        """The tokenizer's words of raw tokens and the raw token each comes from: an ASCII token is
+        a word already (or empty); others go through the SQL tokenizer."""
+        ascii_ = pc.string_is_ascii(raws)
+        keep = np.flatnonzero(pc.and_(ascii_, pc.greater(pc.binary_length(raws), 0)).to_numpy(False))
+        words, owner = [raws.take(keep)], [keep]
+        other = np.flatnonzero(pc.invert(ascii_).to_numpy(False))
+        if len(other):
+            self.con.register("raw_tokens", pa.table({"i": other, "w": raws.take(other)}))
+            split = self.con.execute(f"SELECT i, w FROM (SELECT i, unnest({_tokens('w')}) AS w "
+                                     "FROM raw_tokens) WHERE w <> ''").to_arrow_table()
+            words.append(split.column("w").combine_chunks().cast(pa.large_string()))
+            owner.append(split.column("i").to_numpy())
+        return pa.concat_arrays(words), np.concatenate(owner)
 
-    def add(self, raws: list[str]) -> None:
-        """Learn the raw tokens not seen before; new terms numbered in term order, batch by batch."""
-        new = [r for r in dict.fromkeys(raws) if r not in self.raw]
-        if not new:
+    def _learn_words(self, words: pa.Array) -> None:
+        new = pc.unique(pc.filter(words, pc.is_null(pc.index_in(words, value_set=self.words))))
+        if not len(new):
             return
-        split = self._words_of(new)
-        fresh = [w for w in dict.fromkeys(w for ws in split for w in ws) if w not in self.words]
-        self.words.update(zip(fresh, self.stemmer.stemWords(fresh)))
-        for term in sorted({self.words[w] for w in fresh if w not in STOPWORDS} - self.terms.keys()):
-            self.terms[term] = len(self.terms)
-        for r, ws in zip(new, split):
-            self.raw[r] = len(self.ids)
-            self.ids.append(tuple(self.terms[self.words[w]] for w in ws if w not in STOPWORDS))
+        stems = pa.array(self.stemmer.stemWords(new.to_pylist()), pa.large_string())
+        stop = pc.is_in(new, value_set=self.stop)
+        fresh = pc.unique(pc.filter(stems, pc.invert(stop)))
+        fresh = pc.filter(fresh, pc.is_null(pc.index_in(fresh, value_set=self.terms)))
+        # New terms numbered in term order, batch by batch.
+        self.terms = pa.concat_arrays([self.terms, pc.take(fresh, pc.sort_indices(fresh))])
+        ids = pc.fill_null(pc.index_in(stems, value_set=self.terms), -1).to_numpy().astype(np.int64)
+        ids[stop.to_numpy(False)] = -1
+        self.words = pa.concat_arrays([self.words, new])
+        self.stems = pa.concat_arrays([self.stems, stems])
+        self.word_ids = np.concatenate([self.word_ids, ids])
 
-    def term_ids(self, dictionary: list[str], indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _learn(self, raws: pa.Array) -> None:
+        words, owner = self._words_of(raws)
+        self._learn_words(words)
+        ids = self.word_ids[pc.index_in(words, value_set=self.words).to_numpy(False)]
+        owner, ids = owner[ids >= 0], ids[ids >= 0]
+        count = np.bincount(owner, minlength=len(raws))
+        out = np.full(len(raws), -1, np.int64)
+        out[owner[count[owner] == 1]] = ids[count[owner] == 1]
+        if (count > 1).any():  # "don’t": a raw token of several words (rare)
+            order = np.argsort(owner, kind="stable")
+            owner, ids = owner[order], ids[order]
+            for r in np.flatnonzero(count > 1):
+                self.multi[len(self.raw_ids) + int(r)] = ids[owner == r]
+            out[count > 1] = -2
+        self.raw = pa.concat_arrays([self.raw, raws])
+        self.raw_ids = np.concatenate([self.raw_ids, out])
+
+    def term_ids(self, dictionary: pa.Array, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Term id of each token (-1: none), or with `repeat`, when a token holds several words."""
-        self.add(dictionary)
-        ids = [self.ids[self.raw[r]] for r in dictionary]
-        counts = np.fromiter(map(len, ids), np.int64, len(ids))
-        if counts.max(initial=0) <= 1:
-            lut = np.fromiter((t[0] if t else -1 for t in ids), np.int64, len(ids))
+        pos = pc.index_in(dictionary, value_set=self.raw)
+        if pos.null_count:
+            self._learn(pc.filter(dictionary, pc.is_null(pos)))
+            pos = pc.index_in(dictionary, value_set=self.raw)
+        pos = pos.to_numpy(False)
+        lut = self.raw_ids[pos]
+        if not (lut == -2).any():
             return lut[indices], None
-        flat = np.fromiter((t for ts in ids for t in ts), np.int64, int(counts.sum()))
+        several = np.flatnonzero(lut == -2)
+        counts = (lut >= 0).astype(np.int64)
+        counts[several] = [len(self.multi[int(pos[d])]) for d in several]
+        flat = np.full(int(counts.sum()), -1, np.int64)
         starts = np.cumsum(counts) - counts
+        single = lut >= 0
+        flat[starts[single]] = lut[single]
+        for d in several:
+            flat[starts[d]:starts[d] + counts[d]] = self.multi[int(pos[d])]
         repeat = counts[indices]  # every token becomes its words (none for stopwords)
         first = np.repeat(starts[indices], repeat)
         within = np.arange(len(first)) - np.repeat(np.cumsum(repeat) - repeat, repeat)
@@ -152,13 +205,14 @@ class _Postings:
         self.lengths: list[np.ndarray] = []
         self.df = np.zeros(0, np.int64)
 
-    def add(self, term: np.ndarray, row: np.ndarray, field: np.ndarray, base: int, rows: int) -> None:
-        keep = term >= 0
-        key = (term[keep] << (_ROW_BITS + _FIELD_BITS)) | (row[keep] << _FIELD_BITS) | field[keep]
+    def add(self, term: np.ndarray, where: np.ndarray, base: int, rows: int) -> None:
+        """One batch: term id (-1: none) and row << _FIELD_BITS | field of each token."""
+        key = (term << (_ROW_BITS + _FIELD_BITS)) | where
         key.sort()
+        key = key[np.searchsorted(key, 0):]  # tokens without a term (stopwords) sort first
         starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        tf = np.diff(np.append(starts, len(key)))
         key = key[starts]
-        tf = np.diff(np.append(starts, int(keep.sum())))
         self.parts.append((key, tf.astype(np.int32), base))
         self.lengths.append(np.bincount((key >> _FIELD_BITS) & ((1 << _ROW_BITS) - 1), weights=tf,
                                         minlength=rows).astype(np.int64))
@@ -198,20 +252,18 @@ def build(source: Path, folder: Path) -> None:
         vocab, postings = _Vocab(con), _Postings()
         docs = _fill(source, folder, vocab, postings)
         impacts, avgdl = postings.impacts(docs)
-        terms = sorted(vocab.terms, key=vocab.terms.__getitem__)
-        dictionary = pa.table({"termid": pa.array(np.arange(len(terms)), pa.int64()),  # noqa: F841
-                               "term": pa.array(terms, pa.string()), "df": pa.array(postings.df, pa.int64())})
-        words = pa.table({"word": pa.array(list(vocab.words), pa.string()),  # noqa: F841
-                          "term": pa.array(list(vocab.words.values()), pa.string())})
+        dictionary = pa.table({"termid": np.arange(len(vocab.terms)), "term": vocab.terms,  # noqa: F841
+                               "df": np.pad(postings.df, (0, len(vocab.terms) - len(postings.df)))})
+        words = pa.table({"word": vocab.words, "term": vocab.stems})  # noqa: F841
         fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
         con.execute(f"ATTACH {_sql_str(folder / 'index.duckdb')} AS out")
         con.execute(f"""
             CREATE TABLE out.stats AS SELECT {int(docs)}::BIGINT AS num_docs, {avgdl if docs else 'NULL'}::DOUBLE AS avgdl;
-            CREATE TABLE out.dict AS SELECT * FROM dictionary;
+            CREATE TABLE out.dict AS SELECT termid, term::VARCHAR AS term, df FROM dictionary;
             CREATE TABLE out.impacts AS SELECT termid::BIGINT AS termid, fieldid::UTINYINT AS fieldid,
                 rid::BIGINT AS rid, score FROM impacts;
             CREATE TABLE out.fields AS SELECT * FROM (VALUES {fields}) t(fieldid, field);
-            CREATE TABLE out.vocab AS SELECT * FROM words;
+            CREATE TABLE out.vocab AS SELECT word::VARCHAR AS word, term::VARCHAR AS term FROM words;
         """)
         con.execute("DETACH out")
 
@@ -228,28 +280,34 @@ def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings) -> int
     record = ", ".join(["id: id", *(f"{f}: coalesce({f}, '')" for f in TEXT_FIELDS
                                     if f not in PREFERENCE_FIELDS),
                         "history: coalesce(history, [])", *(f"{f}: {f}" for f in PREFERENCE_FIELDS)])
-    with (duckdb.connect() as src, ThreadPoolExecutor(2) as pool,
+    with (duckdb.connect() as src, ThreadPoolExecutor(1) as pool,
           open(folder / "rows.bin", "wb") as rows, open(folder / "rows.idx", "wb") as idx):
         # to_json writes each record as _fetch_rows reads it back (public(): no NULL strings).
+        # In file order without an ORDER BY (DuckDB keeps insertion order; checked per batch), so
+        # batches stream while the previous one is counted.
         reader = src.execute(
             f"SELECT file_row_number AS rid, {text}, array_to_string(flatten(history), ' ') AS history, "
             f"to_json({{{record}}})::VARCHAR AS record "
             f"FROM (SELECT file_row_number, {_fields_sql(source, FIELDS)} "
-            f"FROM read_parquet({_sql_str(source)}, file_row_number=true)) ORDER BY rid"
+            f"FROM read_parquet({_sql_str(source)}, file_row_number=true))"
         ).to_arrow_reader(BATCH)
         idx.write(struct.pack("<q", 0))
-        for batch in reader:
-            per_field = list(pool.map(_raw_tokens, (batch.column(c) for c in INDEXED)))
-            tokens = pa.chunked_array([t for t, _ in per_field], pa.large_string())
-            encoded = pc.dictionary_encode(tokens).combine_chunks()
-            term, repeat = vocab.term_ids(encoded.dictionary.to_pylist(), encoded.indices.to_numpy())
-            row = np.concatenate([r for _, r in per_field]).astype(np.int64)
-            field = np.repeat(np.arange(len(INDEXED), dtype=np.int64), [len(r) for _, r in per_field])
-            if repeat is not None:
-                row, field = np.repeat(row, repeat), np.repeat(field, repeat)
-            postings.add(term, row, field, docs, batch.num_rows)
-            offset = _append_rows(batch.column("record"), rows, idx, offset)
-            docs += batch.num_rows
+        pending = None
+        for batch in itertools.chain(reader, [None]):
+            if batch is not None:  # tokenised in a worker while this thread counts the previous one
+                if not np.array_equal(batch.column("rid").to_numpy(), np.arange(docs, docs + batch.num_rows)):
+                    raise RuntimeError("the source rows came out of file order")
+                offset = _append_rows(batch.column("record"), rows, idx, offset)
+                docs += batch.num_rows
+                batch = (pool.submit(_tokenise, batch), docs - batch.num_rows, batch.num_rows)
+            if pending is not None:
+                future, base, n = pending
+                dictionary, indices, where = future.result()
+                term, repeat = vocab.term_ids(dictionary, indices)
+                if repeat is not None:
+                    where = np.repeat(where, repeat)
+                postings.add(term, where, base, n)
+            pending = batch
     return docs
 
 
