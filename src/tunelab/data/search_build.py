@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -223,27 +224,41 @@ class _Postings:
             self.df = np.concatenate([self.df, np.zeros(len(df) - len(self.df), np.int64)])
         self.df[:len(df)] += df
 
-    def impacts(self, docs: int) -> tuple[pa.Table, float]:
-        """Every posting with its BM25 score, sorted by term, score descending, record; and avgdl."""
-        self.parts.append((np.zeros(0, np.int64), np.zeros(0, np.int32), 0))  # none when no records
-        term = np.concatenate([k >> (_ROW_BITS + _FIELD_BITS) for k, _, _ in self.parts])
-        row = np.concatenate([((k >> _FIELD_BITS) & ((1 << _ROW_BITS) - 1)) + b for k, _, b in self.parts])
-        field = np.concatenate([(k & ((1 << _FIELD_BITS) - 1)).astype(np.uint8) for k, _, _ in self.parts])
-        tf = np.concatenate([t for _, t, _ in self.parts])
-        self.parts.clear()
+    def impacts(self, docs: int, pieces: int = 8) -> tuple[Iterator[pa.Table], float]:
+        """Every posting with its BM25 score, sorted by term, score descending, record, in pieces
+        (consecutive term ranges) that a worker thread scores and sorts while the caller writes
+        the previous one; and avgdl."""
         length = np.concatenate([np.zeros(0, np.int64), *self.lengths])
         avgdl = int(length.sum()) / docs if docs else float("nan")
         # As match_bm25 (k=1.2, b=0.75; base-10 log, as DuckDB's log()), in the same order of
         # operations, in double, then stored as FLOAT.
         idf = np.log10((docs - self.df + 0.5) / (self.df + 0.5) + 1)
-        score = (idf[term] * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length[row] / avgdl))).astype(np.float32)
-        # Positive floats order as their bits: one key, term then score descending; the stable
-        # sort keeps record order (postings are in record order per term) for equal scores.
-        key = (term << 31) | (0x7FFFFFFF - score.view(np.int32)).astype(np.int64)
-        order = np.argsort(key, kind="stable")
-        del key
-        return pa.table({"termid": term[order], "fieldid": field[order], "rid": row[order],
-                         "score": score[order]}), avgdl
+        shift = _ROW_BITS + _FIELD_BITS
+
+        def piece(terms: tuple[int, int]) -> pa.Table:
+            parts = []
+            for key, tf, base in self.parts:  # each batch's postings are sorted by term
+                a, b = np.searchsorted(key, [terms[0] << shift, terms[1] << shift])
+                parts.append((key[a:b], tf[a:b], base))
+            key = np.concatenate([np.zeros(0, np.int64), *(k for k, _, _ in parts)])
+            tf = np.concatenate([np.zeros(0, np.int32), *(t for _, t, _ in parts)])
+            row = np.concatenate([np.zeros(0, np.int64),
+                                  *(((k >> _FIELD_BITS) & ((1 << _ROW_BITS) - 1)) + b for k, _, b in parts)])
+            term = key >> shift
+            score = (idf[term] * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length[row] / avgdl))).astype(np.float32)
+            # Positive floats order as their bits: one key, term then score descending; the stable
+            # sort keeps record order (postings are in record order per term) for equal scores.
+            order = np.argsort((term << 31) | (0x7FFFFFFF - score.view(np.int32)).astype(np.int64), kind="stable")
+            return pa.table({"termid": term[order].astype(np.int32),
+                             "fieldid": (key[order] & ((1 << _FIELD_BITS) - 1)).astype(np.uint8),
+                             "rid": row[order].astype(np.int32), "score": score[order]})
+
+        cum = np.cumsum(self.df)
+        cuts = np.searchsorted(cum, cum[-1] * np.arange(1, pieces) / pieces) if len(cum) else []
+        bounds = sorted({0, len(self.df), *map(int, cuts)})
+        ranges = list(zip(bounds[:-1], bounds[1:])) or [(0, 0)]
+        pool = ThreadPoolExecutor(1)
+        return pool.map(piece, ranges), avgdl
 
 
 def build(source: Path, folder: Path) -> None:
@@ -251,17 +266,20 @@ def build(source: Path, folder: Path) -> None:
     with duckdb.connect() as con:
         vocab, postings = _Vocab(con), _Postings()
         docs = _fill(source, folder, vocab, postings)
-        impacts, avgdl = postings.impacts(docs)
+        pieces, avgdl = postings.impacts(docs)
+        con.execute(f"ATTACH {_sql_str(folder / 'index.duckdb')} AS out")
+        con.execute("CREATE TABLE out.impacts (termid INTEGER, fieldid UTINYINT, rid INTEGER, score FLOAT)")
+        for piece in pieces:  # in term order: DuckDB keeps insertion order
+            con.register("piece", piece)
+            con.execute("INSERT INTO out.impacts SELECT * FROM piece")
+        postings.parts.clear()
         dictionary = pa.table({"termid": np.arange(len(vocab.terms)), "term": vocab.terms,  # noqa: F841
                                "df": np.pad(postings.df, (0, len(vocab.terms) - len(postings.df)))})
         words = pa.table({"word": vocab.words, "term": vocab.stems})  # noqa: F841
         fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
-        con.execute(f"ATTACH {_sql_str(folder / 'index.duckdb')} AS out")
         con.execute(f"""
             CREATE TABLE out.stats AS SELECT {int(docs)}::BIGINT AS num_docs, {avgdl if docs else 'NULL'}::DOUBLE AS avgdl;
             CREATE TABLE out.dict AS SELECT termid, term::VARCHAR AS term, df FROM dictionary;
-            CREATE TABLE out.impacts AS SELECT termid::BIGINT AS termid, fieldid::UTINYINT AS fieldid,
-                rid::BIGINT AS rid, score FROM impacts;
             CREATE TABLE out.fields AS SELECT * FROM (VALUES {fields}) t(fieldid, field);
             CREATE TABLE out.vocab AS SELECT word::VARCHAR AS word, term::VARCHAR AS term FROM words;
         """)
