@@ -51,11 +51,7 @@ assert len(INDEXED) <= 1 << _FIELD_BITS and BATCH <= 1 << _ROW_BITS
 # ASCII bytes as the tokenizer sees them: letters lowered, digits kept, any other ASCII byte a
 # separator (space). Bytes of non-ASCII characters pass through; the tokens holding them go
 # through the SQL tokenizer itself (_tokens), once per distinct token.
-_ASCII = np.full(256, 32, np.uint8)
-_ASCII[128:] = np.arange(128, 256)
-_ASCII[48:58] = np.arange(48, 58)
-_ASCII[97:123] = np.arange(97, 123)
-_ASCII[65:91] = np.arange(97, 123)
+_ASCII = bytes(b if b >= 128 or chr(b).isalnum() else 32 for b in range(256)).lower()
 
 
 def _tokens(expr: str) -> str:
@@ -71,26 +67,28 @@ def _tokens(expr: str) -> str:
 def _segment_column(arr: pa.Array) -> pa.Array:
     """Segment a string column, touching in Python only the rows that hold CJK text."""
     arr = pc.fill_null(arr, "")
-    ascii_ = pc.string_is_ascii(arr)  # cheap: most rows skip the CJK regex
-    if pc.all(ascii_).as_py():
+    other = np.flatnonzero(pc.invert(pc.string_is_ascii(arr)).to_numpy(False))  # cheap: most rows are ASCII
+    if not len(other):
         return arr
-    has_cjk = pc.and_not(pc.match_substring_regex(arr, CJK_RE2), ascii_)
-    if not pc.any(has_cjk).as_py():
+    other = other[pc.match_substring_regex(arr.take(other), CJK_RE2).to_numpy(False)]
+    if not len(other):
         return arr
-    segmented = [segment(v) for v in pc.filter(arr, has_cjk).to_pylist()]
-    return pc.replace_with_mask(arr, has_cjk, pa.array(segmented, arr.type))
+    mask = np.zeros(len(arr), bool)
+    mask[other] = True
+    segmented = [segment(v) for v in arr.take(other).to_pylist()]
+    return pc.replace_with_mask(arr, pa.array(mask), pa.array(segmented, arr.type))
 
 
 def _raw_tokens(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Segmented, ASCII-folded tokens of a column (some may be empty) and each one's row."""
     col = _segment_column(col)
-    if col.type != pa.string():
+    if col.type not in (pa.string(), pa.large_string()):
         col = col.cast(pa.large_string())
     width = "<i4" if col.type == pa.string() else "<i8"
     offsets = np.frombuffer(col.buffers()[1], width)[col.offset:col.offset + len(col) + 1]
-    data = np.frombuffer(col.buffers()[2] or b"", np.uint8)[offsets[0]:offsets[-1]]
-    folded = pa.Array.from_buffers(col.type, len(col),
-                                   [None, pa.py_buffer(offsets - offsets[0]), pa.py_buffer(_ASCII[data])])
+    data = memoryview(col.buffers()[2] or b"")[offsets[0]:offsets[-1]]
+    folded = pa.Array.from_buffers(col.type, len(col), [None, pa.py_buffer(offsets - offsets[0]),
+                                                        pa.py_buffer(data.tobytes().translate(_ASCII))])
     split = pc.ascii_split_whitespace(folded)
     return pc.list_flatten(split), pc.list_parent_indices(split).to_numpy()
 
@@ -101,9 +99,11 @@ def _tokenise(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     tokens, where = [], []
     for field, c in enumerate(INDEXED):
         flat, row = _raw_tokens(batch.column(c))
-        tokens.append(flat.cast(pa.large_string()))
+        tokens.append(flat)
         where.append((row.astype(np.int64) << _FIELD_BITS) | field)
-    encoded = pc.dictionary_encode(pa.chunked_array(tokens, pa.large_string())).combine_chunks()
+    if len({t.type for t in tokens}) > 1:
+        tokens = [t.cast(pa.large_string()) for t in tokens]
+    encoded = pc.dictionary_encode(pa.chunked_array(tokens)).combine_chunks()
     return encoded.dictionary, encoded.indices.to_numpy(), np.concatenate(where)
 
 
@@ -144,7 +144,10 @@ class _Vocab:
         new = pc.unique(pc.filter(words, pc.is_null(pc.index_in(words, value_set=self.words))))
         if not len(new):
             return
-        stems = pa.array(self.stemmer.stemWords(new.to_pylist()), pa.large_string())
+        # Every Porter rule rewrites an a-z ending: other words (CJK, digits) are their own stem.
+        latin = pc.match_substring_regex(new, "[a-z]$")
+        stems = pc.replace_with_mask(new, latin, pa.array(self.stemmer.stemWords(
+            pc.filter(new, latin).to_pylist()), pa.large_string()))
         stop = pc.is_in(new, value_set=self.stop)
         fresh = pc.unique(pc.filter(stems, pc.invert(stop)))
         fresh = pc.filter(fresh, pc.is_null(pc.index_in(fresh, value_set=self.terms)))
@@ -175,6 +178,7 @@ class _Vocab:
 
     def term_ids(self, dictionary: pa.Array, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Term id of each token (-1: none), or with `repeat`, when a token holds several words."""
+        dictionary = dictionary.cast(pa.large_string())
         pos = pc.index_in(dictionary, value_set=self.raw)
         if pos.null_count:
             self._learn(pc.filter(dictionary, pc.is_null(pos)))
