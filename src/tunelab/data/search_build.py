@@ -180,10 +180,11 @@ class _Vocab:
         """Term id of each token (-1: none), or with `repeat`, when a token holds several words."""
         dictionary = dictionary.cast(pa.large_string())
         pos = pc.index_in(dictionary, value_set=self.raw)
-        if pos.null_count:
-            self._learn(pc.filter(dictionary, pc.is_null(pos)))
-            pos = pc.index_in(dictionary, value_set=self.raw)
-        pos = pos.to_numpy(False)
+        new = pc.is_null(pos)
+        pos = pc.fill_null(pos, -1).to_numpy().astype(np.int64)
+        if (pos < 0).any():  # learnt in dictionary order, appended to self.raw
+            pos[pos < 0] = len(self.raw) + np.arange(int((pos < 0).sum()))
+            self._learn(pc.filter(dictionary, new))
         lut = self.raw_ids[pos]
         if not (lut == -2).any():
             return lut[indices], None
@@ -277,9 +278,9 @@ def build(source: Path, folder: Path) -> None:
             con.register("piece", piece)
             con.execute("INSERT INTO out.impacts SELECT * FROM piece")
         postings.parts.clear()
-        dictionary = pa.table({"termid": np.arange(len(vocab.terms)), "term": vocab.terms,  # noqa: F841
-                               "df": np.pad(postings.df, (0, len(vocab.terms) - len(postings.df)))})
-        words = pa.table({"word": vocab.words, "term": vocab.stems})  # noqa: F841
+        con.register("dictionary", pa.table({"termid": np.arange(len(vocab.terms)), "term": vocab.terms,
+                                             "df": np.pad(postings.df, (0, len(vocab.terms) - len(postings.df)))}))
+        con.register("words", pa.table({"word": vocab.words, "term": vocab.stems}))
         fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
         con.execute(f"""
             CREATE TABLE out.stats AS SELECT {int(docs)}::BIGINT AS num_docs, {avgdl if docs else 'NULL'}::DOUBLE AS avgdl;
