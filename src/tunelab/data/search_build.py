@@ -213,18 +213,20 @@ class _Postings:
 
     def add(self, term: np.ndarray, where: np.ndarray, base: int, rows: int) -> None:
         """One batch: term id (-1: none) and row << _FIELD_BITS | field of each token."""
-        key = (term << (_ROW_BITS + _FIELD_BITS)) | where
+        key = np.left_shift(term, _ROW_BITS + _FIELD_BITS, out=term)
+        key |= where
         key.sort()
         key = key[np.searchsorted(key, 0):]  # tokens without a term (stopwords) sort first
-        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-        tf = np.diff(np.append(starts, len(key)))
-        key = key[starts]
-        self.parts.append((key, tf.astype(np.int32), base))
-        self.lengths.append(np.bincount((key >> _FIELD_BITS) & ((1 << _ROW_BITS) - 1), weights=tf,
-                                        minlength=rows).astype(np.int64))
-        doc = key >> _FIELD_BITS  # (term, record): df counts records, whatever the field
-        terms = doc[np.concatenate(([True], doc[1:] != doc[:-1]))] >> _ROW_BITS
-        df = np.bincount(terms)
+        doc = key >> _FIELD_BITS  # (term, record)
+        self.lengths.append(np.bincount(doc & ((1 << _ROW_BITS) - 1), minlength=rows))
+        change = np.empty(len(key), bool)
+        change[:1] = True
+        np.not_equal(key[1:], key[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        tf = np.diff(starts, append=len(key)).astype(np.int32)
+        self.parts.append((key[starts], tf, base))
+        np.not_equal(doc[1:], doc[:-1], out=change[1:])  # df counts records, whatever the field
+        df = np.bincount(doc[change] >> _ROW_BITS)
         if len(df) > len(self.df):
             self.df = np.concatenate([self.df, np.zeros(len(df) - len(self.df), np.int64)])
         self.df[:len(df)] += df
