@@ -23,6 +23,7 @@ record order, instead of SQL's sort of every posting.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ from tunelab.text import CJK_RE2, segment
 INDEXED = (*TEXT_FIELDS, "history")
 IGNORE = r"(\.|[^\p{L}\p{N}])+"  # the tokenizer keeps letters of every script, not only a-z
 BATCH = 65536
+_WORKERS = 2  # batches tokenised at once, while this thread counts an earlier one
 _FIELD_BITS, _ROW_BITS = 3, 21  # a batch's postings packed as term << 24 | row << 3 | field
 assert len(INDEXED) <= 1 << _FIELD_BITS and BATCH <= 1 << _ROW_BITS
 
@@ -308,7 +310,7 @@ def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings) -> int
     record = ", ".join(["id: id", *(f"{f}: coalesce({f}, '')" for f in TEXT_FIELDS
                                     if f not in PREFERENCE_FIELDS),
                         "history: coalesce(history, [])", *(f"{f}: {f}" for f in PREFERENCE_FIELDS)])
-    with (duckdb.connect() as src, ThreadPoolExecutor(1) as pool,
+    with (duckdb.connect() as src, ThreadPoolExecutor(_WORKERS) as pool,
           open(folder / "rows.bin", "wb") as rows, open(folder / "rows.idx", "wb") as idx):
         # to_json writes each record as _fetch_rows reads it back (public(): no NULL strings).
         # In file order without an ORDER BY (DuckDB keeps insertion order; checked per batch), so
@@ -320,22 +322,21 @@ def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings) -> int
             f"FROM read_parquet({_sql_str(source)}, file_row_number=true))"
         ).to_arrow_reader(BATCH)
         idx.write(struct.pack("<q", 0))
-        pending = None
+        pending: collections.deque = collections.deque()
         for batch in itertools.chain(reader, [None]):
-            if batch is not None:  # tokenised in a worker while this thread counts the previous one
+            if batch is not None:  # tokenised by workers while this thread counts earlier batches
                 if not np.array_equal(batch.column("rid").to_numpy(), np.arange(docs, docs + batch.num_rows)):
                     raise RuntimeError("the source rows came out of file order")
                 offset = _append_rows(batch.column("record"), rows, idx, offset)
+                pending.append((pool.submit(_tokenise, batch), docs, batch.num_rows))
                 docs += batch.num_rows
-                batch = (pool.submit(_tokenise, batch), docs - batch.num_rows, batch.num_rows)
-            if pending is not None:
-                future, base, n = pending
+            while pending and (batch is None or len(pending) > _WORKERS):
+                future, base, n = pending.popleft()
                 dictionary, indices, where = future.result()
                 term, repeat = vocab.term_ids(dictionary, indices)
                 if repeat is not None:
                     where = np.repeat(where, repeat)
                 postings.add(term, where, base, n)
-            pending = batch
     return docs
 
 
