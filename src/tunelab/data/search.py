@@ -1,8 +1,9 @@
 """Ranked full-text search (BM25) over dataset versions, with a sidecar index per version.
 
-Search is BM25 over an index built here in plain DuckDB SQL, with Snowball's Porter stemmer
-(PyStemmer) and the SMART English stopword list (data/stopwords.py): the very stemmer and list
-DuckDB's fts extension used to lend, so indexes built with it stay valid. The index of a version
+Search is BM25 over an index that data/search_build.py builds (Arrow, numpy), with Snowball's
+Porter stemmer (PyStemmer) and the SMART English stopword list (data/stopwords.py): the very
+stemmer and list DuckDB's fts extension used to lend, so indexes built with it stay valid (and
+sidecars built before search_build.py read the same). The index of a version
 lives in a sidecar folder, datasets/<name>/v<N>.search/, built once on first search into a
 temporary folder and renamed, then opened read-only so that any number of processes can search at
 once (DuckDB allows one writer per file). The sidecar keeps the dictionary and statistics, BM25
@@ -22,9 +23,9 @@ is estimated past EXACT_TOTAL_MAX postings); query words are stemmed through the
 and only an a-z word the corpus never contains goes through the stemmer; fetching 20 hits
 scattered over a Parquet file decodes 20 row groups (130-500 ms), so hits are read by offset from
 the rows file. The extension's own create_fts_index took 600-690 s on 1M records (it stems every
-token and fills its tables with correlated UPDATEs); the build here stems each distinct word once
-and aggregates batch by batch (bench: index build). The index takes about 3-4 times the Parquet
-file on disk. If PyStemmer is missing, search falls back to the scan with a warning on stderr.
+token and fills its tables with correlated UPDATEs); search_build.py handles each distinct token
+once per batch and counts with numpy sorts (bench: index build). The sidecar takes about 4 times
+the Parquet file on disk (the rows file most of it). If PyStemmer is missing, search falls back to the scan with a warning on stderr.
 """
 
 from __future__ import annotations
