@@ -145,3 +145,24 @@ def test_rankings_equal_the_oracle(built, query, field):
     assert [r for r, _ in hits] == [r for r, _ in expected]
     assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(hits, expected))
     assert matches == len(total)
+
+
+def test_cjk_segmentation_on_bytes_equals_segment():
+    """The build finds CJK characters and bigrams on UTF-8 bytes; the query side uses
+    tunelab.text.segment: the same tokens, row by row, whatever surrounds the runs."""
+    import pyarrow as pa
+
+    from tunelab.text import CJK_RANGES
+
+    rng = random.Random(1)
+    alphabet = [*"ab Z9.,-\n’é\u3000。！", *(chr(rng.randint(lo, hi)) for lo, hi in CJK_RANGES for _ in range(6)),
+                "😀", "\u0301"]
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 30))) for _ in range(400)] + ["", "机", "机器学习"]
+    tokens, rows = search_build._raw_tokens(pa.array(texts))
+    got = [Counter() for _ in texts]
+    for token, row in zip(pa.chunked_array(tokens).to_pylist(), rows):
+        if token:
+            got[row][token] += 1
+    fold = {b: chr(b).lower() if chr(b).isalnum() else " " for b in range(128)}
+    want = [Counter(t for t in segment(text).translate(fold).split(" ") if t) for text in texts]
+    assert got == want

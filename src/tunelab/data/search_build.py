@@ -39,7 +39,7 @@ from tunelab.data.browse import fields_sql as _fields_sql
 from tunelab.data.browse import sql_str as _sql_str
 from tunelab.data.schema import FIELDS, PREFERENCE_FIELDS, TEXT_FIELDS
 from tunelab.data.stopwords import ENGLISH as STOPWORDS
-from tunelab.text import CJK_RE2, segment
+from tunelab.text import CJK_RANGES, CJK_RE2, segment
 
 # Indexed text: the text fields (a pair's two answers too) plus the flattened history (earlier
 # turns of a conversation).
@@ -81,18 +81,48 @@ def _segment_column(arr: pa.Array) -> pa.Array:
     return pc.replace_with_mask(arr, pa.array(mask), pa.array(segmented, arr.type))
 
 
-def _raw_tokens(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """Segmented, ASCII-folded tokens of a column (some may be empty) and each one's row."""
-    col = _segment_column(col)
+def _cjk_tokens(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CJK characters and bigrams of UTF-8 text (as tunelab.text.segment makes them), found on
+    the bytes: every CJK range is 3-byte UTF-8. Returns the tokens' bytes, their offsets and
+    rows; the characters are blanked in `data`, so the rest of the text splits as before."""
+    lead = np.flatnonzero((data[:-2] & 0xF0) == 0xE0) if len(data) > 2 else np.zeros(0, np.int64)
+    code = ((data[lead].astype(np.int32) & 0x0F) << 12) | ((data[lead + 1].astype(np.int32) & 0x3F) << 6) \
+        | (data[lead + 2].astype(np.int32) & 0x3F)
+    cjk = np.zeros(len(lead), bool)
+    for lo, hi in CJK_RANGES:
+        cjk |= (code >= lo) & (code <= hi)
+    char = lead[cjk]
+    row = np.searchsorted(offsets, char, side="right") - 1
+    follows = (char[1:] == char[:-1] + 3) & (row[1:] == row[:-1])  # next character of the same run
+    pair = char[:-1][follows]
+    unigram = (char[:, None] + np.arange(3)).ravel()
+    tokens = np.concatenate([data[unigram], data[(pair[:, None] + np.arange(6)).ravel()]])
+    starts = np.concatenate([np.arange(0, 3 * len(char), 3), 3 * len(char) + np.arange(0, 6 * len(pair) + 1, 6)])
+    data[unigram] = 32
+    return tokens, starts, np.concatenate([row, row[:-1][follows]])
+
+
+def _raw_tokens(col: pa.Array) -> tuple[list[pa.Array], np.ndarray]:
+    """ASCII-folded tokens of a column, CJK segmented (some tokens may be empty), and each one's row."""
+    col = pc.fill_null(col, "")
     if col.type not in (pa.string(), pa.large_string()):
         col = col.cast(pa.large_string())
     width = "<i4" if col.type == pa.string() else "<i8"
-    offsets = np.frombuffer(col.buffers()[1], width)[col.offset:col.offset + len(col) + 1]
-    data = memoryview(col.buffers()[2] or b"")[offsets[0]:offsets[-1]]
-    folded = pa.Array.from_buffers(col.type, len(col), [None, pa.py_buffer(offsets - offsets[0]),
-                                                        pa.py_buffer(data.tobytes().translate(_ASCII))])
+    offsets = np.frombuffer(col.buffers()[1], width)[col.offset:col.offset + len(col) + 1].astype(np.int64)
+    data = np.frombuffer(bytearray(memoryview(col.buffers()[2] or b"")[offsets[0]:offsets[-1]]).translate(_ASCII),
+                         np.uint8)
+    offsets -= offsets[0]
+    out, rows = [], []
+    if len(data) and data.max() >= 0xE0:  # 3-byte characters: maybe CJK
+        cjk, starts, row = _cjk_tokens(data, offsets)
+        out.append(pa.Array.from_buffers(pa.large_string(), len(starts) - 1,
+                                         [None, pa.py_buffer(starts), pa.py_buffer(cjk)]))
+        rows.append(row)
+    folded = pa.Array.from_buffers(pa.large_string(), len(col), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     split = pc.ascii_split_whitespace(folded)
-    return pc.list_flatten(split), pc.list_parent_indices(split).to_numpy()
+    out.append(pc.list_flatten(split))
+    rows.append(pc.list_parent_indices(split).to_numpy())
+    return out, np.concatenate(rows).astype(np.int64)
 
 
 def _tokenise(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -101,11 +131,11 @@ def _tokenise(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     tokens, where = [], []
     for field, c in enumerate(INDEXED):
         flat, row = _raw_tokens(batch.column(c))
-        tokens.append(flat)
-        where.append((row.astype(np.int64) << _FIELD_BITS) | field)
-    if len({t.type for t in tokens}) > 1:
-        tokens = [t.cast(pa.large_string()) for t in tokens]
-    encoded = pc.dictionary_encode(pa.chunked_array(tokens)).combine_chunks()
+        row <<= _FIELD_BITS
+        row |= field
+        tokens += flat
+        where.append(row)
+    encoded = pc.dictionary_encode(pa.chunked_array(tokens, pa.large_string())).combine_chunks()
     return encoded.dictionary, encoded.indices.to_numpy(), np.concatenate(where)
 
 
