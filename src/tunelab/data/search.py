@@ -7,9 +7,9 @@ sidecars built before search_build.py read the same). The index of a version
 lives in a sidecar folder, datasets/<name>/v<N>.search/, built once on first search into a
 temporary folder and renamed, then opened read-only so that any number of processes can search at
 once (DuckDB allows one writer per file). The sidecar keeps the dictionary and statistics, BM25
-precomputed per (term, field, record) sorted by term then score, a word->stem vocabulary, and the
-public records as JSON with byte offsets. Words are split as the fts extension's tokenizer split
-them, and CJK runs are pre-segmented into characters plus character bigrams (tunelab.text), in the
+precomputed per (term, field, record) sorted by term then score, word->stem for the words whose
+stem differs, and the public records as JSON with byte offsets. Words are split as the fts
+extension's tokenizer split them, and CJK runs are pre-segmented into characters plus character bigrams (tunelab.text), in the
 index and in the query: a bigram hit ranks "机器学习" above records that merely share its
 characters, and one-character queries still match.
 
@@ -125,10 +125,11 @@ def _query_terms(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple[int, 
         f"SELECT w.word, v.term FROM (SELECT DISTINCT unnest({_tokens('?')}) AS word) w "
         "LEFT JOIN vocab v USING (word) WHERE w.word <> ''", [segment(query, True)]).fetchall()
     terms = {t for _, t in words if t}
-    # Only a-z words can stem differently; anything else (CJK, digits) is its own term.
+    # vocab holds the corpus words whose stem differs. Only a-z words can stem differently;
+    # anything else (CJK, digits) is its own term.
     unseen = [w for w, t in words if not t and _STEMMABLE.fullmatch(w)]
     terms |= {w for w, t in words if not t and not _STEMMABLE.fullmatch(w)}
-    if unseen:  # a new form of a known stem ("runs" where only "running" occurs) still matches
+    if unseen:  # its own stem, or a new form of a known one ("runs" where only "running" occurs)
         terms |= set(_stemmer().stemWords(unseen))
     if not terms:
         return []

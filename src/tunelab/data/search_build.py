@@ -313,7 +313,10 @@ def build(source: Path, folder: Path) -> None:
         con.execute(f"ATTACH {_sql_str(folder / 'index.duckdb')} AS out")
         con.register("dictionary", pa.table({"termid": np.arange(len(vocab.terms)), "term": vocab.terms,
                                              "df": np.pad(postings.df, (0, len(vocab.terms) - len(postings.df)))}))
-        con.register("words", pa.table({"word": vocab.words, "term": vocab.stems}))
+        # Only words that stem to something else: the query side takes any other word as its own
+        # term (an a-z word through the same stemmer), so the rest would be a third of the writing.
+        changed = pc.not_equal(vocab.words, vocab.stems)
+        con.register("words", pa.table({"word": pc.filter(vocab.words, changed), "term": pc.filter(vocab.stems, changed)}))
         fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
         con.execute(f"""
             CREATE TABLE out.stats AS SELECT {int(docs)}::BIGINT AS num_docs, {avgdl if docs else 'NULL'}::DOUBLE AS avgdl;
