@@ -85,13 +85,16 @@ def _cjk_tokens(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     """CJK characters and bigrams of UTF-8 text (as tunelab.text.segment makes them), found on
     the bytes: every CJK range is 3-byte UTF-8. Returns the tokens' bytes, their offsets and
     rows; the characters are blanked in `data`, so the rest of the text splits as before."""
-    lead = np.flatnonzero((data[:-2] & 0xF0) == 0xE0) if len(data) > 2 else np.zeros(0, np.int64)
+    lead = np.flatnonzero(data[:-2] >= 0xE0)
+    lead = lead[data[lead] < 0xF0]  # lead bytes of 3-byte characters
     code = ((data[lead].astype(np.int32) & 0x0F) << 12) | ((data[lead + 1].astype(np.int32) & 0x3F) << 6) \
         | (data[lead + 2].astype(np.int32) & 0x3F)
     cjk = np.zeros(len(lead), bool)
     for lo, hi in CJK_RANGES:
         cjk |= (code >= lo) & (code <= hi)
     char = lead[cjk]
+    if not len(char):
+        return np.zeros(0, np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int64)
     row = np.searchsorted(offsets, char, side="right") - 1
     follows = (char[1:] == char[:-1] + 3) & (row[1:] == row[:-1])  # next character of the same run
     pair = char[:-1][follows]
@@ -113,7 +116,7 @@ def _raw_tokens(col: pa.Array) -> tuple[list[pa.Array], np.ndarray]:
                          np.uint8)
     offsets -= offsets[0]
     out, rows = [], []
-    if len(data) and data.max() >= 0xE0:  # 3-byte characters: maybe CJK
+    if len(data) > 2:
         cjk, starts, row = _cjk_tokens(data, offsets)
         out.append(pa.Array.from_buffers(pa.large_string(), len(starts) - 1,
                                          [None, pa.py_buffer(starts), pa.py_buffer(cjk)]))
