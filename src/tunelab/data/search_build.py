@@ -46,7 +46,7 @@ from tunelab.text import CJK_RANGES, CJK_RE2, segment
 INDEXED = (*TEXT_FIELDS, "history")
 IGNORE = r"(\.|[^\p{L}\p{N}])+"  # the tokenizer keeps letters of every script, not only a-z
 BATCH = 65536
-_WORKERS = 2  # batches tokenised at once, while this thread counts an earlier one
+_WORKERS = 2  # threads tokenising, counting, sorting, beside the one reading and writing
 _FIELD_BITS, _ROW_BITS = 3, 21  # a batch's postings packed as term << 24 | row << 3 | field
 assert len(INDEXED) <= 1 << _FIELD_BITS and BATCH <= 1 << _ROW_BITS
 
@@ -238,38 +238,52 @@ class _Vocab:
         return flat[first + within], repeat
 
 
-class _Postings:
-    """(term, field, record, tf) of every batch, record lengths and document frequencies."""
+def _count(term: np.ndarray, where: np.ndarray, base: int, rows: int) -> tuple:
+    """One batch's postings from its tokens' term ids (-1: none) and row << _FIELD_BITS | field:
+    (term, row, field) keys sorted, tf of each, each row's length, and df per term id."""
+    key = np.left_shift(term, _ROW_BITS + _FIELD_BITS, out=term)
+    key |= where
+    key.sort()
+    key = key[np.searchsorted(key, 0):]  # tokens without a term (stopwords) sort first
+    doc = key >> _FIELD_BITS  # (term, record)
+    lengths = np.bincount(doc & ((1 << _ROW_BITS) - 1), minlength=rows)
+    change = np.empty(len(key), bool)
+    change[:1] = True
+    np.not_equal(key[1:], key[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    tf = np.diff(starts, append=len(key)).astype(np.int32)
+    np.not_equal(doc[1:], doc[:-1], out=change[1:])  # df counts records, whatever the field
+    return key[starts], tf, base, lengths, np.bincount(doc[change] >> _ROW_BITS)
 
-    def __init__(self):
+
+class _Postings:
+    """(term, field, record, tf) of every batch, record lengths and document frequencies; each
+    batch counted by a worker (_count)."""
+
+    def __init__(self, pool: ThreadPoolExecutor):
+        self.pool = pool
+        self.counting: list = []
         self.parts: list[tuple[np.ndarray, np.ndarray, int]] = []
         self.lengths: list[np.ndarray] = []
         self.df = np.zeros(0, np.int64)
 
     def add(self, term: np.ndarray, where: np.ndarray, base: int, rows: int) -> None:
-        """One batch: term id (-1: none) and row << _FIELD_BITS | field of each token."""
-        key = np.left_shift(term, _ROW_BITS + _FIELD_BITS, out=term)
-        key |= where
-        key.sort()
-        key = key[np.searchsorted(key, 0):]  # tokens without a term (stopwords) sort first
-        doc = key >> _FIELD_BITS  # (term, record)
-        self.lengths.append(np.bincount(doc & ((1 << _ROW_BITS) - 1), minlength=rows))
-        change = np.empty(len(key), bool)
-        change[:1] = True
-        np.not_equal(key[1:], key[:-1], out=change[1:])
-        starts = np.flatnonzero(change)
-        tf = np.diff(starts, append=len(key)).astype(np.int32)
-        self.parts.append((key[starts], tf, base))
-        np.not_equal(doc[1:], doc[:-1], out=change[1:])  # df counts records, whatever the field
-        df = np.bincount(doc[change] >> _ROW_BITS)
-        if len(df) > len(self.df):
-            self.df = np.concatenate([self.df, np.zeros(len(df) - len(self.df), np.int64)])
-        self.df[:len(df)] += df
+        self.counting.append(self.pool.submit(_count, term, where, base, rows))
+
+    def finish(self) -> None:
+        for future in self.counting:
+            key, tf, base, lengths, df = future.result()
+            self.parts.append((key, tf, base))
+            self.lengths.append(lengths)
+            if len(df) > len(self.df):
+                self.df = np.concatenate([self.df, np.zeros(len(df) - len(self.df), np.int64)])
+            self.df[:len(df)] += df
+        self.counting.clear()
 
     def impacts(self, docs: int, pieces: int = 8) -> tuple[Iterator[pa.Table], float]:
         """Every posting with its BM25 score, sorted by term, score descending, record, in pieces
-        (consecutive term ranges) that a worker thread scores and sorts while the caller writes
-        the previous one; and avgdl."""
+        (consecutive term ranges) that the workers score and sort while the caller writes the
+        previous one; and avgdl."""
         length = np.concatenate([np.zeros(0, np.int64), *self.lengths])
         avgdl = int(length.sum()) / docs if docs else float("nan")
         # As match_bm25 (k=1.2, b=0.75; base-10 log, as DuckDB's log()), in the same order of
@@ -300,17 +314,17 @@ class _Postings:
         cuts = np.searchsorted(cum, cum[-1] * np.arange(1, pieces) / pieces) if len(cum) else []
         bounds = sorted({0, len(self.df), *map(int, cuts)})
         ranges = list(zip(bounds[:-1], bounds[1:])) or [(0, 0)]
-        pool = ThreadPoolExecutor(1)
-        return pool.map(piece, ranges), avgdl
+        return self.pool.map(piece, ranges), avgdl
 
 
 def build(source: Path, folder: Path) -> None:
     """Write the sidecar of the Parquet version `source` into `folder` (index.duckdb, rows.*)."""
-    with duckdb.connect() as con:
-        vocab, postings = _Vocab(con), _Postings()
-        docs = _fill(source, folder, vocab, postings)
-        pieces, avgdl = postings.impacts(docs)  # a worker starts on the first piece
-        # One DuckDB thread: the pieces come sorted from a numpy worker, and on 2 shared cores a
+    with duckdb.connect() as con, ThreadPoolExecutor(_WORKERS) as pool:
+        vocab, postings = _Vocab(con), _Postings(pool)
+        docs = _fill(source, folder, vocab, postings, pool)
+        postings.finish()
+        pieces, avgdl = postings.impacts(docs)  # the workers start on the first pieces
+        # One DuckDB thread: the pieces come sorted from the workers, and on 2 shared cores a
         # second writer thread made the 8 inserts slower (1.7-2.0 s vs 1.1 s for 11M postings).
         con.execute("SET threads = 1")
         con.execute(f"ATTACH {_sql_str(folder / 'index.duckdb')} AS out")
@@ -319,7 +333,8 @@ def build(source: Path, folder: Path) -> None:
         # Only words that stem to something else: the query side takes any other word as its own
         # term (an a-z word through the same stemmer), so the rest would be a third of the writing.
         changed = pc.not_equal(vocab.words, vocab.stems)
-        con.register("words", pa.table({"word": pc.filter(vocab.words, changed), "term": pc.filter(vocab.stems, changed)}))
+        con.register("words", pa.table({"word": pc.filter(vocab.words, changed),
+                                        "term": pc.filter(vocab.stems, changed)}))
         fields = ", ".join(f"({i}, {_sql_str(c)})" for i, c in enumerate(INDEXED))
         con.execute(f"""
             CREATE TABLE out.stats AS SELECT {int(docs)}::BIGINT AS num_docs, {avgdl if docs else 'NULL'}::DOUBLE AS avgdl;
@@ -341,7 +356,7 @@ def build(source: Path, folder: Path) -> None:
                     f"AS fieldid, ridfield >> {_FIELD_BITS} AS rid, score FROM postings")
 
 
-def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings) -> int:
+def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings, pool: ThreadPoolExecutor) -> int:
     """Postings of every record; public records into rows.bin, byte offsets in rows.idx.
 
     Returns:
@@ -353,8 +368,7 @@ def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings) -> int
     record = ", ".join(["id: id", *(f"{f}: coalesce({f}, '')" for f in TEXT_FIELDS
                                     if f not in PREFERENCE_FIELDS),
                         "history: coalesce(history, [])", *(f"{f}: {f}" for f in PREFERENCE_FIELDS)])
-    with (duckdb.connect() as src, ThreadPoolExecutor(_WORKERS) as pool,
-          open(folder / "rows.bin", "wb") as rows, open(folder / "rows.idx", "wb") as idx):
+    with (duckdb.connect() as src, open(folder / "rows.bin", "wb") as rows, open(folder / "rows.idx", "wb") as idx):
         # to_json writes each record as _fetch_rows reads it back (public(): no NULL strings).
         # In file order without an ORDER BY (DuckDB keeps insertion order; checked per batch), so
         # batches stream while the previous one is counted.
