@@ -175,29 +175,41 @@ class _Vocab:
             owner.append(split.column("i").to_numpy())
         return pa.concat_arrays(words), np.concatenate(owner)
 
-    def _learn_words(self, words: pa.Array) -> None:
-        new = pc.unique(pc.filter(words, pc.is_null(pc.index_in(words, value_set=self.words))))
-        if not len(new):
-            return
+    def _word_ids(self, words: pa.Array) -> np.ndarray:
+        """Term id of each word (-1: a stopword), learning the new ones: only they are stemmed;
+        one lookup in the words seen and one in the terms, the others in this batch's new ones."""
+        pos = pc.fill_null(pc.index_in(words, value_set=self.words), -1).to_numpy()
+        ids = np.full(len(words), -1, np.int64)
+        known = pos >= 0
+        ids[known] = self.word_ids[pos[known]]
+        if known.all():
+            return ids
+        missing = pc.filter(words, pa.array(~known))
+        new = pc.unique(missing)
         # Every Porter rule rewrites an a-z ending: other words (CJK, digits) are their own stem.
         latin = pc.match_substring_regex(new, "[a-z]$")
         stems = pc.replace_with_mask(new, latin, pa.array(self.stemmer.stemWords(
             pc.filter(new, latin).to_pylist()), pa.large_string()))
         stop = pc.is_in(new, value_set=self.stop)
-        fresh = pc.unique(pc.filter(stems, pc.invert(stop)))
-        fresh = pc.filter(fresh, pc.is_null(pc.index_in(fresh, value_set=self.terms)))
+        fresh = pc.unique(pc.filter(stems, pc.invert(stop)))  # the new words' terms
+        fresh_ids = pc.fill_null(pc.index_in(fresh, value_set=self.terms), -1).to_numpy().astype(np.int64)
+        unseen = np.flatnonzero(fresh_ids < 0)
         # New terms numbered in term order, batch by batch.
-        self.terms = pa.concat_arrays([self.terms, pc.take(fresh, pc.sort_indices(fresh))])
-        ids = pc.fill_null(pc.index_in(stems, value_set=self.terms), -1).to_numpy().astype(np.int64)
-        ids[stop.to_numpy(False)] = -1
+        candidates = pc.take(fresh, pa.array(unseen, pa.int64()))
+        order = pc.sort_indices(candidates).to_numpy()
+        fresh_ids[unseen[order]] = len(self.terms) + np.arange(len(unseen))
+        self.terms = pa.concat_arrays([self.terms, pc.take(candidates, pa.array(order)).cast(pa.large_string())])
+        new_ids = np.append(fresh_ids, -1)[pc.fill_null(pc.index_in(stems, value_set=fresh), -1).to_numpy()]
+        new_ids[stop.to_numpy(False)] = -1
+        ids[~known] = new_ids[pc.index_in(missing, value_set=new).to_numpy(False)]
         self.words = pa.concat_arrays([self.words, new])
         self.stems = pa.concat_arrays([self.stems, stems])
-        self.word_ids = np.concatenate([self.word_ids, ids])
+        self.word_ids = np.concatenate([self.word_ids, new_ids])
+        return ids
 
     def _learn(self, raws: pa.Array) -> None:
         words, owner = self._words_of(raws)
-        self._learn_words(words)
-        ids = self.word_ids[pc.index_in(words, value_set=self.words).to_numpy(False)]
+        ids = self._word_ids(words)
         owner, ids = owner[ids >= 0], ids[ids >= 0]
         count = np.bincount(owner, minlength=len(raws))
         out = np.full(len(raws), -1, np.int64)
