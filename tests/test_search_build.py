@@ -167,3 +167,17 @@ def test_cjk_segmentation_on_bytes_equals_segment():
     fold = {b: chr(b).lower() if chr(b).isalnum() else " " for b in range(128)}
     want = [Counter(t for t in segment(text).translate(fold).split(" ") if t) for text in texts]
     assert got == want
+
+
+def test_one_record_batches_with_stopword_only_records_equal_the_oracle(workspace, monkeypatch):
+    records = [{"id": "s0", "instruction": "the of and"}, *TRICKY, {"id": "s1", "output": "it is"},
+               {"id": "s2", "instruction": "dogs running", "output": "the dog"}]
+    monkeypatch.setattr(search_build, "BATCH", 1)  # batches that learn no term at all
+    store.commit("ds", to_table(records), "import")
+    folder = search.build_index("ds")
+    with duckdb.connect(str(folder / "index.duckdb"), read_only=True) as con:
+        got = {(t, f, r): s for t, f, r, s in con.execute(
+            "SELECT d.term, i.fieldid, i.rid, i.score FROM impacts i JOIN dict d USING (termid)").fetchall()}
+    want = oracle(records)[0]
+    assert got.keys() == want.keys()
+    assert max(abs(got[k] - want[k]) for k in want) < 1e-6
