@@ -411,8 +411,10 @@ def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings, pool: 
 
 def _append_rows(record: pa.Array, rows, idx, offset: int) -> int:
     """Append JSON texts to rows.bin and their end offsets to rows.idx, from Arrow's buffers."""
-    record = record.cast(pa.large_string())  # 64-bit offsets, whatever DuckDB sent
-    bounds = np.frombuffer(record.buffers()[1], "<i8")[record.offset:record.offset + len(record) + 1]
+    if record.type not in (pa.string(), pa.large_string()):
+        record = record.cast(pa.large_string())
+    width = "<i4" if record.type == pa.string() else "<i8"
+    bounds = np.frombuffer(record.buffers()[1], width)[record.offset:record.offset + len(record) + 1].astype(np.int64)
     rows.write(memoryview(record.buffers()[2])[bounds[0]:bounds[-1]])
     idx.write((bounds[1:] - bounds[0] + offset).astype("<i8").tobytes())
     return offset + int(bounds[-1] - bounds[0])
