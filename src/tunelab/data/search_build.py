@@ -128,9 +128,9 @@ def _raw_tokens(col: pa.Array) -> tuple[list[pa.Array], np.ndarray]:
     return out, np.concatenate(rows).astype(np.int64)
 
 
-def _tokenise(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def _tokenise(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, list[np.ndarray]]:
     """A batch's raw tokens, dictionary-encoded (distinct tokens, index of each), and each
-    token's row << _FIELD_BITS | field."""
+    token's row << _FIELD_BITS | field (per field, in token order)."""
     tokens, where = [], []
     for field, c in enumerate(INDEXED):
         flat, row = _raw_tokens(batch.column(c))
@@ -139,7 +139,7 @@ def _tokenise(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, np.ndarray]:
         tokens += flat
         where.append(row)
     encoded = pc.dictionary_encode(pa.chunked_array(tokens, pa.large_string())).combine_chunks()
-    return encoded.dictionary, encoded.indices.to_numpy(), np.concatenate(where)
+    return encoded.dictionary, encoded.indices.to_numpy(), where
 
 
 class _Vocab:
@@ -250,11 +250,14 @@ class _Vocab:
         return flat[first + within], repeat
 
 
-def _count(term: np.ndarray, where: np.ndarray, base: int, rows: int) -> tuple:
+def _count(term: np.ndarray, where: list[np.ndarray], base: int, rows: int) -> tuple:
     """One batch's postings from its tokens' term ids (-1: none) and row << _FIELD_BITS | field:
     (term, row, field) keys sorted, tf of each, each row's length, and df per term id."""
     key = np.left_shift(term, _ROW_BITS + _FIELD_BITS, out=term)
-    key |= where
+    start = 0
+    for part in where:  # no concatenated copy
+        key[start:start + len(part)] |= part
+        start += len(part)
     key.sort()
     key = key[np.searchsorted(key, 0):]  # tokens without a term (stopwords) sort first
     doc = key >> _FIELD_BITS  # (term, record)
@@ -279,7 +282,7 @@ class _Postings:
         self.lengths: list[np.ndarray] = []
         self.df = np.zeros(0, np.int64)
 
-    def add(self, term: np.ndarray, where: np.ndarray, base: int, rows: int) -> None:
+    def add(self, term: np.ndarray, where: list[np.ndarray], base: int, rows: int) -> None:
         self.counting.append(self.pool.submit(_count, term, where, base, rows))
 
     def finish(self) -> None:
@@ -404,7 +407,7 @@ def _fill(source: Path, folder: Path, vocab: _Vocab, postings: _Postings, pool: 
                 dictionary, indices, where = future.result()
                 term, repeat = vocab.term_ids(dictionary, indices)
                 if repeat is not None:
-                    where = np.repeat(where, repeat)
+                    where = [np.repeat(np.concatenate(where), repeat)]
                 postings.add(term, where, base, n)
     return docs
 
