@@ -1,7 +1,7 @@
 """The build of a search sidecar (data/search.py): tokens, counts and BM25 in Arrow and numpy.
 
-The sidecar it writes is the one search.py reads: index.duckdb (stats, dict, impacts sorted by
-term then score, fields, vocab), rows.bin and rows.idx. The tokens are those of the fts
+The sidecar it writes is the one search.py reads: index.duckdb (stats, dict, postings sorted by
+term then score with an `impacts` view of them, fields, vocab), rows.bin and rows.idx. The tokens are those of the fts
 extension's tokenizer, `_tokens` below (lower(strip_accents(text)), every run of characters that
 are neither letters nor digits, or dots, a separator), after CJK runs are segmented into
 characters plus bigrams; words are stemmed with Porter, stopwords dropped, and BM25 is scored as
@@ -9,16 +9,18 @@ the extension's match_bm25 scores it.
 
 How, and why so (bench/index_bench.py, 200k records, 2 shared cores; bench/RESULTS.md): the
 earlier build ran the same steps as DuckDB SQL (a tokens table of every word, a join on words, a
-GROUP BY per term/field/record, count(DISTINCT), a global ORDER BY) and took 2.8 times SQLite
-FTS5's time. Here each column is tokenised once in Arrow: a byte table lowers ASCII letters and
-turns every other ASCII byte that is not a letter or digit into a space, then the text is split on
+GROUP BY per term/field/record, count(DISTINCT), a global ORDER BY) and took 2.8-3.7 times SQLite
+FTS5's time; this one about 0.9-1.0 times with both cores free. Each column is tokenised once in
+Arrow: a byte table lowers ASCII letters and turns every other ASCII byte that is not a letter or
+digit into a space, CJK characters and bigrams are cut on the UTF-8 bytes, the rest is split on
 spaces and the tokens of a batch are dictionary-encoded, so everything per distinct token (the
 exact SQL tokenizer for tokens with non-ASCII characters, which may split or fold them; the
 stemmer; stopwords; the term id) runs once per distinct token of a batch, and per occurrence only
 numpy gathers run. Counts per (term, field, record) come from one sort of packed int64 keys per
 batch; document frequency and record length fall out of the same pass; the final order (term,
 score descending, record) is a stable numpy argsort of one int64 key over postings already in
-record order, instead of SQL's sort of every posting.
+record order, instead of SQL's sort of every posting. Two worker threads tokenise, count and
+sort while the calling thread reads the source, learns the vocabulary (in batch order) and writes.
 """
 
 from __future__ import annotations
