@@ -121,13 +121,9 @@ def free_memory_bytes(device_type: str = "cpu") -> float | None:
         import torch
 
         return float(torch.cuda.mem_get_info()[0])
-    free = None
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    import psutil
+
+    free = psutil.virtual_memory().available
     try:  # a container's own limit (cgroup v2) may be far below the machine's
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         used = int(Path("/sys/fs/cgroup/memory.current").read_text())

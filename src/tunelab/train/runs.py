@@ -238,14 +238,16 @@ def _accelerate(d: Path, n: int) -> int:
 
 def _rank_pids(d: Path) -> list[int]:
     """The live processes of the run's `accelerate launch` (each still running this run's worker)."""
+    import psutil
+
     pids = []
     for f in (d / RANKS).glob("*.pid"):
         try:
             pid = int(f.read_text())
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
+            cmd = psutil.Process(pid).cmdline()
+        except (OSError, ValueError, psutil.Error):
             continue
-        if d.name.encode() in cmd and jobs.pid_alive(pid):  # not a reused pid
+        if d.name in cmd and jobs.pid_alive(pid):  # not a reused pid
             pids.append(pid)
     return pids
 

@@ -117,7 +117,11 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device, checkpoint
 
 @functools.cache
 def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 autocast pays."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 autocast pays.
+
+    Read from /proc/cpuinfo's flags: psutil does not list CPU features, and torch's
+    get_cpu_capability() names the vector width (AVX512), not whether bf16 dot products exist.
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
