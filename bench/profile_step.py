@@ -50,7 +50,7 @@ def main() -> None:
     model = sft.load_model(cfg, cfg.model.model, None, torch.device("cpu"), checkpointing=a.checkpointing)
     amp = sft.autocast_dtype(cfg, "cpu")
     if amp is not None:
-        sft.cast_frozen_linears(model, amp)
+        sft.cast_frozen(model, amp)
     print(f"loaded: {rss()}; autocast {amp}")
     rows, per = tdata.plan_rows(enc, 256, a.packing, 4)
     batches = [tdata.collate(enc, b, tok.pad_token_id, a.packing) for b in tdata.epoch_batches(rows, per, 0, 42, a.packing)]

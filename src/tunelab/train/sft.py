@@ -38,7 +38,7 @@ from tunelab.train.setup import (  # noqa: F401  (re-exported: loading and preci
     autocast,
     autocast_dtype,
     base_and_init,
-    cast_frozen_linears,
+    cast_frozen,
     check_method,
     load_model,
     load_records,
@@ -246,7 +246,7 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     model = load_model(cfg, base, init, accel.device, checkpointing=recompute)
     amp = autocast_dtype(cfg, accel.device.type)
     if amp is not None and tuning(cfg) != "full":
-        cast_frozen_linears(model, amp)
+        cast_frozen(model, amp)
     ptuning = cfg.method.method == "ptuning" or getattr(getattr(model, "peft_config", {}).get("default"), "is_prompt_learning", False)
     packing = cfg.data.packing and not ptuning and not pref  # virtual tokens would sit in front of the first example only
     params = [p for p in model.parameters() if p.requires_grad]
