@@ -72,7 +72,7 @@ def tokens_per_epoch(model: str, data: str, version: int | None, cutoff: int, sa
 
 
 def _amp(cfg: TrainConfig, device_type: str) -> bool:
-    """Whether the run computes under bf16 autocast (frozen Linear weights then held in bf16)."""
+    """Whether the run computes under bf16 autocast (frozen weights then held in bf16)."""
     from tunelab.train.setup import native_bf16_cpu
 
     t = cfg.training
@@ -100,8 +100,8 @@ def memory_bytes(cfg: TrainConfig, geo: Geometry, total: int, train: int, checkp
         weights = total * 0.55 + embed * 4
     elif cfg.model.dtype != "float32":
         weights = total * 2
-    elif amp and tuning(cfg) != "full":  # frozen Linear weights stored in bf16, the embedding in float32
-        weights = (total - embed) * 2 + embed * 4
+    elif amp and tuning(cfg) != "full":  # every frozen weight stored in bf16 (setup.cast_frozen)
+        weights = total * 2
     else:
         weights = total * 4
     # A preference example puts 2 sequences through the model with gradients (chosen, rejected), KTO 1: its
