@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--packing", action="store_true")
     ap.add_argument("--checkpointing", action="store_true")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--unfused", action="store_true", help="without train/fused.py's norms and MLPs")
     ap.add_argument("--data", default=str(DATA))
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -50,7 +51,11 @@ def main() -> None:
     model = sft.load_model(cfg, cfg.model.model, None, torch.device("cpu"), checkpointing=a.checkpointing)
     amp = sft.autocast_dtype(cfg, "cpu")
     if amp is not None:
-        sft.cast_frozen_linears(model, amp)
+        sft.cast_frozen(model, amp)
+    if not a.unfused:
+        from tunelab.train.fused import fuse
+
+        fuse(model)
     print(f"loaded: {rss()}; autocast {amp}")
     rows, per = tdata.plan_rows(enc, 256, a.packing, 4)
     batches = [tdata.collate(enc, b, tok.pad_token_id, a.packing) for b in tdata.epoch_batches(rows, per, 0, 42, a.packing)]

@@ -128,25 +128,43 @@ def test_kill9_then_resume_continues_steps(workspace, tiny):
 
 
 @pytest.mark.parametrize("method", ["lora", "ptuning"])
-def test_frozen_linears_cast_once_give_identical_bf16_results(workspace, tiny, method):
+def test_frozen_weights_in_bf16_train_like_the_float32_model(workspace, tiny, method):
+    """cast_frozen holds every frozen weight in bf16 (the residual stream is bf16 from the embedding
+    on) and leaves the trainables float32; the loss and the trainables' gradients under autocast stay
+    those of the float32 model computing in float32 (the oracle), within bf16 rounding."""
     import copy
 
     import torch
 
     cfg = _cfg(tiny, method, lora_target="all-linear")
     model = sft.load_model(cfg, tiny, None, "cpu")
+    for n, p in model.named_parameters():
+        if "lora_B" in n:  # a nonzero adapter, so the LoRA A gradients are not all zero
+            torch.nn.init.normal_(p, std=0.1)
     cast = copy.deepcopy(model)
-    assert sft.cast_frozen_linears(cast, torch.bfloat16) > 0
-    embed = cast.get_input_embeddings().weight
-    linears = {id(m.weight) for m in cast.modules() if type(m) is torch.nn.Linear and m.weight is not embed}
-    for name, p in cast.named_parameters():  # frozen Linear weights only; norms, embeddings, trainables stay
-        want = torch.bfloat16 if id(p) in linears and not p.requires_grad else torch.float32
-        assert p.dtype == want, name
-    assert any(p.requires_grad for p in cast.parameters()) and embed.dtype == torch.float32
-    ids = torch.randint(0, 1000, (2, 24))
-    with sft.autocast("cpu", torch.bfloat16):
-        want, got = model(input_ids=ids).logits, cast(input_ids=ids).logits
-    assert torch.equal(want, got)
+    assert sft.cast_frozen(cast, torch.bfloat16) > 0
+    for name, p in cast.named_parameters():
+        assert p.dtype == (torch.float32 if p.requires_grad else torch.bfloat16), name
+    assert cast.get_input_embeddings().weight.dtype == torch.bfloat16
+    ids = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(0))
+
+    def loss_and_grads(m, amp):
+        m.zero_grad()
+        with sft.autocast("cpu", amp):
+            loss = m(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return float(loss), torch.cat([p.grad.flatten().float() for p in m.parameters() if p.requires_grad])
+
+    want, got = loss_and_grads(model, None), loss_and_grads(cast, torch.bfloat16)
+    autocast_only = loss_and_grads(copy.deepcopy(model), torch.bfloat16)  # float32 weights, bf16 matmuls
+
+    def cos(a):
+        return float(torch.nn.functional.cosine_similarity(want[1], a[1], dim=0))
+
+    assert got[0] == pytest.approx(want[0], rel=2e-2)
+    # A random 2-layer model's gradients are bf16-sensitive (cosine 0.7-0.9 to float32 for autocast
+    # alone, 0.86-0.9 on SmolLM2): the cast may not add more than bf16's own rounding does.
+    assert cos(got) > cos(autocast_only) - 0.1 and cos(got) > 0.5
 
 
 @pytest.mark.slow
@@ -243,12 +261,31 @@ def test_q8_0_gguf_export_is_smaller_and_answers_alike(workspace, tmp_path):
     types = {t.name: t.tensor_type for t in gguf.GGUFReader(str(q8)).tensors}
     assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q8_0
     assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+    # The oracle for Q8_0: each block of 32 weights is the float32 export's, rounded to 1/127 of the
+    # block's largest magnitude (gguf's own dequantiser reads the bytes back).
+    import numpy as np
+    from gguf.quants import dequantize
+
+    exact = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(f32)).tensors}
+    for t in gguf.GGUFReader(str(q8)).tensors:
+        if t.tensor_type == gguf.GGMLQuantizationType.Q8_0:
+            w = exact[t.name].reshape(-1, 32)
+            got = dequantize(t.data, t.tensor_type).reshape(-1, 32)
+            assert np.all(np.abs(got - w) <= np.abs(w).max(1, keepdims=True) / 127 * 0.5 + 1e-3 * np.abs(w).max())
     tuned, tok = load_model(run_id, device="cpu")
     prompt, gen = _sky_prompt(tok, 8)
     with torch.no_grad():
-        want = tuned.generate(**prompt, **gen)[0].tolist()
-        from_q8 = AutoModelForCausalLM.from_pretrained(str(q8.parent), gguf_file=q8.name)
-        assert from_q8.generate(**prompt, **gen)[0].tolist() == want
+        want = tuned.generate(**prompt, **gen)
+        a = tuned(input_ids=want).logits[0].float()
+        b = AutoModelForCausalLM.from_pretrained(str(q8.parent), gguf_file=q8.name)(input_ids=want).logits[0].float()
+        c = AutoModelForCausalLM.from_pretrained(str(f32.parent), gguf_file=f32.name)(input_ids=want).logits[0].float()
+    assert float((a - c).norm() / a.norm()) < 1e-4  # the float32 export is the tuned model
+    # Quantised, on the tuned model's own answer (teacher forced): its logits stay within a tenth and it
+    # picks most of the same next tokens. (Equal greedy text held for one trained model and not for
+    # another with near-tied logits on this random 64-wide model: a coin toss, not a property of Q8_0.)
+    n = prompt["input_ids"].shape[1]
+    assert float((a - b).norm() / a.norm()) < 0.1
+    assert float((a[n - 1:-1].argmax(-1) == b[n - 1:-1].argmax(-1)).float().mean()) >= 0.5
     with pytest.raises(SystemExit):  # argparse refuses an unknown type with one usage line
         cli(["export", run_id, "x.gguf", "--gguf", "--gguf-type", "q4"])
     with pytest.raises(TuneLabError, match="unknown GGUF type 'q4'"):

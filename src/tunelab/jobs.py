@@ -96,24 +96,19 @@ def pid_alive(pid: int | None, created: float | None = None) -> bool:
     with the pid (`pid_created` in status.json) tells them apart. A status.json written before that
     key existed is judged by the pid alone.
     """
+    import psutil
+
     if not pid:
         return False
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        pass
-    if created is not None:
-        now = process_created(pid)
-        if now is None or abs(now - float(created)) > 0.05:  # create_time is stable to the clock tick (10 ms)
+        proc = psutil.Process(int(pid))
+        if created is not None and abs(proc.create_time() - float(created)) > 0.05:  # stable to the clock tick
             return False
-    # A zombie child of ours is dead for our purposes.
-    try:
-        with open(f"/proc/{int(pid)}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+        return proc.status() != psutil.STATUS_ZOMBIE  # a zombie child of ours is dead for our purposes
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+    except psutil.AccessDenied:  # it exists but cannot be read: only a pid without a start time is trusted
+        return created is None
 
 
 def job_alive(st: dict) -> bool:

@@ -1,9 +1,8 @@
-"""Small file helpers shared by every store: atomic writes, tolerant JSONL reads, file locks."""
+"""Small file helpers shared by every store: atomic writes, tolerant JSONL reads, file locks (filelock)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -119,11 +118,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held on path for the duration of the block (cross-process)."""
+    """An exclusive advisory lock held on path for the duration of the block (cross-process).
+
+    filelock's FileLock (flock on POSIX, msvcrt on Windows); a new FileLock per call, so two blocks
+    on the same path in one process exclude each other as two processes do.
+    """
+    import filelock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with filelock.FileLock(str(path), thread_local=False, poll_interval=0.01):
+        yield

@@ -18,12 +18,14 @@ from tunelab.train.preference import SEQS_PER_EXAMPLE
 # Measured: LoRA on SmolLM2-135M, plain loop, 2 cores (measured on this project's 2-core CI machines); scaled by model size.
 CPU_TOKENS_PER_S_135M = 155.0
 
-# Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (batch 4 x 256 packed tokens, bf16 autocast; peak
-# RSS (VmHWM) of separate runs, bench/RESULTS.md 2026-11-30: about 2190 MiB without checkpointing, 1523 with).
+# Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (batch 4 x 256 tokens, bf16 autocast over bf16
+# frozen weights, train/fused.py's norms and MLPs; peak RSS (VmHWM) of the run process in bench/peers.py,
+# 2026-12-06: 1866 MiB without checkpointing, 1320 with; the estimate below: 1879 and 1457).
 RUNTIME_BYTES = 0.55e9  # Python, torch, transformers, PEFT, the tokenizer and the encoded data
 # Bytes each token keeps for the backward pass per decoder layer, per (hidden, intermediate) unit:
-# bf16 autocast (bf16 copies next to float32 residuals; measured), float32 compute (not yet measured here).
-ACT_AMP = (44, 11)
+# bf16 autocast (measured; 44, 11 before the frozen embedding/norms went bf16 and the norms/MLP were fused),
+# float32 compute (not yet measured here).
+ACT_AMP = (35, 9)
 ACT_FP32 = (16 * 4, 4 * 4)
 # With checkpointing each layer keeps its inputs and what the recompute needs (measured: about 32 bytes per
 # hidden unit, not the 4 of the input alone), plus one layer's activations while it is recomputed.
@@ -72,7 +74,7 @@ def tokens_per_epoch(model: str, data: str, version: int | None, cutoff: int, sa
 
 
 def _amp(cfg: TrainConfig, device_type: str) -> bool:
-    """Whether the run computes under bf16 autocast (frozen Linear weights then held in bf16)."""
+    """Whether the run computes under bf16 autocast (frozen weights then held in bf16)."""
     from tunelab.train.setup import native_bf16_cpu
 
     t = cfg.training
@@ -100,8 +102,8 @@ def memory_bytes(cfg: TrainConfig, geo: Geometry, total: int, train: int, checkp
         weights = total * 0.55 + embed * 4
     elif cfg.model.dtype != "float32":
         weights = total * 2
-    elif amp and tuning(cfg) != "full":  # frozen Linear weights stored in bf16, the embedding in float32
-        weights = (total - embed) * 2 + embed * 4
+    elif amp and tuning(cfg) != "full":  # every frozen weight stored in bf16 (setup.cast_frozen)
+        weights = total * 2
     else:
         weights = total * 4
     # A preference example puts 2 sequences through the model with gradients (chosen, rejected), KTO 1: its
@@ -121,13 +123,9 @@ def free_memory_bytes(device_type: str = "cpu") -> float | None:
         import torch
 
         return float(torch.cuda.mem_get_info()[0])
-    free = None
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    import psutil
+
+    free = psutil.virtual_memory().available
     try:  # a container's own limit (cgroup v2) may be far below the machine's
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         used = int(Path("/sys/fs/cgroup/memory.current").read_text())

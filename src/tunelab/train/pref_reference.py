@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tunelab.errors import TuneLabError
 from tunelab.train.logps import sequence_logps
-from tunelab.train.preference import REF_FILE, PrefEncoded, _autocast, fixed_batches, collate
+from tunelab.train.preference import REF_FILE, PrefEncoded, fixed_batches, collate
+from tunelab.train.setup import autocast
 
 
 def reference_logps(model, enc: PrefEncoded, pad_id: int, device, batch_size: int = 8, adapter_off: bool = False,
@@ -41,7 +42,7 @@ def reference_logps(model, enc: PrefEncoded, pad_id: int, device, batch_size: in
     with torch.no_grad(), off:
         for rows in fixed_batches(enc, batch_size):
             batch = collate(enc, rows, pad_id)
-            with _autocast(device_type, amp):
+            with autocast(device_type, amp):
                 sums, _ = sequence_logps(model, batch, device)
                 n = len(batch["index"])
                 per = sums.view(-1, n).T  # (examples, sequences)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from tunelab.data.messages import tokenize
 from tunelab.errors import TuneLabError
 from tunelab.train.logps import sequence_logps
+from tunelab.train.setup import autocast
 
 METHODS = ("dpo", "orpo", "kto")
 PAIR_METHODS = ("dpo", "orpo")
@@ -197,12 +198,6 @@ def collate(enc: PrefEncoded, batch: list[list[int]], pad_id: int, packing: bool
     out["n_tokens"] = sum(len(ids) for ids, _ in seqs)
     out["n_units"] = len(exs)
     return out
-
-
-def _autocast(device_type: str, dtype):
-    import torch
-
-    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def _log1mexp(x):
@@ -386,7 +381,7 @@ def evaluate(model, enc: PrefEncoded, ref: list | None, method: str, beta: float
         for rows in fixed_batches(enc, batch_size):
             batch = collate(enc, rows, pad_id)
             before = (tally.loss, tally.units)
-            with _autocast(device_type, amp):
+            with autocast(device_type, amp):
                 batch_loss(model, batch, ref, method, beta, loss_type, device, tally, weights)
             sums.append(tally.loss - before[0])
             counts.append(tally.units - before[1])

@@ -117,7 +117,11 @@ def load_model(cfg: TrainConfig, base: str, init: str | None, device, checkpoint
 
 @functools.cache
 def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 autocast pays."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 autocast pays.
+
+    Read from /proc/cpuinfo's flags: psutil does not list CPU features, and torch's
+    get_cpu_capability() names the vector width (AVX512), not whether bf16 dot products exist.
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -147,30 +151,32 @@ def autocast(device_type: str, dtype):
     return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-def cast_frozen_linears(model, dtype) -> int:
-    """Store the frozen Linear weights in the autocast dtype; returns how many were cast.
+def cast_frozen(model, dtype) -> int:
+    """Hold every frozen weight in the autocast dtype, and keep LoRA inputs in it; returns how many were cast.
 
-    Autocast caches its casts only for leaf weights that require grad, so frozen base weights were
-    copied to bf16 again in every forward; cast once, a LoRA step on SmolLM2 is 4-5% faster with
-    bit-identical losses. Trainable weights, embeddings and a tied lm_head stay float32.
+    For a LoRA or P-tuning run under bf16 autocast. The frozen Linear weights were copied to bf16 in
+    every forward (autocast caches its casts only for weights that require grad). The embedding
+    (SmolLM2: tied to the lm_head, 28M parameters) and the norms stayed float32, so the residual
+    stream and every RMSNorm output were float32, and autocast cast them to bf16 again in front of
+    each Linear: 14-22% of a step's CPU time was aten::copy_ (bench/RESULTS.md, profile). With all
+    of them in bf16 the activations are bf16 from the embedding on (RMSNorm still computes its
+    variance in float32, as the model's code does); the trainable weights (LoRA A/B, the prompt
+    encoder) stay float32 and autocast casts them once per step. As LLaMA-Factory does on a GPU
+    (a bf16 base, float32 trainables). PEFT casts a LoRA layer's input to its float32 weight before
+    the matmul that autocast runs in bf16 anyway: that copy (kept for the backward) is turned off.
 
-    transformers maps the safetensors file into memory and the float32 weights are views of it: the
-    file's pages stayed resident (and counted in RSS) next to the bf16 copies for the whole run,
-    because the embedding and norms still pointed into the same mapping. Those few tensors are
-    copied out, so the mapping is released and the frozen weights are held once (SmolLM2: ~300 MiB).
+    transformers maps the safetensors file into memory and the float32 weights are views of it:
+    casting replaces every frozen tensor, so the mapping is released and the weights are held once.
     """
     import torch
 
-    embed = model.get_input_embeddings().weight
     n = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+                n += 1
     for module in model.modules():
-        w = getattr(module, "weight", None)
-        if type(module) is torch.nn.Linear and not w.requires_grad and w is not embed and w.dtype != dtype:
-            module.to(dtype)
-            n += 1
-    if n:
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.device.type == "cpu" and not p.requires_grad and p.dtype != dtype:
-                    p.data = p.data.clone()
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
     return n

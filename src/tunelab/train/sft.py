@@ -33,12 +33,13 @@ from tunelab.train.loss import (  # noqa: F401  (re-exported: the loss lives in 
     head_owner,
     verify_head,
 )
+from tunelab.train.fused import fuse
 from tunelab.train.setup import (  # noqa: F401  (re-exported: loading and precision live in train/setup.py)
     QLORA_CPU,
     autocast,
     autocast_dtype,
     base_and_init,
-    cast_frozen_linears,
+    cast_frozen,
     check_method,
     load_model,
     load_records,
@@ -216,6 +217,9 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
         torch.set_num_threads(t.threads)
     accel = Accelerator(cpu=not torch.cuda.is_available())
     main = accel.is_main_process
+    if main and accel.device.type == "cpu":
+        waits = os.environ.get("OMP_WAIT_POLICY", "spin, then sleep (OpenMP's default: the cores were idle at launch)")
+        log(f"{torch.get_num_threads()} threads, OpenMP waits: {waits}")
     random.seed(t.seed)
     torch.manual_seed(t.seed)
 
@@ -246,7 +250,9 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     model = load_model(cfg, base, init, accel.device, checkpointing=recompute)
     amp = autocast_dtype(cfg, accel.device.type)
     if amp is not None and tuning(cfg) != "full":
-        cast_frozen_linears(model, amp)
+        cast_frozen(model, amp)
+    if tuning(cfg) != "full":
+        fuse(model)  # frozen norms and SiLU MLPs keep less for the backward (train/fused.py)
     ptuning = cfg.method.method == "ptuning" or getattr(getattr(model, "peft_config", {}).get("default"), "is_prompt_learning", False)
     packing = cfg.data.packing and not ptuning and not pref  # virtual tokens would sit in front of the first example only
     params = [p for p in model.parameters() if p.requires_grad]
