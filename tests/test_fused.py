@@ -52,11 +52,9 @@ def _loss_grads(model, batch, amp=None):
     return float(loss), grads, sum(v for k, v in saved.items() if k not in weights)
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "mistral", "phi3", "gemma3"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "mistral", "gemma3"])
 def test_fused_layers_match_the_models_own_autograd(name):
     conf = _configs()[name][0]
-    if name == "phi3":
-        pytest.skip("Phi3's MLP is one fused gate_up_proj: nothing of it is swapped, its norms are covered by llama")
     model = _lora(conf)
     fused = copy.deepcopy(model)
     n = fuse(fused)
