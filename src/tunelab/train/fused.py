@@ -71,7 +71,7 @@ def _mlp_forward(self, x):
     return self.down_proj(_silu_mul().apply(self.gate_proj(x), self.up_proj(x)))
 
 
-def _forward(self, hidden_states):
+def _norm_forward(self, hidden_states):
     return _function().apply(hidden_states, self.weight, self.variance_epsilon)
 
 
@@ -95,11 +95,10 @@ def _fused_class(cls: type, forward) -> type:
 
 def _fusable(module):
     """The fused forward for module, or None: a known frozen RMSNorm, or a SiLU-gated MLP."""
-
     name = type(module).__name__
     w = getattr(module, "weight", None)
     if name in NORMS and w is not None and not w.requires_grad and hasattr(module, "variance_epsilon"):
-        return _forward
+        return _norm_forward
     if (name.endswith("MLP") and all(hasattr(module, k) for k in ("gate_proj", "up_proj", "down_proj"))
             and type(getattr(module, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation")):
         return _mlp_forward
