@@ -39,7 +39,7 @@ def run_dir(run_id: str) -> Path:
 
 
 def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
-           accelerate_config: str | None = None) -> str:
+           accelerate_config: str | None = None, run_id: str | None = None) -> str:
     """Check the config cheaply, write a new run folder (status queued) and return its id.
 
     Args:
@@ -47,6 +47,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
         launcher: "python" (one process) or "accelerate" (`accelerate launch`).
         num_processes: processes for the accelerate launcher.
         accelerate_config: an `accelerate config` YAML (FSDP, DeepSpeed...), copied into the run folder.
+        run_id: the id to use (a sweep records it in its trial first); a new one when None.
     Returns:
         The new run id.
     """
@@ -76,7 +77,7 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
         cfg.data.eval_data_version = store.resolve_version(cfg.data.eval_data, cfg.data.eval_data_version)
     if accelerate_config:
         check_accelerate_config(accelerate_config)
-    run_id = jobs.new_id("run")
+    run_id = run_id or jobs.new_id("run")
     d = jobs.job_dir("runs", run_id)
     d.mkdir(parents=True)
     cfg.to_yaml(d / "config.yaml")

@@ -11,14 +11,19 @@ names another URL), status.json and job.log. The sweep job (`sweep work ID --job
   marked `pruned` (its curve stays);
 - exactly N trials finish across workers: after asking, a worker counts the live trials numbered below
   its own; a surplus trial is closed at once (FAIL, user attr "surplus") and never runs;
+- the run id is chosen and stored in the trial before the run folder exists, so a worker killed at any
+  point leaves no run its trial does not name;
 - resume adopts the trials of a dead worker: a run still going is followed again, a finished one is told,
-  an interrupted one is retried with the same parameters (enqueue_trial). Finished trials never run again.
+  an interrupted or never-launched one is resumed from its last checkpoint in the same run folder, and a
+  trial killed before its folder existed is retried with the same parameters (enqueue_trial). Finished
+  trials never run again and no trial makes a second run.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -231,7 +236,7 @@ def adopt(study, sweep_id: str, log=print) -> None:
     """Take over the running trials of this machine's dead workers (see the module doc)."""
     import optuna
 
-    from tunelab.train import runs
+    from tunelab.train import manage, runs
 
     with locked(sweep_dir(sweep_id) / ".adopt.lock"):
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -240,12 +245,22 @@ def adopt(study, sweep_id: str, log=print) -> None:
             trial = optuna.trial.Trial(study, t._trial_id)
             trial.set_user_attr("worker", _me())
             run_id = t.user_attrs.get("run")
-            st = runs.status(run_id) if run_id and (workspace.subdir("runs") / run_id / "config.yaml").exists() else {}
-            if st.get("status") in jobs.ACTIVE or st.get("status") == "completed":
-                log(f"trial {t.number}: adopting {run_id} ({st.get('status')})")
+            folder = jobs.job_dir("runs", run_id) if run_id else None
+            st = (jobs.read_status(folder) or {}) if folder and (folder / "config.yaml").exists() else {}
+            status = st.get("status")
+            if folder and folder.exists() and status is None:  # killed while runs.create wrote it: never ran
+                shutil.rmtree(folder)
+            if status == "queued" and not st.get("pid"):  # killed between creating the folder and launching
+                manage.tag(run_id, add=[sweep_id])
+                runs.start(run_id)
+            elif status == "interrupted":  # its process died with the worker (a machine restart, a kill)
+                log(f"trial {t.number}: resuming {run_id} ({status}) from its last checkpoint")
+                runs.resume(run_id)
+            if status is not None:
+                log(f"trial {t.number}: adopting {run_id} ({status})")
                 _finish(study, trial, sweep_id, run_id, log)
                 continue
-            log(f"trial {t.number}: its run {run_id or '-'} did not finish ({st.get('status')}): retried")
+            log(f"trial {t.number}: killed before its run {run_id or '-'} existed: retried")
             trial.set_user_attr("closed", STALE)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, skip_if_exists=False)
@@ -271,21 +286,22 @@ def work(sweep_id: str, log=print) -> int:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return done
         values = suggest(trial, spec["params"])
+        run_id = jobs.new_id("run")
+        trial.set_user_attr("run", run_id)  # before the folder exists: a kill from here on leaves a named run
         try:
-            run_id = _create_run(spec, values)
+            _create_run(spec, values, run_id)
         except TuneLabError as exc:
             log(f"trial {trial.number} {values}: cannot start: {exc}")
             trial.set_user_attr("error", str(exc))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             done += 1
             continue
-        trial.set_user_attr("run", run_id)
         log(f"trial {trial.number} {values}: run {run_id}")
         _finish(study, trial, sweep_id, run_id, log)
         done += 1
 
 
-def _create_run(spec: dict, values: dict) -> str:
+def _create_run(spec: dict, values: dict, run_id: str) -> None:
     from tunelab.train import manage, recipe, runs
     from tunelab.train.config import TrainConfig
 
@@ -293,10 +309,9 @@ def _create_run(spec: dict, values: dict) -> str:
     cfg = TrainConfig.for_method(given.get("method", "lora"))
     cfg.set(given)
     recipe.apply(cfg, set(given))
-    run_id = runs.create(cfg)
+    runs.create(cfg, run_id=run_id)
     manage.tag(run_id, add=[spec["sweep"]])
     runs.start(run_id)
-    return run_id
 
 
 def _finish(study, trial, sweep_id: str, run_id: str, log) -> None:
