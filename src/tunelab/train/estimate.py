@@ -15,8 +15,10 @@ from tunelab.models.size import Geometry, model_size
 from tunelab.train.config import TrainConfig
 from tunelab.train.preference import SEQS_PER_EXAMPLE
 
-# Measured: LoRA on SmolLM2-135M, plain loop, 2 cores (measured on this project's 2-core CI machines); scaled by model size.
-CPU_TOKENS_PER_S_135M = 155.0
+# Measured: the default LoRA run on SmolLM2-135M (bf16 frozen weights, fused norms/MLPs), 2 quiet cores of this
+# project's CI machines, bench/peers.py 2026-12-06: 540-571 tokens/s (was 155 before those levers). Scaled by
+# model size; after one run of a model its own measured median replaces it (measured_speed).
+CPU_TOKENS_PER_S_135M = 540.0
 
 # Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (batch 4 x 256 tokens, bf16 autocast over bf16
 # frozen weights, train/fused.py's norms and MLPs; peak RSS (VmHWM) of the run process in bench/peers.py,
