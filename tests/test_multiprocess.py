@@ -185,3 +185,34 @@ def test_process_count_and_accelerate_config_refused_in_one_line(workspace, tmp_
     p = tunelab(workspace, "train", "--data", "tiny", "--num-processes", "2")
     assert "needs --launcher accelerate" in one_line_error(p)
     assert not (workspace / "runs").exists() or not list((workspace / "runs").iterdir())  # nothing launched
+
+
+@pytest.mark.skipif(runs._has_cuda(), reason="the refusal is for machines without CUDA")
+def test_gpu_only_accelerate_configs_refused_on_cpu_before_launch(workspace, tmp_path):
+    """FSDP / DeepSpeed have no CPU mode in accelerate: one line at `train`, no run folder, never a silent DDP."""
+    tiny_model.dataset()
+    cfg = TrainConfig.for_method("full")
+    cfg.set({"data": "tiny"})
+    # the FSDP example made CPU-friendly by hand: accelerate would have trained it as plain DDP (MULTI_CPU)
+    quiet = yaml.safe_load((ROOT / "examples" / "accelerate_fsdp.yaml").read_text())
+    quiet.update(use_cpu=True, fsdp_config=dict(quiet["fsdp_config"], fsdp_sync_module_states=False,
+                                                 fsdp_cpu_ram_efficient_loading=False))
+    (tmp_path / "fsdp_cpu.yaml").write_text(yaml.safe_dump(quiet))
+    for path, name in ((ROOT / "examples" / "accelerate_fsdp.yaml", "FSDP"), (tmp_path / "fsdp_cpu.yaml", "FSDP"),
+                       (ROOT / "examples" / "accelerate_deepspeed_zero2.yaml", "DeepSpeed")):
+        with pytest.raises(TuneLabError, match=f"^{name} .*needs CUDA GPUs"):
+            runs.create(cfg, "accelerate", 2, accelerate_config=str(path))
+    p = tunelab(workspace, "train", "--data", "tiny", "--method", "full", "--launcher", "accelerate",
+                "--num-processes", "2", "--accelerate-config", str(ROOT / "examples" / "accelerate_fsdp.yaml"))
+    assert "FSDP (distributed_type: FSDP) needs CUDA GPUs" in one_line_error(p)
+    assert not (workspace / "runs").exists() or not list((workspace / "runs").iterdir())  # nothing launched
+
+
+def test_worker_stops_when_accelerate_sets_up_another_kind():
+    """What the worker checks after `Accelerator()`: the config's kind is the kind that runs."""
+    from tunelab.train.setup import check_parallel
+
+    check_parallel("MULTI_GPU", cuda=False, got="MULTI_CPU")  # DDP over gloo on CPUs: fine
+    check_parallel("FSDP", cuda=True, got="FSDP")
+    with pytest.raises(TuneLabError, match="asks for FSDP but accelerate set up MULTI_GPU"):
+        check_parallel("FSDP", cuda=True, got="MULTI_GPU")

@@ -53,9 +53,11 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     """
     from tunelab.train import tracking
     from tunelab.train.inputs import check_resume_from
-    from tunelab.train.setup import base_and_init, check_method
+    from tunelab.train.setup import base_and_init, check_method, check_parallel
 
     check_launch(launcher, num_processes)
+    if accelerate_config:  # FSDP / DeepSpeed on a machine without GPUs: one line, nothing launched
+        check_parallel(check_accelerate_config(accelerate_config), _has_cuda())
     check_resume_from(cfg.training.resume_from)
     validate.check(cfg)  # every number in range (train/validate.py), before any folder exists
     if not cfg.data.data:
@@ -75,8 +77,6 @@ def create(cfg: TrainConfig, launcher: str = "python", num_processes: int = 1,
     cfg.data.data_version = store.resolve_version(cfg.data.data, cfg.data.data_version)
     if cfg.data.eval_data:  # and the eval dataset's: a resume or a re-run of this config evaluates the same records
         cfg.data.eval_data_version = store.resolve_version(cfg.data.eval_data, cfg.data.eval_data_version)
-    if accelerate_config:
-        check_accelerate_config(accelerate_config)
     run_id = run_id or jobs.new_id("run")
     d = jobs.job_dir("runs", run_id)
     d.mkdir(parents=True)
@@ -128,17 +128,22 @@ def check_launch(launcher: str, num_processes: int) -> None:
         raise TuneLabError(f"--num-processes {num_processes} needs --launcher accelerate (the python launcher is one process)")
 
 
-def check_accelerate_config(path: str) -> None:
-    """Refuse, in one line, an accelerate config file that is missing or that accelerate cannot load."""
+def check_accelerate_config(path: str) -> str:
+    """Refuse, in one line, an accelerate config file that is missing or that accelerate cannot load.
+
+    Returns its distributed_type ("MULTI_GPU", "FSDP", "DEEPSPEED"...).
+    """
     if not Path(path).is_file():
         raise TuneLabError(f"accelerate config {path!r} not found")
     from accelerate.commands.config.config_args import load_config_from_file
 
     try:
-        load_config_from_file(path)
+        loaded = load_config_from_file(path)
     except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TuneLabError(f"accelerate config {path!r} cannot be loaded: {line}") from exc
+    kind = getattr(loaded, "distributed_type", None)
+    return str(getattr(kind, "value", kind) or "NO")
 
 
 def omp_env(busy_cores: float | None = None) -> dict[str, str]:

@@ -180,3 +180,33 @@ def cast_frozen(model, dtype) -> int:
         if hasattr(module, "cast_input_dtype_enabled"):
             module.cast_input_dtype_enabled = False
     return n
+
+
+# accelerate's distributed types that shard over GPUs and have no CPU mode (accelerate 1.16): on a machine
+# without CUDA the shipped FSDP example fails inside FSDP's init ("sync_module_states ... not supported on
+# cpu"), the same config with that off silently trains as plain DDP (MULTI_CPU), and DeepSpeed exits 1.
+GPU_ONLY_PARALLEL = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM"}
+
+
+def check_parallel(asked: str | None, cuda: bool, got: str | None = None) -> None:
+    """Refuse, in one line, an accelerate config's distributed_type this machine cannot run as asked.
+
+    asked: the config's distributed_type ("FSDP", "MULTI_GPU"...); got: what accelerate set up in the
+    worker (None before launch). DDP configs (MULTI_GPU) run over gloo on CPUs, so only the GPU-only
+    kinds are checked.
+    """
+    kind = str(asked or "").upper()
+    name = GPU_ONLY_PARALLEL.get(kind)
+    if not name:
+        return
+    if not cuda:
+        raise TuneLabError(f"{name} (distributed_type: {kind}) needs CUDA GPUs and none is visible: on CPUs use "
+                           "examples/accelerate_ddp.yaml or leave out --accelerate-config (DDP over gloo)")
+    if kind == "DEEPSPEED" and got is None:
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise TuneLabError("DeepSpeed is not installed: pip install deepspeed")
+    if got is not None and got.upper() != kind:
+        raise TuneLabError(f"the accelerate config asks for {name} but accelerate set up {got}: "
+                           "check its distributed_type and use_cpu")

@@ -41,6 +41,7 @@ from tunelab.train.setup import (  # noqa: F401  (re-exported: loading and preci
     base_and_init,
     cast_frozen,
     check_method,
+    check_parallel,
     load_model,
     load_records,
     native_bf16_cpu,
@@ -217,6 +218,13 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
         torch.set_num_threads(t.threads)
     accel = Accelerator(cpu=not torch.cuda.is_available())
     main = accel.is_main_process
+    if (run_dir / "accelerate.yaml").exists():  # FSDP / DeepSpeed as asked, or one line (never a silent DDP)
+        import yaml
+
+        asked = (yaml.safe_load((run_dir / "accelerate.yaml").read_text(encoding="utf-8")) or {}).get("distributed_type")
+        check_parallel(asked, torch.cuda.is_available(), accel.distributed_type.value)
+    if main and accel.num_processes > 1:
+        log(f"{accel.num_processes} processes: {accel.distributed_type.value}")
     if main and accel.device.type == "cpu":
         waits = os.environ.get("OMP_WAIT_POLICY", "spin, then sleep (OpenMP's default: the cores were idle at launch)")
         log(f"{torch.get_num_threads()} threads, OpenMP waits: {waits}")
