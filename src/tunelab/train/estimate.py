@@ -16,9 +16,10 @@ from tunelab.train.config import TrainConfig
 from tunelab.train.preference import SEQS_PER_EXAMPLE
 
 # Measured: the default LoRA run on SmolLM2-135M (bf16 frozen weights, fused norms/MLPs), 2 quiet cores of this
-# project's CI machines, bench/peers.py 2026-12-06: 540-571 tokens/s (was 155 before those levers). Scaled by
-# model size; after one run of a model its own measured median replaces it (measured_speed).
-CPU_TOKENS_PER_S_135M = 540.0
+# project's CI machines, bench/peers.py (30 steps, 2026-12-06): 356-365 tokens/s on an AMD EPYC (AVX-512 BF16),
+# 540-571 on an Intel Xeon (AMX); 155 before those levers. Near the slower machine (a first estimate errs
+# long rather than short), scaled by model size; after one run of a model its own measured median replaces it (measured_speed).
+CPU_TOKENS_PER_S_135M = 400.0
 
 # Peak memory of a run, calibrated on SmolLM2-135M LoRA runs (batch 4 x 256 tokens, bf16 autocast over bf16
 # frozen weights, train/fused.py's norms and MLPs; peak RSS (VmHWM) of the run process in bench/peers.py,
