@@ -135,15 +135,13 @@ def check_accelerate_config(path: str) -> str:
     """
     if not Path(path).is_file():
         raise TuneLabError(f"accelerate config {path!r} not found")
-    from accelerate.commands.config.config_args import load_config_from_file
+    from tunelab.train.setup import accelerate_kind
 
     try:
-        loaded = load_config_from_file(path)
+        return accelerate_kind(path)
     except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TuneLabError(f"accelerate config {path!r} cannot be loaded: {line}") from exc
-    kind = getattr(loaded, "distributed_type", None)
-    return str(getattr(kind, "value", kind) or "NO")
 
 
 def omp_env(busy_cores: float | None = None) -> dict[str, str]:

@@ -188,6 +188,14 @@ def cast_frozen(model, dtype) -> int:
 GPU_ONLY_PARALLEL = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM"}
 
 
+def accelerate_kind(path: str | Path) -> str:
+    """An accelerate config file's distributed_type ("MULTI_GPU", "FSDP", "DEEPSPEED"...), by accelerate's own loader."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kind = getattr(load_config_from_file(str(path)), "distributed_type", None)
+    return str(getattr(kind, "value", kind) or "NO")
+
+
 def check_parallel(asked: str | None, cuda: bool, got: str | None = None) -> None:
     """Refuse, in one line, an accelerate config's distributed_type this machine cannot run as asked.
 
@@ -202,7 +210,7 @@ def check_parallel(asked: str | None, cuda: bool, got: str | None = None) -> Non
     if not cuda:
         raise TuneLabError(f"{name} (distributed_type: {kind}) needs CUDA GPUs and none is visible: on CPUs use "
                            "examples/accelerate_ddp.yaml or leave out --accelerate-config (DDP over gloo)")
-    if kind == "DEEPSPEED" and got is None:
+    if kind == "DEEPSPEED":
         import importlib.util
 
         if importlib.util.find_spec("deepspeed") is None:

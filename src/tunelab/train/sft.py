@@ -36,6 +36,7 @@ from tunelab.train.loss import (  # noqa: F401  (re-exported: the loss lives in 
 from tunelab.train.fused import fuse
 from tunelab.train.setup import (  # noqa: F401  (re-exported: loading and precision live in train/setup.py)
     QLORA_CPU,
+    accelerate_kind,
     autocast,
     autocast_dtype,
     base_and_init,
@@ -216,13 +217,11 @@ def _train(run_dir: Path, stopping, trackers: tracking.Trackers) -> str:
     check_method(cfg.method.method)
     if t.threads:
         torch.set_num_threads(t.threads)
-    accel = Accelerator(cpu=not torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    accel = Accelerator(cpu=not cuda)
     main = accel.is_main_process
     if (run_dir / "accelerate.yaml").exists():  # FSDP / DeepSpeed as asked, or one line (never a silent DDP)
-        import yaml
-
-        asked = (yaml.safe_load((run_dir / "accelerate.yaml").read_text(encoding="utf-8")) or {}).get("distributed_type")
-        check_parallel(asked, torch.cuda.is_available(), accel.distributed_type.value)
+        check_parallel(accelerate_kind(run_dir / "accelerate.yaml"), cuda, accel.distributed_type.value)
     if main and accel.num_processes > 1:
         log(f"{accel.num_processes} processes: {accel.distributed_type.value}")
     if main and accel.device.type == "cpu":
